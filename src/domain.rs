@@ -1,0 +1,323 @@
+//! Domain types, parsed once at the edge so that nothing behind the HTTP layer re-validates.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Milliseconds since the Unix epoch: the one time unit the engine uses inside.
+pub type Millis = i64;
+
+/// The current wall-clock time in milliseconds.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Formats milliseconds as RFC 3339 (UTC, millisecond precision) for JSON answers.
+pub fn format_millis(ms: Millis) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => ms.to_string(),
+    }
+}
+
+/// Identifies a sale. Positive, assigned by the order store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SaleId(pub i64);
+
+impl SaleId {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        match raw.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(SaleId(id)),
+            _ => Err(ApiError::SaleNotFound),
+        }
+    }
+}
+
+impl fmt::Display for SaleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A buyer's identity: 1 to 64 characters of `[A-Za-z0-9_.:@-]`.
+///
+/// Shared (`Arc<str>`) because the gate's buyer set and the order both hold it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        if raw.is_empty() {
+            return Err(ApiError::MissingUserId);
+        }
+        let valid_char =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@');
+        if raw.len() > Self::MAX_LEN || !raw.bytes().all(valid_char) {
+            return Err(ApiError::InvalidUserId);
+        }
+        Ok(UserId(Arc::from(raw)))
+    }
+
+    /// Wraps an id the engine made itself (anonymous buyers of the seed's API).
+    pub(crate) fn trusted(id: String) -> Self {
+        UserId(Arc::from(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for UserId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The largest stock one sale may hold; far above any flash sale, far below any overflow.
+pub const MAX_STOCK: u64 = 1_000_000_000;
+/// The largest per-user limit.
+pub const MAX_PER_USER_LIMIT: u32 = 1_000;
+const MAX_NAME_LEN: usize = 200;
+
+/// What an admin sends to create a sale (`POST /api/sales`), before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSaleRequest {
+    pub name: String,
+    pub stock: i64,
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub per_user_limit: Option<i64>,
+}
+
+/// A validated sale to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaleSpec {
+    pub name: String,
+    pub stock: u64,
+    pub starts_at: Option<Millis>,
+    pub ends_at: Option<Millis>,
+    pub per_user_limit: u32,
+    /// The demo sale is the one the seed's endpoints sell.
+    pub demo: bool,
+}
+
+impl SaleSpec {
+    pub fn parse(req: NewSaleRequest) -> Result<Self, ApiError> {
+        let name = req.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+            return Err(ApiError::InvalidSale(format!(
+                "name must be 1 to {MAX_NAME_LEN} characters"
+            )));
+        }
+        if req.stock < 0 || req.stock as u64 > MAX_STOCK {
+            return Err(ApiError::InvalidSale(format!(
+                "stock must be between 0 and {MAX_STOCK}"
+            )));
+        }
+        let per_user_limit = req.per_user_limit.unwrap_or(1);
+        if !(1..=MAX_PER_USER_LIMIT as i64).contains(&per_user_limit) {
+            return Err(ApiError::InvalidSale(format!(
+                "per_user_limit must be between 1 and {MAX_PER_USER_LIMIT}"
+            )));
+        }
+        let starts_at = req.starts_at.map(|t| t.timestamp_millis());
+        let ends_at = req.ends_at.map(|t| t.timestamp_millis());
+        if let (Some(s), Some(e)) = (starts_at, ends_at) {
+            if e <= s {
+                return Err(ApiError::InvalidSale(
+                    "ends_at must be after starts_at".into(),
+                ));
+            }
+        }
+        Ok(SaleSpec {
+            name: name.to_owned(),
+            stock: req.stock as u64,
+            starts_at,
+            ends_at,
+            per_user_limit: per_user_limit as u32,
+            demo: false,
+        })
+    }
+}
+
+/// A sale as the store keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sale {
+    pub id: SaleId,
+    pub name: String,
+    pub stock: u64,
+    pub starts_at: Option<Millis>,
+    pub ends_at: Option<Millis>,
+    pub per_user_limit: u32,
+    pub demo: bool,
+    pub created_at: Millis,
+}
+
+/// The rules the stock gate enforces on every purchase of one sale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaleRules {
+    pub id: SaleId,
+    pub stock: u64,
+    pub starts_at: Option<Millis>,
+    pub ends_at: Option<Millis>,
+    pub per_user_limit: u32,
+}
+
+impl From<&Sale> for SaleRules {
+    fn from(s: &Sale) -> Self {
+        SaleRules {
+            id: s.id,
+            stock: s.stock,
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            per_user_limit: s.per_user_limit,
+        }
+    }
+}
+
+impl SaleRules {
+    /// Whether the sale window is closed at `now`, as the refusal a buyer gets.
+    pub fn window_refusal(&self, now: Millis) -> Option<Refusal> {
+        if self.starts_at.is_some_and(|s| now < s) {
+            Some(Refusal::NotStarted)
+        } else if self.ends_at.is_some_and(|e| now >= e) {
+            Some(Refusal::Ended)
+        } else {
+            None
+        }
+    }
+
+    pub fn status(&self, remaining: u64, now: Millis) -> SaleStatus {
+        match self.window_refusal(now) {
+            Some(Refusal::NotStarted) => SaleStatus::Upcoming,
+            Some(_) => SaleStatus::Ended,
+            None if remaining == 0 => SaleStatus::SoldOut,
+            None => SaleStatus::Live,
+        }
+    }
+}
+
+/// Why the gate refused a purchase. Each maps to one API error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownSale,
+    NotStarted,
+    Ended,
+    SoldOut,
+    AlreadyPurchased,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleStatus {
+    Upcoming,
+    Live,
+    SoldOut,
+    Ended,
+}
+
+/// A confirmed purchase. `seq` is the buyer's n-th unit of this sale (1..=per_user_limit),
+/// so `(sale_id, user_id, seq)` is unique and a redelivered order can never count twice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order {
+    pub order_id: uuid::Uuid,
+    pub sale_id: SaleId,
+    pub user_id: UserId,
+    pub seq: u32,
+    pub created_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_accepts_the_allowed_alphabet() {
+        assert_eq!(
+            UserId::parse("alice-01_x.y:z@corp").unwrap().as_str(),
+            "alice-01_x.y:z@corp"
+        );
+        assert!(UserId::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn user_id_refuses_empty_long_and_foreign_characters() {
+        assert!(matches!(UserId::parse(""), Err(ApiError::MissingUserId)));
+        assert!(matches!(
+            UserId::parse(&"a".repeat(65)),
+            Err(ApiError::InvalidUserId)
+        ));
+        for bad in ["a b", "ä", "a/b", "a\u{0}", "用户", "a\"b"] {
+            assert!(
+                matches!(UserId::parse(bad), Err(ApiError::InvalidUserId)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sale_id_is_a_positive_integer() {
+        assert_eq!(SaleId::parse("7").unwrap(), SaleId(7));
+        for bad in ["0", "-1", "x", "", "99999999999999999999"] {
+            assert!(SaleId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn request(stock: i64, limit: Option<i64>) -> NewSaleRequest {
+        NewSaleRequest {
+            name: "phone".into(),
+            stock,
+            starts_at: None,
+            ends_at: None,
+            per_user_limit: limit,
+        }
+    }
+
+    #[test]
+    fn sale_spec_validates_stock_limit_and_window() {
+        assert_eq!(
+            SaleSpec::parse(request(10, None)).unwrap().per_user_limit,
+            1
+        );
+        assert!(SaleSpec::parse(request(-1, None)).is_err());
+        assert!(SaleSpec::parse(request(MAX_STOCK as i64 + 1, None)).is_err());
+        assert!(SaleSpec::parse(request(1, Some(0))).is_err());
+        let mut backwards = request(1, None);
+        backwards.starts_at = Some(Utc::now());
+        backwards.ends_at = Some(Utc::now() - chrono::Duration::seconds(1));
+        assert!(SaleSpec::parse(backwards).is_err());
+    }
+
+    #[test]
+    fn status_follows_window_then_stock() {
+        let rules = SaleRules {
+            id: SaleId(1),
+            stock: 5,
+            starts_at: Some(100),
+            ends_at: Some(200),
+            per_user_limit: 1,
+        };
+        assert_eq!(rules.status(5, 99), SaleStatus::Upcoming);
+        assert_eq!(rules.status(5, 100), SaleStatus::Live);
+        assert_eq!(rules.status(0, 150), SaleStatus::SoldOut);
+        assert_eq!(rules.status(5, 200), SaleStatus::Ended);
+    }
+}

@@ -1,0 +1,294 @@
+//! The engine: the buy path (gate → store → answer) and the sale catalogue, over any
+//! [`StockGate`] and [`OrderStore`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::domain::{
+    format_millis, now_millis, Order, Sale, SaleId, SaleRules, SaleSpec, SaleStatus, UserId,
+};
+use crate::error::ApiError;
+use crate::gate::StockGate;
+use crate::metrics::METRICS;
+use crate::store::{OrderStore, StoreAudit, StoredOrder};
+
+/// Name of the sale created on first start; the seed's endpoints sell it.
+pub const DEMO_SALE_NAME: &str = "第一个商品 (demo item)";
+
+pub struct Engine<G, S> {
+    gate: G,
+    store: S,
+    /// Sale metadata for reads (the gate holds what purchases need).
+    sales: RwLock<BTreeMap<SaleId, Arc<Sale>>>,
+    demo: SaleId,
+    anonymous: AnonymousIds,
+}
+
+/// A sale as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SaleView {
+    pub id: SaleId,
+    pub name: String,
+    pub stock: u64,
+    pub remaining: u64,
+    pub sold: u64,
+    pub per_user_limit: u32,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub status: SaleStatus,
+    pub demo: bool,
+    /// Lets a page count down against the server's clock, not the buyer's.
+    pub server_time: String,
+}
+
+/// The auditor's verdict for one sale.
+#[derive(Debug, Serialize)]
+pub struct Audit {
+    pub sale_id: SaleId,
+    pub stock: u64,
+    pub remaining: u64,
+    /// Units the gate has handed out (stock − remaining).
+    pub sold: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    /// sold == stored, no duplicate, remaining + stored == stock.
+    pub consistent: bool,
+}
+
+/// A purchase the store has made durable.
+#[derive(Debug, Serialize)]
+pub struct Confirmation {
+    pub order_id: String,
+    pub sale_id: SaleId,
+    pub user_id: UserId,
+    pub seq: u32,
+    pub status: &'static str,
+    pub created_at: String,
+    pub remaining: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub seq: u32,
+    pub status: &'static str,
+    pub created_at: String,
+}
+
+/// Ids for the seed's anonymous buyers: a random per-process prefix and a counter, so ids never
+/// collide across restarts and cost no syscall each.
+struct AnonymousIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl AnonymousIds {
+    fn new() -> Self {
+        let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+        AnonymousIds {
+            prefix: format!("anon-{nonce:016x}-"),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> UserId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        UserId::trusted(format!("{}{n}", self.prefix))
+    }
+}
+
+impl<G: StockGate, S: OrderStore> Engine<G, S> {
+    /// Loads every sale from the store into the gate (remaining = stock − stored orders) and
+    /// creates the demo sale on first start.
+    pub async fn start(gate: G, store: S, demo_stock: u64) -> Result<Self, ApiError> {
+        let mut sales = store.sales().await?;
+        if !sales.iter().any(|s| s.demo) {
+            let spec = SaleSpec {
+                name: DEMO_SALE_NAME.into(),
+                stock: demo_stock,
+                starts_at: None,
+                ends_at: None,
+                per_user_limit: 1,
+                demo: true,
+            };
+            sales.push(store.create_sale(spec).await?);
+        }
+        let demo = sales
+            .iter()
+            .find(|s| s.demo)
+            .map(|s| s.id)
+            .ok_or(ApiError::SaleNotFound)?;
+        for sale in &sales {
+            gate.load_sale(SaleRules::from(sale), store.holders(sale.id).await?)
+                .await?;
+        }
+        let sales = sales.into_iter().map(|s| (s.id, Arc::new(s))).collect();
+        Ok(Engine {
+            gate,
+            store,
+            sales: RwLock::new(sales),
+            demo,
+            anonymous: AnonymousIds::new(),
+        })
+    }
+
+    pub fn demo_sale(&self) -> SaleId {
+        self.demo
+    }
+
+    /// The buy path: reserve at the gate, make the order durable, answer. A reservation whose
+    /// order cannot be stored goes back to the gate, so a failure never eats stock.
+    pub async fn purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
+        let result = self.try_purchase(sale_id, user).await;
+        METRICS.observe_purchase(result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
+        let now = now_millis();
+        let reservation = self.gate.reserve(sale_id, &user, now).await?;
+        let order = Order {
+            order_id: uuid::Uuid::now_v7(),
+            sale_id,
+            user_id: user,
+            seq: reservation.seq,
+            created_at: now,
+        };
+        if let Err(e) = self.store.record(&order).await {
+            if let Err(release) = self.gate.release(&reservation).await {
+                tracing::error!(error = %release, sale = %sale_id, "could not release a reservation");
+            }
+            return Err(e);
+        }
+        Ok(Confirmation {
+            order_id: order.order_id.hyphenated().to_string(),
+            sale_id,
+            user_id: order.user_id,
+            seq: order.seq,
+            status: "confirmed",
+            created_at: format_millis(now),
+            remaining: reservation.remaining,
+        })
+    }
+
+    /// The seed's `POST /seckill/seckill`: every call is a new buyer of the demo sale.
+    pub async fn purchase_anonymous(&self) -> Result<Confirmation, ApiError> {
+        self.purchase(self.demo, self.anonymous.next()).await
+    }
+
+    pub async fn create_sale(&self, spec: SaleSpec) -> Result<SaleView, ApiError> {
+        let sale = self.store.create_sale(spec).await?;
+        self.gate
+            .load_sale(SaleRules::from(&sale), Vec::new())
+            .await?;
+        let sale = Arc::new(sale);
+        self.cache().insert(sale.id, Arc::clone(&sale));
+        self.view(&sale).await
+    }
+
+    pub async fn remaining(&self, id: SaleId) -> Result<u64, ApiError> {
+        self.gate.remaining(id).await?.ok_or(ApiError::SaleNotFound)
+    }
+
+    pub async fn sale(&self, id: SaleId) -> Result<SaleView, ApiError> {
+        let cached = self.cached().get(&id).cloned();
+        match cached {
+            Some(sale) => self.view(&sale).await,
+            None => Err(ApiError::SaleNotFound),
+        }
+    }
+
+    pub async fn sales(&self) -> Result<Vec<SaleView>, ApiError> {
+        let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
+        let mut views = Vec::with_capacity(all.len());
+        for sale in &all {
+            views.push(self.view(sale).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<OrderView>, ApiError> {
+        self.sale(sale).await?;
+        let orders = self.store.orders_of(sale, user).await?;
+        Ok(orders
+            .into_iter()
+            .map(
+                |StoredOrder {
+                     order_id,
+                     seq,
+                     created_at,
+                 }| OrderView {
+                    order_id,
+                    seq,
+                    status: "stored",
+                    created_at: format_millis(created_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Compares the gate with the store: every unit the gate sold must be stored exactly once.
+    pub async fn audit(&self, sale: SaleId) -> Result<Audit, ApiError> {
+        let view = self.sale(sale).await?;
+        let StoreAudit { stored, duplicates } = self.store.audit(sale).await?;
+        Ok(Audit {
+            sale_id: sale,
+            stock: view.stock,
+            remaining: view.remaining,
+            sold: view.sold,
+            stored,
+            duplicates,
+            consistent: stored == view.sold
+                && duplicates == 0
+                && view.remaining + stored == view.stock,
+        })
+    }
+
+    /// `(id, stock, remaining)` of every sale, for `/metrics`.
+    pub async fn stock_levels(&self) -> Result<Vec<(i64, u64, u64)>, ApiError> {
+        let mut out = Vec::new();
+        for view in self.sales().await? {
+            out.push((view.id.0, view.stock, view.remaining));
+        }
+        Ok(out)
+    }
+
+    /// Flushes the store: every order accepted before this call is durable when it returns.
+    pub async fn shutdown(&self) {
+        self.store.close().await;
+    }
+
+    // The cache holds plain data that a panic cannot leave half-written, so poisoning is ignored.
+    fn cached(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
+        self.sales
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cache(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
+        self.sales
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn view(&self, sale: &Sale) -> Result<SaleView, ApiError> {
+        let remaining = self.gate.remaining(sale.id).await?.unwrap_or(0);
+        let now = now_millis();
+        Ok(SaleView {
+            id: sale.id,
+            name: sale.name.clone(),
+            stock: sale.stock,
+            remaining,
+            sold: sale.stock.saturating_sub(remaining),
+            per_user_limit: sale.per_user_limit,
+            starts_at: sale.starts_at.map(format_millis),
+            ends_at: sale.ends_at.map(format_millis),
+            status: SaleRules::from(sale).status(remaining, now),
+            demo: sale.demo,
+            server_time: format_millis(now),
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! The API's one error type: each variant is one HTTP status and one stable `code`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::domain::Refusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such sale")]
+    SaleNotFound,
+    #[error("no order for this buyer in this sale")]
+    OrderNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("the sale has not started yet")]
+    NotStarted,
+    #[error("the sale has ended")]
+    Ended,
+    #[error("sold out")]
+    SoldOut,
+    #[error("this buyer has reached the per-user limit for this sale")]
+    AlreadyPurchased,
+    #[error("the X-User-Id header is required")]
+    MissingUserId,
+    #[error("X-User-Id must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @")]
+    InvalidUserId,
+    #[error("{0}")]
+    InvalidSale(String),
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("request body exceeds the 1 MiB limit")]
+    PayloadTooLarge,
+    #[error("the Authorization: Bearer <admin token> header is required")]
+    Unauthorized,
+    #[error("the admin token is wrong")]
+    Forbidden,
+    #[error("admin routes are disabled: start the engine with SECKILL_ADMIN_TOKEN set")]
+    AdminDisabled,
+    #[error("the engine is overloaded, retry shortly")]
+    Overloaded,
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            SaleNotFound | OrderNotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
+            SoldOut => StatusCode::GONE,
+            AlreadyPurchased => StatusCode::CONFLICT,
+            MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            SaleNotFound => "sale_not_found",
+            OrderNotFound => "order_not_found",
+            RouteNotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            NotStarted => "not_started",
+            Ended => "ended",
+            SoldOut => "sold_out",
+            AlreadyPurchased => "already_purchased",
+            MissingUserId => "missing_user_id",
+            InvalidUserId => "invalid_user_id",
+            InvalidSale(_) => "invalid_sale",
+            MalformedJson(_) => "malformed_json",
+            PayloadTooLarge => "payload_too_large",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            AdminDisabled => "admin_disabled",
+            Overloaded => "overloaded",
+            Unavailable(_) => "unavailable",
+            Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::UnknownSale => ApiError::SaleNotFound,
+            Refusal::NotStarted => ApiError::NotStarted,
+            Refusal::Ended => ApiError::Ended,
+            Refusal::SoldOut => ApiError::SoldOut,
+            Refusal::AlreadyPurchased => ApiError::AlreadyPurchased,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Our own faults are logged once, here; the buyer sees no internals.
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "backend unavailable"),
+            _ => {}
+        }
+        let body =
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

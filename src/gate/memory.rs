@@ -1,0 +1,264 @@
+//! The embedded stock gate: an atomic counter and a sharded buyer map per sale, in process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{Reservation, StockGate};
+use crate::domain::{Millis, Refusal, SaleId, SaleRules, UserId};
+use crate::error::ApiError;
+
+/// In-process gate. Lock-free on the sold-out path (one atomic load); a purchase takes one
+/// shard lock of the buyer map, which also serialises concurrent requests of the same buyer.
+#[derive(Default)]
+pub struct MemoryGate {
+    sales: DashMap<SaleId, Arc<SaleGate>>,
+}
+
+struct SaleGate {
+    rules: SaleRules,
+    remaining: AtomicU64,
+    holders: DashMap<UserId, u32>,
+}
+
+impl MemoryGate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sale(&self, id: SaleId) -> Result<Arc<SaleGate>, ApiError> {
+        self.sales
+            .get(&id)
+            .map(|g| Arc::clone(&g))
+            .ok_or(ApiError::SaleNotFound)
+    }
+
+    fn reserve_now(
+        &self,
+        sale_id: SaleId,
+        user: &UserId,
+        now: Millis,
+    ) -> Result<Reservation, Refusal> {
+        let sale = self.sale(sale_id).map_err(|_| Refusal::UnknownSale)?;
+        if let Some(refusal) = sale.rules.window_refusal(now) {
+            return Err(refusal);
+        }
+        // Stampede fast path: once the stock is gone, no lock is taken.
+        if sale.remaining.load(Ordering::Acquire) == 0 {
+            return Err(Refusal::SoldOut);
+        }
+        // The entry guard holds this buyer's shard: the same buyer's concurrent requests queue here.
+        let mut held = sale.holders.entry(user.clone()).or_insert(0);
+        if *held >= sale.rules.per_user_limit {
+            return Err(Refusal::AlreadyPurchased);
+        }
+        match sale
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
+        {
+            Ok(before) => {
+                *held += 1;
+                Ok(Reservation {
+                    sale_id,
+                    user_id: user.clone(),
+                    seq: *held,
+                    remaining: before - 1,
+                })
+            }
+            Err(_) => {
+                let empty = *held == 0;
+                drop(held);
+                if empty {
+                    sale.holders.remove_if(user, |_, n| *n == 0);
+                }
+                Err(Refusal::SoldOut)
+            }
+        }
+    }
+}
+
+impl StockGate for MemoryGate {
+    async fn load_sale(
+        &self,
+        rules: SaleRules,
+        holders: Vec<(UserId, u32)>,
+    ) -> Result<(), ApiError> {
+        let held: u64 = holders.iter().map(|(_, n)| u64::from(*n)).sum();
+        let gate = SaleGate {
+            rules,
+            remaining: AtomicU64::new(rules.stock.saturating_sub(held)),
+            holders: holders.into_iter().collect(),
+        };
+        self.sales.insert(rules.id, Arc::new(gate));
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+        now: Millis,
+    ) -> Result<Reservation, ApiError> {
+        self.reserve_now(sale, user, now).map_err(ApiError::from)
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), ApiError> {
+        let sale = self.sale(reservation.sale_id)?;
+        if let Some(mut held) = sale.holders.get_mut(&reservation.user_id) {
+            *held = held.saturating_sub(1);
+        }
+        sale.holders.remove_if(&reservation.user_id, |_, n| *n == 0);
+        sale.remaining.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
+        Ok(self
+            .sales
+            .get(&sale)
+            .map(|g| g.remaining.load(Ordering::Acquire)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules(stock: u64, limit: u32) -> SaleRules {
+        SaleRules {
+            id: SaleId(1),
+            stock,
+            starts_at: Some(1_000),
+            ends_at: Some(2_000),
+            per_user_limit: limit,
+        }
+    }
+
+    fn user(n: usize) -> UserId {
+        UserId::parse(&format!("u{n}")).unwrap()
+    }
+
+    fn gate(stock: u64, limit: u32, holders: Vec<(UserId, u32)>) -> MemoryGate {
+        let gate = MemoryGate::new();
+        futures::executor::block_on(gate.load_sale(rules(stock, limit), holders)).unwrap();
+        gate
+    }
+
+    #[test]
+    fn refuses_outside_the_window_and_unknown_sales() {
+        let g = gate(5, 1, vec![]);
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(1), 999),
+            Err(Refusal::NotStarted)
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(1), 2_000),
+            Err(Refusal::Ended)
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(2), &user(1), 1_500),
+            Err(Refusal::UnknownSale)
+        );
+    }
+
+    #[test]
+    fn sells_stock_then_sold_out_and_counts_down() {
+        let g = gate(2, 1, vec![]);
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(1), 1_500).unwrap().remaining,
+            1
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(1), 1_500),
+            Err(Refusal::AlreadyPurchased)
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().remaining,
+            0
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(3), 1_500),
+            Err(Refusal::SoldOut)
+        );
+    }
+
+    #[test]
+    fn release_returns_the_unit_and_the_buyers_slot() {
+        let g = gate(1, 1, vec![]);
+        let r = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
+        futures::executor::block_on(g.release(&r)).unwrap();
+        let again = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
+        assert_eq!((again.seq, again.remaining), (1, 0));
+    }
+
+    #[test]
+    fn load_sale_rebuilds_remaining_and_holders() {
+        let g = gate(10, 2, vec![(user(1), 2), (user(2), 1)]);
+        assert_eq!(
+            futures::executor::block_on(g.remaining(SaleId(1))).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            g.reserve_now(SaleId(1), &user(1), 1_500),
+            Err(Refusal::AlreadyPurchased)
+        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().seq, 2);
+    }
+
+    #[test]
+    fn threads_racing_never_oversell_or_exceed_the_limit() {
+        let g = Arc::new(gate(500, 2, vec![]));
+        let granted: Vec<Reservation> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let g = Arc::clone(&g);
+                    // Every thread hammers the same 300 buyers: contention on stock and on buyers.
+                    s.spawn(move || {
+                        (0..300)
+                            .filter_map(|u| {
+                                g.reserve_now(SaleId(1), &user((u + t) % 300), 1_500).ok()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(granted.len(), 500);
+        let mut per_user = std::collections::HashMap::new();
+        for r in &granted {
+            *per_user.entry(r.user_id.clone()).or_insert(0u32) += 1;
+        }
+        assert!(per_user.values().all(|&n| n <= 2));
+    }
+
+    proptest! {
+        /// Any sequence of purchases and releases keeps sold ≤ stock and held ≤ limit per buyer,
+        /// and sold + remaining == stock.
+        #[test]
+        fn interleavings_keep_the_invariants(stock in 0u64..20, limit in 1u32..4,
+                                             ops in prop::collection::vec((0usize..6, any::<bool>()), 0..80)) {
+            let g = gate(stock, limit, vec![]);
+            let mut held: Vec<Reservation> = Vec::new();
+            for (buyer, buy) in ops {
+                if buy || held.is_empty() {
+                    if let Ok(r) = g.reserve_now(SaleId(1), &user(buyer), 1_500) { held.push(r); }
+                } else {
+                    let r = held.swap_remove(buyer % held.len());
+                    futures::executor::block_on(g.release(&r)).unwrap();
+                }
+                let remaining = futures::executor::block_on(g.remaining(SaleId(1))).unwrap().unwrap();
+                prop_assert_eq!(held.len() as u64 + remaining, stock);
+                for b in 0..6 {
+                    let n = held.iter().filter(|r| r.user_id == user(b)).count();
+                    prop_assert!(n <= limit as usize);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The stock gate: the one place that decides, atomically, whether a buyer may have a unit.
+//!
+//! A gate never sells more than the stock and never more than the per-user limit to one buyer,
+//! however requests interleave. A reservation it grants is either made durable by the order
+//! store (and so becomes an order) or released back to the gate.
+
+use std::future::Future;
+
+use crate::domain::{Millis, SaleId, SaleRules, UserId};
+use crate::error::ApiError;
+
+pub mod memory;
+
+pub use memory::MemoryGate;
+
+/// A unit held for one buyer between the gate's yes and the store's commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub sale_id: SaleId,
+    pub user_id: UserId,
+    /// The buyer's n-th unit of this sale (1-based).
+    pub seq: u32,
+    /// Stock left right after this reservation.
+    pub remaining: u64,
+}
+
+pub trait StockGate: Send + Sync + 'static {
+    /// Registers a sale with the buyers who already hold units (from the store, on start-up or
+    /// creation): remaining = stock − units held.
+    fn load_sale(
+        &self,
+        rules: SaleRules,
+        holders: Vec<(UserId, u32)>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Takes one unit for `user` if the sale is live, has stock, and the user is under the limit.
+    fn reserve(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+        now: Millis,
+    ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+
+    /// Gives a reserved unit back (its order could not be made durable).
+    fn release(
+        &self,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Units left, or `None` for a sale the gate does not know.
+    fn remaining(&self, sale: SaleId)
+        -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
+}

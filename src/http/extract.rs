@@ -1,0 +1,87 @@
+//! Request parts parsed into domain types, with JSON errors instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::domain::UserId;
+use crate::error::ApiError;
+
+/// The buyer, from `X-User-Id` (set by a trusted gateway in front of the engine).
+pub struct Buyer(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Buyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts
+            .headers
+            .get("x-user-id")
+            .ok_or(ApiError::MissingUserId)?;
+        let raw = raw.to_str().map_err(|_| ApiError::InvalidUserId)?;
+        UserId::parse(raw).map(Buyer)
+    }
+}
+
+/// A JSON body of any content type, at most [`super::BODY_LIMIT`] bytes.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::InvalidSale(e.to_string()),
+                _ => ApiError::MalformedJson(e.to_string()),
+            })
+    }
+}
+
+/// The admin token, compared in constant time. `None` disables the admin routes.
+pub struct AdminToken(Option<String>);
+
+impl AdminToken {
+    pub fn new(token: Option<String>) -> Self {
+        AdminToken(token.filter(|t| !t.is_empty()))
+    }
+
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let expected = self.0.as_deref().ok_or(ApiError::AdminDisabled)?;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// Path parameters; a segment that cannot be decoded is a 404 like any unknown route.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| PathParams(t))
+            .map_err(|_| ApiError::RouteNotFound)
+    }
+}

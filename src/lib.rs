@@ -1,0 +1,30 @@
+//! # seckill: a flash-sale engine
+//!
+//! A flash sale puts a small stock in front of a crowd at one instant. The engine sells exactly
+//! the stock, at most `per_user_limit` units to each buyer, and tells a buyer "success" only once
+//! the order is durable.
+//!
+//! The buy path, top to bottom:
+//! 1. [`http`] parses the request into domain types ([`domain::UserId`], [`domain::SaleId`]).
+//! 2. [`engine::Engine::purchase`] asks the [`gate::StockGate`] for a unit: an atomic decision
+//!    on the sale window, the stock and the per-user limit. Sold out costs one atomic load.
+//! 3. The [`store::OrderStore`] makes the order durable (embedded: SQLite, group commit: one
+//!    fsync per batch of orders). If that fails the unit is released back to the gate.
+//! 4. The handler answers: 201 with the order, or one [`error::ApiError`] as JSON.
+//!
+//! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
+//! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
+//! [`shutdown`] drains purchases and flushes the store on SIGTERM; [`bench`] is the load
+//! generator that checks the invariants after the load.
+
+pub mod bench;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod gate;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod startup;
+pub mod store;

@@ -1,0 +1,60 @@
+//! The order store: where a confirmed order lives, and the catalogue of sales.
+//!
+//! `record` is the durability point of the buy path: it returns `Ok` only once the order
+//! survives a crash of this process (embedded: fsynced to SQLite by group commit). A buyer is
+//! told "success" only after that.
+
+use std::future::Future;
+
+use crate::domain::{Millis, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::error::ApiError;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// An order as read back from the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredOrder {
+    pub order_id: String,
+    pub seq: u32,
+    pub created_at: Millis,
+}
+
+/// Counts the auditor compares with the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreAudit {
+    pub stored: u64,
+    /// Rows beyond the first for the same `(sale, user, seq)`: must be 0.
+    pub duplicates: u64,
+}
+
+pub trait OrderStore: Send + Sync + 'static {
+    /// Makes `order` durable. On `Err` the order is not stored and its reservation must be released.
+    fn record(&self, order: &Order) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    fn create_sale(&self, spec: SaleSpec) -> impl Future<Output = Result<Sale, ApiError>> + Send;
+
+    fn sales(&self) -> impl Future<Output = Result<Vec<Sale>, ApiError>> + Send;
+
+    fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, ApiError>> + Send;
+
+    /// A buyer's orders in one sale, oldest first.
+    fn orders_of(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<StoredOrder>, ApiError>> + Send;
+
+    /// Every buyer of a sale with the units they hold: what the gate is rebuilt from.
+    fn holders(
+        &self,
+        sale: SaleId,
+    ) -> impl Future<Output = Result<Vec<(UserId, u32)>, ApiError>> + Send;
+
+    /// What the store holds for a sale, for the auditor.
+    fn audit(&self, sale: SaleId) -> impl Future<Output = Result<StoreAudit, ApiError>> + Send;
+
+    /// Flushes what is queued and stops accepting orders (graceful shutdown).
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
