@@ -26,11 +26,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct BenchConfig {
     /// Base URL of the engine.
-    #[arg(
-        long,
-        env = "SECKILL_BENCH_URL",
-        default_value = "http://127.0.0.1:3030"
-    )]
+    #[arg(long, env = "SECKILL_BENCH_URL", default_value = "http://127.0.0.1:3030")]
     pub url: String,
     /// Purchase requests to send (the seed: 2000).
     #[arg(long, short = 'n', default_value_t = 2000)]
@@ -135,22 +131,12 @@ impl Target {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        user: Option<&str>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+    async fn send(&self, method: Method, path: &str, user: Option<&str>) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(u) = user {
             req = req.header("x-user-id", u);
         }
-        let resp = self
-            .client
-            .request(req.body(Full::new(Bytes::new()))?)
-            .await?;
+        let resp = self.client.request(req.body(Full::new(Bytes::new()))?).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, body))
@@ -215,18 +201,14 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         .json(&format!("/api/sales/{sale}"))
         .await
         .context("reading the sale before the load")?;
-    let remaining_before = before["remaining"]
-        .as_u64()
-        .context("sale has no `remaining`")?;
+    let remaining_before = before["remaining"].as_u64().context("sale has no `remaining`")?;
     let limit = before["per_user_limit"].as_u64().unwrap_or(1);
 
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(config.requests);
     let started = Instant::now();
-    let deadline = config
-        .duration
-        .map(|d| started + Duration::from_secs_f64(d));
+    let deadline = config.duration.map(|d| started + Duration::from_secs_f64(d));
     let run_id = uuid::Uuid::new_v4().as_u64_pair().0 as u32;
     let mut workers = Vec::new();
     for _ in 0..config.concurrency.max(1) {
@@ -240,8 +222,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         workers.push(tokio::spawn(async move {
             let mut result = WorkerResult {
                 counts: Counts::default(),
-                histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                    .expect("static histogram bounds"),
+                histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
                 per_user: HashMap::new(),
             };
             let mut user_buf = String::new();
@@ -263,10 +244,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
                         use std::fmt::Write;
                         user_buf.clear();
                         let _ = write!(user_buf, "bench-{run_id:08x}-{}", i % u);
-                        (
-                            format!("/api/sales/{sale}/purchase"),
-                            Some((i % u, user_buf.as_str())),
-                        )
+                        (format!("/api/sales/{sale}/purchase"), Some((i % u, user_buf.as_str())))
                     }
                     None => ("/seckill/seckill".to_owned(), None),
                 };
@@ -326,8 +304,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         // Buyers who were refused for a reason other than stock could have bought; with errors
         // or shed load the exact count cannot be predicted, only bounded.
         let expected = remaining_before.min(buyers);
-        let clean =
-            counts.errors == 0 && counts.overloaded == 0 && counts.not_started_or_ended == 0;
+        let clean = counts.errors == 0 && counts.overloaded == 0 && counts.not_started_or_ended == 0;
         invariants.push(if clean {
             check(
                 "successes == min(stock, buyers)",
@@ -338,10 +315,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
             check(
                 "successes <= min(stock, buyers)",
                 counts.success <= expected,
-                format!(
-                    "{} successes, bound {expected} (some requests failed)",
-                    counts.success
-                ),
+                format!("{} successes, bound {expected} (some requests failed)", counts.success),
             )
         });
         let worst = per_user.values().copied().max().unwrap_or(0);
@@ -354,8 +328,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         let remaining_after = after["remaining"].as_u64().unwrap_or(u64::MAX);
         invariants.push(check(
             "remaining == remaining_before − successes",
-            remaining_after == remaining_before.saturating_sub(counts.success)
-                && remaining_before >= counts.success,
+            remaining_after == remaining_before.saturating_sub(counts.success) && remaining_before >= counts.success,
             format!(
                 "remaining {remaining_before} → {remaining_after}, {} successes",
                 counts.success
@@ -444,19 +417,14 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec}",
-    ) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec}") {
         bar.set_style(style);
     }
     bar
 }
 
 fn print_summary(r: &Report) {
-    println!(
-        "seckill bench: {} against {} (sale {})",
-        r.mode, r.url, r.sale
-    );
+    println!("seckill bench: {} against {} (sale {})", r.mode, r.url, r.sale);
     println!(
         "  requests     {} in {:.3} s, concurrency {}",
         r.requests, r.elapsed_s, r.concurrency

@@ -43,6 +43,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Fault injection for tests: hold each group commit this long before writing it. This
+    /// widens the window in which an order is queued but not yet durable, so a crash test can
+    /// prove that no buyer is answered inside that window.
+    #[arg(long, env = "SECKILL_COMMIT_DELAY_MS", default_value_t = 0, hide = true)]
+    pub commit_delay_ms: u64,
+
     /// Log format on stderr.
     #[arg(long, env = "SECKILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

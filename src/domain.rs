@@ -57,8 +57,7 @@ impl UserId {
         if raw.is_empty() {
             return Err(ApiError::MissingUserId);
         }
-        let valid_char =
-            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@');
+        let valid_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@');
         if raw.len() > Self::MAX_LEN || !raw.bytes().all(valid_char) {
             return Err(ApiError::InvalidUserId);
         }
@@ -142,9 +141,7 @@ impl SaleSpec {
         let ends_at = req.ends_at.map(|t| t.timestamp_millis());
         if let (Some(s), Some(e)) = (starts_at, ends_at) {
             if e <= s {
-                return Err(ApiError::InvalidSale(
-                    "ends_at must be after starts_at".into(),
-                ));
+                return Err(ApiError::InvalidSale("ends_at must be after starts_at".into()));
             }
         }
         Ok(SaleSpec {
@@ -261,15 +258,9 @@ mod tests {
     #[test]
     fn user_id_refuses_empty_long_and_foreign_characters() {
         assert!(matches!(UserId::parse(""), Err(ApiError::MissingUserId)));
-        assert!(matches!(
-            UserId::parse(&"a".repeat(65)),
-            Err(ApiError::InvalidUserId)
-        ));
+        assert!(matches!(UserId::parse(&"a".repeat(65)), Err(ApiError::InvalidUserId)));
         for bad in ["a b", "ä", "a/b", "a\u{0}", "用户", "a\"b"] {
-            assert!(
-                matches!(UserId::parse(bad), Err(ApiError::InvalidUserId)),
-                "{bad:?}"
-            );
+            assert!(matches!(UserId::parse(bad), Err(ApiError::InvalidUserId)), "{bad:?}");
         }
     }
 
@@ -293,10 +284,7 @@ mod tests {
 
     #[test]
     fn sale_spec_validates_stock_limit_and_window() {
-        assert_eq!(
-            SaleSpec::parse(request(10, None)).unwrap().per_user_limit,
-            1
-        );
+        assert_eq!(SaleSpec::parse(request(10, None)).unwrap().per_user_limit, 1);
         assert!(SaleSpec::parse(request(-1, None)).is_err());
         assert!(SaleSpec::parse(request(MAX_STOCK as i64 + 1, None)).is_err());
         assert!(SaleSpec::parse(request(1, Some(0))).is_err());

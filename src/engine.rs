@@ -7,9 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::domain::{
-    format_millis, now_millis, Order, Sale, SaleId, SaleRules, SaleSpec, SaleStatus, UserId,
-};
+use crate::domain::{format_millis, now_millis, Order, Sale, SaleId, SaleRules, SaleSpec, SaleStatus, UserId};
 use crate::error::ApiError;
 use crate::gate::StockGate;
 use crate::metrics::METRICS;
@@ -181,9 +179,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     pub async fn create_sale(&self, spec: SaleSpec) -> Result<SaleView, ApiError> {
         let sale = self.store.create_sale(spec).await?;
-        self.gate
-            .load_sale(SaleRules::from(&sale), Vec::new())
-            .await?;
+        self.gate.load_sale(SaleRules::from(&sale), Vec::new()).await?;
         let sale = Arc::new(sale);
         self.cache().insert(sale.id, Arc::clone(&sale));
         self.view(&sale).await
@@ -241,9 +237,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             sold: view.sold,
             stored,
             duplicates,
-            consistent: stored == view.sold
-                && duplicates == 0
-                && view.remaining + stored == view.stock,
+            consistent: stored == view.sold && duplicates == 0 && view.remaining + stored == view.stock,
         })
     }
 
@@ -263,15 +257,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     // The cache holds plain data that a panic cannot leave half-written, so poisoning is ignored.
     fn cached(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
-        self.sales
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sales.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn cache(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
-        self.sales
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sales.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn view(&self, sale: &Sale) -> Result<SaleView, ApiError> {

@@ -57,9 +57,7 @@ impl ApiError {
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
             AlreadyPurchased => StatusCode::CONFLICT,
-            MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,8 +112,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(cause) => tracing::warn!(%cause, "backend unavailable"),
             _ => {}
         }
-        let body =
-            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(

@@ -9,9 +9,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             init_tracing(config.log_format);
-            let app = EmbeddedApp::build(&config)
-                .await
-                .context("cannot start the engine")?;
+            let app = EmbeddedApp::build(&config).await.context("cannot start the engine")?;
             // Tests and scripts read this line to find the port when listening on port 0.
             println!("seckill listening on http://{}", app.local_addr());
             app.run_until(seckill::shutdown::signal())

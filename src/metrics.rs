@@ -61,7 +61,9 @@ impl Metrics {
     /// Prometheus text exposition; `per_sale` is `(sale id, stock, remaining)`.
     pub fn render(&self, per_sale: &[(i64, u64, u64)]) -> String {
         let mut out = String::with_capacity(2048);
-        out.push_str("# HELP seckill_purchases_total Purchase attempts by outcome.\n# TYPE seckill_purchases_total counter\n");
+        out.push_str(
+            "# HELP seckill_purchases_total Purchase attempts by outcome.\n# TYPE seckill_purchases_total counter\n",
+        );
         for (name, count) in OUTCOMES.iter().zip(&self.purchases) {
             let _ = writeln!(
                 out,

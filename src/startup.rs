@@ -24,7 +24,8 @@ pub type EmbeddedApp = Application<MemoryGate, SqliteStore>;
 
 impl EmbeddedApp {
     pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
-        let store = SqliteStore::open(&config.data_dir)?;
+        let delay = std::time::Duration::from_millis(config.commit_delay_ms);
+        let store = SqliteStore::open_with_commit_delay(&config.data_dir, delay)?;
         tracing::info!(path = %store.path().display(), "order store opened");
         let engine = Engine::start(MemoryGate::new(), store, config.demo_stock).await?;
         Application::bind(config, engine).await
@@ -57,9 +58,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = router(Arc::clone(&self.state));
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         self.state.engine.shutdown().await;
         served
     }

@@ -34,19 +34,20 @@ impl MemoryGate {
             .ok_or(ApiError::SaleNotFound)
     }
 
-    fn reserve_now(
-        &self,
-        sale_id: SaleId,
-        user: &UserId,
-        now: Millis,
-    ) -> Result<Reservation, Refusal> {
+    fn reserve_now(&self, sale_id: SaleId, user: &UserId, now: Millis) -> Result<Reservation, Refusal> {
         let sale = self.sale(sale_id).map_err(|_| Refusal::UnknownSale)?;
         if let Some(refusal) = sale.rules.window_refusal(now) {
             return Err(refusal);
         }
-        // Stampede fast path: once the stock is gone, no lock is taken.
+        // Stampede fast path: once the stock is gone, no write lock is taken; a shard read
+        // tells a buyer who already holds their units so, rather than "sold out".
         if sale.remaining.load(Ordering::Acquire) == 0 {
-            return Err(Refusal::SoldOut);
+            let at_limit = sale.holders.get(user).is_some_and(|n| *n >= sale.rules.per_user_limit);
+            return Err(if at_limit {
+                Refusal::AlreadyPurchased
+            } else {
+                Refusal::SoldOut
+            });
         }
         // The entry guard holds this buyer's shard: the same buyer's concurrent requests queue here.
         let mut held = sale.holders.entry(user.clone()).or_insert(0);
@@ -79,11 +80,7 @@ impl MemoryGate {
 }
 
 impl StockGate for MemoryGate {
-    async fn load_sale(
-        &self,
-        rules: SaleRules,
-        holders: Vec<(UserId, u32)>,
-    ) -> Result<(), ApiError> {
+    async fn load_sale(&self, rules: SaleRules, holders: Vec<(UserId, u32)>) -> Result<(), ApiError> {
         let held: u64 = holders.iter().map(|(_, n)| u64::from(*n)).sum();
         let gate = SaleGate {
             rules,
@@ -94,12 +91,7 @@ impl StockGate for MemoryGate {
         Ok(())
     }
 
-    async fn reserve(
-        &self,
-        sale: SaleId,
-        user: &UserId,
-        now: Millis,
-    ) -> Result<Reservation, ApiError> {
+    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
         self.reserve_now(sale, user, now).map_err(ApiError::from)
     }
 
@@ -114,10 +106,7 @@ impl StockGate for MemoryGate {
     }
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
-        Ok(self
-            .sales
-            .get(&sale)
-            .map(|g| g.remaining.load(Ordering::Acquire)))
+        Ok(self.sales.get(&sale).map(|g| g.remaining.load(Ordering::Acquire)))
     }
 }
 
@@ -149,39 +138,21 @@ mod tests {
     #[test]
     fn refuses_outside_the_window_and_unknown_sales() {
         let g = gate(5, 1, vec![]);
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(1), 999),
-            Err(Refusal::NotStarted)
-        );
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(1), 2_000),
-            Err(Refusal::Ended)
-        );
-        assert_eq!(
-            g.reserve_now(SaleId(2), &user(1), 1_500),
-            Err(Refusal::UnknownSale)
-        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 999), Err(Refusal::NotStarted));
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 2_000), Err(Refusal::Ended));
+        assert_eq!(g.reserve_now(SaleId(2), &user(1), 1_500), Err(Refusal::UnknownSale));
     }
 
     #[test]
     fn sells_stock_then_sold_out_and_counts_down() {
         let g = gate(2, 1, vec![]);
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(1), 1_500).unwrap().remaining,
-            1
-        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 1_500).unwrap().remaining, 1);
         assert_eq!(
             g.reserve_now(SaleId(1), &user(1), 1_500),
             Err(Refusal::AlreadyPurchased)
         );
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().remaining,
-            0
-        );
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(3), 1_500),
-            Err(Refusal::SoldOut)
-        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().remaining, 0);
+        assert_eq!(g.reserve_now(SaleId(1), &user(3), 1_500), Err(Refusal::SoldOut));
     }
 
     #[test]
@@ -196,10 +167,7 @@ mod tests {
     #[test]
     fn load_sale_rebuilds_remaining_and_holders() {
         let g = gate(10, 2, vec![(user(1), 2), (user(2), 1)]);
-        assert_eq!(
-            futures::executor::block_on(g.remaining(SaleId(1))).unwrap(),
-            Some(7)
-        );
+        assert_eq!(futures::executor::block_on(g.remaining(SaleId(1))).unwrap(), Some(7));
         assert_eq!(
             g.reserve_now(SaleId(1), &user(1), 1_500),
             Err(Refusal::AlreadyPurchased)
@@ -217,17 +185,12 @@ mod tests {
                     // Every thread hammers the same 300 buyers: contention on stock and on buyers.
                     s.spawn(move || {
                         (0..300)
-                            .filter_map(|u| {
-                                g.reserve_now(SaleId(1), &user((u + t) % 300), 1_500).ok()
-                            })
+                            .filter_map(|u| g.reserve_now(SaleId(1), &user((u + t) % 300), 1_500).ok())
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(granted.len(), 500);
         let mut per_user = std::collections::HashMap::new();

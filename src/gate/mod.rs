@@ -42,12 +42,8 @@ pub trait StockGate: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
 
     /// Gives a reserved unit back (its order could not be made durable).
-    fn release(
-        &self,
-        reservation: &Reservation,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn release(&self, reservation: &Reservation) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Units left, or `None` for a sale the gate does not know.
-    fn remaining(&self, sale: SaleId)
-        -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
+    fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
 }

@@ -17,10 +17,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Buyer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let raw = parts
-            .headers
-            .get("x-user-id")
-            .ok_or(ApiError::MissingUserId)?;
+        let raw = parts.headers.get("x-user-id").ok_or(ApiError::MissingUserId)?;
         let raw = raw.to_str().map_err(|_| ApiError::InvalidUserId)?;
         UserId::parse(raw).map(Buyer)
     }

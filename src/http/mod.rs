@@ -40,19 +40,13 @@ pub fn router<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>) -> Router
         .route("/", get(page))
         .route("/seckill/getCount", get(seed_get_count::<G, S>))
         .route("/seckill/seckill", post(seed_purchase::<G, S>))
-        .route(
-            "/api/sales",
-            get(list_sales::<G, S>).post(create_sale::<G, S>),
-        )
+        .route("/api/sales", get(list_sales::<G, S>).post(create_sale::<G, S>))
         .route("/api/sales/{id}", get(get_sale::<G, S>))
         .route("/api/sales/{id}/audit", get(audit::<G, S>))
         .route("/api/sales/{id}/purchase", post(purchase::<G, S>))
         .route("/api/sales/{id}/orders/{user_id}", get(orders_of::<G, S>))
         .route("/metrics", get(metrics::<G, S>))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -64,18 +58,14 @@ async fn page() -> Html<&'static str> {
 }
 
 /// Seed: `{"num": remaining}` of the demo sale.
-async fn seed_get_count<G: StockGate, S: OrderStore>(
-    State(app): Shared<G, S>,
-) -> Result<Response, ApiError> {
+async fn seed_get_count<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     let num = app.engine.remaining(app.engine.demo_sale()).await?;
     Ok(Json(json!({ "num": num })).into_response())
 }
 
 /// Seed: a new anonymous buyer of the demo sale. The seed answered 200 with a message either
 /// way; we keep that, add `ok`/`code`/`order_id`, and use real statuses only for our faults.
-async fn seed_purchase<G: StockGate, S: OrderStore>(
-    State(app): Shared<G, S>,
-) -> Result<Response, ApiError> {
+async fn seed_purchase<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     match app.engine.purchase_anonymous().await {
         Ok(c) => Ok(Json(json!({
             "messages": format!("购买成功，还剩下{}个", c.remaining),
@@ -91,18 +81,13 @@ async fn seed_purchase<G: StockGate, S: OrderStore>(
                 ApiError::NotStarted => "活动还没开始",
                 _ => "活动已结束",
             };
-            Ok(
-                Json(json!({ "messages": messages, "ok": false, "code": e.code() }))
-                    .into_response(),
-            )
+            Ok(Json(json!({ "messages": messages, "ok": false, "code": e.code() })).into_response())
         }
         Err(e) => Err(e),
     }
 }
 
-async fn list_sales<G: StockGate, S: OrderStore>(
-    State(app): Shared<G, S>,
-) -> Result<Response, ApiError> {
+async fn list_sales<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "sales": app.engine.sales().await? })).into_response())
 }
 
@@ -150,21 +135,13 @@ async fn orders_of<G: StockGate, S: OrderStore>(
     if orders.is_empty() {
         return Err(ApiError::OrderNotFound);
     }
-    Ok(
-        Json(json!({ "sale_id": sale, "user_id": user, "status": "confirmed", "orders": orders }))
-            .into_response(),
-    )
+    Ok(Json(json!({ "sale_id": sale, "user_id": user, "status": "confirmed", "orders": orders })).into_response())
 }
 
-async fn metrics<G: StockGate, S: OrderStore>(
-    State(app): Shared<G, S>,
-) -> Result<Response, ApiError> {
+async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     let body = METRICS.render(&app.engine.stock_levels().await?);
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
     )
         .into_response())

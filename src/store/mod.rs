@@ -40,17 +40,11 @@ pub trait OrderStore: Send + Sync + 'static {
     fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, ApiError>> + Send;
 
     /// A buyer's orders in one sale, oldest first.
-    fn orders_of(
-        &self,
-        sale: SaleId,
-        user: &UserId,
-    ) -> impl Future<Output = Result<Vec<StoredOrder>, ApiError>> + Send;
+    fn orders_of(&self, sale: SaleId, user: &UserId)
+        -> impl Future<Output = Result<Vec<StoredOrder>, ApiError>> + Send;
 
     /// Every buyer of a sale with the units they hold: what the gate is rebuilt from.
-    fn holders(
-        &self,
-        sale: SaleId,
-    ) -> impl Future<Output = Result<Vec<(UserId, u32)>, ApiError>> + Send;
+    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<(UserId, u32)>, ApiError>> + Send;
 
     /// What the store holds for a sale, for the auditor.
     fn audit(&self, sale: SaleId) -> impl Future<Output = Result<StoreAudit, ApiError>> + Send;

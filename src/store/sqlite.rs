@@ -49,11 +49,9 @@ CREATE TABLE IF NOT EXISTS orders (
 
 const INSERT_ORDER: &str =
     "INSERT INTO orders (order_id, sale_id, user_id, seq, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_SALE: &str =
-    "INSERT INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at)
+const INSERT_SALE: &str = "INSERT INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const SELECT_SALE: &str =
-    "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
+const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
 
 enum Command {
     Record {
@@ -118,12 +116,13 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, ApiError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            ApiError::Internal(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        Self::open_with_commit_delay(data_dir, Duration::ZERO)
+    }
+
+    /// Like [`SqliteStore::open`], holding every group commit for `delay` (fault injection).
+    pub fn open_with_commit_delay(data_dir: &Path, delay: Duration) -> Result<Self, ApiError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| ApiError::Internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let path = data_dir.join("seckill.sqlite3");
         let writer_conn = open(&path).map_err(internal)?;
         writer_conn.execute_batch(SCHEMA).map_err(internal)?;
@@ -131,7 +130,7 @@ impl SqliteStore {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || run_writer(writer_conn, receiver))
+            .spawn(move || run_writer(writer_conn, receiver, delay))
             .map_err(internal)?;
         Ok(SqliteStore {
             sender,
@@ -161,9 +160,7 @@ impl SqliteStore {
     ) -> Result<T, ApiError> {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| internal("reader lock poisoned"))?;
+            let conn = reader.lock().map_err(|_| internal("reader lock poisoned"))?;
             query(&conn).map_err(internal)
         })
         .await
@@ -232,7 +229,11 @@ impl OrderStore for SqliteStore {
                 "SELECT order_id, seq, created_at FROM orders WHERE sale_id = ?1 AND user_id = ?2 ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![sale.0, user.as_str()], |r| {
-                Ok(StoredOrder { order_id: r.get(0)?, seq: r.get(1)?, created_at: r.get(2)? })
+                Ok(StoredOrder {
+                    order_id: r.get(0)?,
+                    seq: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
             })?;
             rows.collect()
         })
@@ -242,18 +243,14 @@ impl OrderStore for SqliteStore {
     async fn holders(&self, sale: SaleId) -> Result<Vec<(UserId, u32)>, ApiError> {
         let rows: Vec<(String, u32)> = self
             .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT user_id, COUNT(*) FROM orders WHERE sale_id = ?1 GROUP BY user_id",
-                )?;
+                let mut stmt =
+                    c.prepare_cached("SELECT user_id, COUNT(*) FROM orders WHERE sale_id = ?1 GROUP BY user_id")?;
                 let rows = stmt.query_map([sale.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect()
             })
             .await?;
         // Stored ids were validated on the way in; the store is trusted.
-        Ok(rows
-            .into_iter()
-            .map(|(u, n)| (UserId::trusted(u), n))
-            .collect())
+        Ok(rows.into_iter().map(|(u, n)| (UserId::trusted(u), n)).collect())
     }
 
     async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
@@ -261,7 +258,12 @@ impl OrderStore for SqliteStore {
             c.query_row(
                 "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq) FROM orders WHERE sale_id = ?1",
                 [sale.0],
-                |r| Ok(StoreAudit { stored: r.get::<_, i64>(0)? as u64, duplicates: r.get::<_, i64>(1)? as u64 }),
+                |r| {
+                    Ok(StoreAudit {
+                        stored: r.get::<_, i64>(0)? as u64,
+                        duplicates: r.get::<_, i64>(1)? as u64,
+                    })
+                },
             )
         })
         .await
@@ -278,7 +280,7 @@ impl OrderStore for SqliteStore {
     }
 }
 
-fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
+fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // After `close()`, `blocking_recv` still yields what was buffered, then `None`.
     while let Some(first) = commands.blocking_recv() {
@@ -288,6 +290,9 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
             }
+        }
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         if batch.iter().any(|c| matches!(c, Command::Close)) {
             commands.close();

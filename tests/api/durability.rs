@@ -1,0 +1,152 @@
+//! A success answer means the order is on disk: across restarts, SIGKILL and SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::{Options, TestServer};
+
+#[tokio::test]
+async fn a_restart_rebuilds_the_gate_and_never_resets_stock() {
+    let app = TestServer::spawn_with(Options {
+        demo_stock: 10,
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.seed_buy().await["ok"], true);
+    }
+    let sale = app.live_sale(5, 1).await;
+    assert_eq!(app.buy(sale, "loyal").await.0, 201);
+
+    // A different --demo-stock on restart must not re-create or reset the demo sale.
+    let app = app
+        .restart(Options {
+            demo_stock: 999,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(app.count().await, 7);
+    assert_eq!(app.buy(sale, "loyal").await.0, 409, "the gate remembers who bought");
+    let (_, view) = app.get(&format!("/api/sales/{sale}")).await;
+    assert_eq!(view["remaining"], 4);
+    assert_eq!(app.audit(1).await["consistent"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_success_survives_kill_9_mid_load() {
+    const STOCK: u64 = 50_000;
+    // Each group commit is held 20 ms, so at the kill there are always queued, not-yet-durable
+    // orders: none of them may have been answered as a success.
+    let mut app = TestServer::spawn_with(Options {
+        demo_stock: STOCK,
+        commit_delay_ms: 20,
+        ..Default::default()
+    })
+    .await;
+    let sale = app.live_sale(STOCK, 1).await;
+    let confirmed: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = app.base.clone();
+    let client = app.client.clone();
+    let workers: Vec<_> = (0..64)
+        .map(|w| {
+            let (confirmed, stop, base, client) =
+                (Arc::clone(&confirmed), Arc::clone(&stop), base.clone(), client.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let user = format!("k{w}-{i}");
+                    let sent = client
+                        .post(format!("{base}/api/sales/{sale}/purchase"))
+                        .header("x-user-id", &user)
+                        .send()
+                        .await;
+                    let Ok(resp) = sent else { break }; // the server is gone
+                    if resp.status() != 201 {
+                        continue;
+                    }
+                    let Ok(body) = resp.json::<serde_json::Value>().await else {
+                        break;
+                    };
+                    confirmed
+                        .lock()
+                        .unwrap()
+                        .push((user, body["order_id"].as_str().unwrap().to_owned()));
+                }
+            })
+        })
+        .collect();
+    // Let a few thousand purchases through, then pull the plug while requests are in flight.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while confirmed.lock().unwrap().len() < 1000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("1000 purchases within 30 s");
+    app.kill9().await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
+    assert!(confirmed.len() >= 1000);
+
+    let app = app.restart(Options::default()).await;
+    let audit = app.audit(sale).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    let stored = audit["stored"].as_u64().unwrap();
+    assert!(
+        stored >= confirmed.len() as u64,
+        "{stored} stored < {} confirmed",
+        confirmed.len()
+    );
+    // Every answered success is there, with the same order id.
+    let checks = futures::future::join_all(confirmed.iter().map(|(user, order_id)| {
+        let app = &app;
+        async move {
+            let (status, orders) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
+            status == 200 && orders["orders"][0]["order_id"] == order_id.as_str()
+        }
+    }))
+    .await;
+    let missing = checks.iter().filter(|ok| !**ok).count();
+    assert_eq!(missing, 0, "{missing} confirmed orders lost after kill -9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_in_flight_purchases_and_exits_cleanly() {
+    let mut app = TestServer::spawn_with(Options {
+        demo_stock: 100_000,
+        ..Default::default()
+    })
+    .await;
+    let successes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url, successes) = (app.client.clone(), app.url("/seckill/seckill"), Arc::clone(&successes));
+            tokio::spawn(async move {
+                while let Ok(resp) = client.post(&url).send().await {
+                    match resp.json::<serde_json::Value>().await {
+                        Ok(body) if body["ok"] == true => successes.fetch_add(1, Ordering::Relaxed),
+                        _ => break,
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = app.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    for l in load {
+        let _ = l.await;
+    }
+    let app = app.restart(Options::default()).await;
+    let audit = app.audit(1).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert!(audit["stored"].as_u64().unwrap() >= successes.load(Ordering::Relaxed));
+    assert!(successes.load(Ordering::Relaxed) > 0);
+}

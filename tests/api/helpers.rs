@@ -1,0 +1,214 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running engine process.
+pub struct TestServer {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+    data_dir: PathBuf,
+    // Dropped last: removes the data dir after the process is gone.
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub demo_stock: u64,
+    pub admin_token: Option<&'static str>,
+    /// Fault injection: hold each group commit this long (`--commit-delay-ms`).
+    pub commit_delay_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            demo_stock: 1000,
+            admin_token: Some(ADMIN_TOKEN),
+            commit_delay_ms: 0,
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut server = Self::start(&data_dir, &options).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    async fn start(data_dir: &Path, options: &Options) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seckill"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--demo-stock")
+            .arg(options.demo_stock.to_string())
+            .arg("--commit-delay-ms")
+            .arg(options.commit_delay_ms.to_string())
+            .env_remove("SECKILL_ADMIN_TOKEN")
+            .env("SECKILL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(data_dir.join("server.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .kill_on_drop(true);
+        if let Some(token) = options.admin_token {
+            cmd.arg("--admin-token").arg(token);
+        }
+        let mut child = cmd.spawn().expect("spawn seckill");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("server did not start within 20 s")
+            .expect("read stdout")
+            .unwrap_or_else(|| {
+                panic!(
+                    "server exited: {}",
+                    std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default()
+                )
+            });
+        let base = line
+            .strip_prefix("seckill listening on ")
+            .expect("listening line")
+            .trim()
+            .to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        TestServer {
+            child,
+            base,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(4096)
+                .build()
+                .expect("client"),
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye. What was not durable is gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM and wait: the graceful path. Returns the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid") as i32;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exit within 20 s")
+            .expect("wait")
+    }
+
+    /// Starts a new process on the same data dir (call after `kill9` or `terminate`).
+    pub async fn restart(mut self, options: Options) -> Self {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let mut next = Self::start(&self.data_dir, &options).await;
+        next._dir = self._dir.take();
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.get(self.url(path)).send().await.expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn count(&self) -> u64 {
+        self.get("/seckill/getCount").await.1["num"].as_u64().expect("num")
+    }
+
+    pub async fn seed_buy(&self) -> Value {
+        let resp = self
+            .client
+            .post(self.url("/seckill/seckill"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json")
+    }
+
+    pub async fn buy(&self, sale: i64, user: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/sales/{sale}/purchase")))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_sale(&self, body: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url("/api/sales"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a live sale and returns its id.
+    pub async fn live_sale(&self, stock: u64, per_user_limit: u32) -> i64 {
+        let (status, sale) = self
+            .create_sale(json!({ "name": "test item", "stock": stock, "per_user_limit": per_user_limit }))
+            .await;
+        assert_eq!(status, 201, "{sale}");
+        sale["id"].as_i64().expect("id")
+    }
+
+    pub async fn audit(&self, sale: i64) -> Value {
+        let (status, audit) = self.get(&format!("/api/sales/{sale}/audit")).await;
+        assert_eq!(status, 200, "{audit}");
+        audit
+    }
+}
+
+/// Asserts the JSON error shape and code.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+pub fn rfc3339_in(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
+}

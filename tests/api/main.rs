@@ -1,0 +1,11 @@
+//! Integration tests: each starts the real `seckill` binary on a random port with its own data
+//! dir and talks HTTP to it.
+
+mod concurrency;
+mod durability;
+mod errors;
+mod helpers;
+mod page;
+mod purchase;
+mod sales;
+mod seed;

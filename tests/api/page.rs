@@ -1,0 +1,160 @@
+//! The buyer's page in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
+//! installed by `.ci/run`): countdown, button opening on time, buying, sold-out.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::{rfc3339_in, TestServer};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "the page test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
+        );
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let profile = std::env::temp_dir().join(format!("seckill-chromium-{port}"));
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                // The machines have no internet: keep Chromium from reaching for it.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", format!("--user-data-dir={}", profile.display())]
+            }
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = None;
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        _driver: driver,
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot start a Chromium session: {last_error:?}");
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+    }
+
+    async fn buy_enabled(&self) -> bool {
+        self.client
+            .find(Locator::Id("buy"))
+            .await
+            .unwrap()
+            .is_enabled()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until `check` holds (the page updates itself on timers).
+    async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
+        for _ in 0..100 {
+            if check(self).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; page shows {:?}",
+            self.text("result").await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
+    let app = TestServer::spawn().await;
+    let (_, sale) = app
+        .create_sale(json!({ "name": "限量球鞋 sneakers", "stock": 1, "starts_at": rfc3339_in(3) }))
+        .await;
+    let id = sale["id"].as_i64().unwrap();
+    let browser = Browser::start().await;
+
+    browser
+        .client
+        .goto(&app.url(&format!("/?sale={id}&user=page-buyer")))
+        .await
+        .unwrap();
+    browser
+        .wait_for("the sale to load", async |b| {
+            b.text("name").await == "限量球鞋 sneakers"
+        })
+        .await;
+    assert!(
+        browser.text("countdown").await.contains("距开始"),
+        "countdown shown before the start"
+    );
+    assert!(!browser.buy_enabled().await, "buy is disabled before the start");
+    assert!(browser.text("remaining").await.contains('1'));
+
+    browser
+        .wait_for("the button to open at the start", async |b| b.buy_enabled().await)
+        .await;
+    browser
+        .client
+        .find(Locator::Id("buy"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("the purchase result", async |b| {
+            b.text("result").await.contains("Success")
+        })
+        .await;
+    let shown = browser.text("result").await;
+
+    let (status, orders) = app.get(&format!("/api/sales/{id}/orders/page-buyer")).await;
+    assert_eq!(status, 200);
+    assert!(
+        shown.contains(orders["orders"][0]["order_id"].as_str().unwrap()),
+        "the page shows the stored order: {shown}"
+    );
+
+    // A second buyer finds it sold out: the button stays disabled.
+    browser
+        .client
+        .goto(&app.url(&format!("/?sale={id}&user=late-buyer")))
+        .await
+        .unwrap();
+    browser
+        .wait_for("sold out", async |b| b.text("status").await.contains("sold out"))
+        .await;
+    assert!(!browser.buy_enabled().await);
+    browser.client.clone().close().await.unwrap();
+}
