@@ -47,6 +47,9 @@ pub struct BenchConfig {
     /// Open loop: requests per second, latency corrected for coordinated omission.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Draw every request's latency over the run's time as an SVG scatter plot here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Write the summary as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -176,6 +179,8 @@ struct WorkerResult {
     counts: Counts,
     histogram: Histogram<u64>,
     per_user: HashMap<u64, u32>,
+    /// (seconds since the start when the request was due, latency in ms), for `--plot`.
+    samples: Vec<(f32, f32)>,
 }
 
 /// Runs the bench and prints the summary; `Ok(false)` when an invariant is violated.
@@ -219,11 +224,13 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
             progress.clone(),
         );
         let (requests, users, rate) = (config.requests, config.users, config.rate);
+        let keep_samples = config.plot.is_some();
         workers.push(tokio::spawn(async move {
             let mut result = WorkerResult {
                 counts: Counts::default(),
                 histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
                 per_user: HashMap::new(),
+                samples: Vec::new(),
             };
             let mut user_buf = String::new();
             loop {
@@ -254,6 +261,11 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
                 };
                 let micros = due.elapsed().as_micros().max(1) as u64;
                 let _ = result.histogram.record(micros.min(3_600_000_000));
+                if keep_samples {
+                    result
+                        .samples
+                        .push(((due - started).as_secs_f32(), micros as f32 / 1000.0));
+                }
                 let c = &mut result.counts;
                 match outcome {
                     Outcome::Success => {
@@ -277,6 +289,7 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
     let mut counts = Counts::default();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut per_user: HashMap<u64, u32> = HashMap::new();
+    let mut samples = Vec::new();
     for w in workers {
         let r = w.await?;
         counts.success += r.counts.success;
@@ -286,12 +299,16 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         counts.overloaded += r.counts.overloaded;
         counts.errors += r.counts.errors;
         histogram.add(&r.histogram)?;
+        samples.extend(r.samples);
         for (u, n) in r.per_user {
             *per_user.entry(u).or_insert(0) += n;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    if let Some(path) = &config.plot {
+        plot(path, &samples).with_context(|| format!("plotting to {}", path.display()))?;
+    }
     let sent = done.load(Ordering::Relaxed);
 
     let mut invariants = Vec::new();
@@ -389,6 +406,38 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         invariants,
         passed,
     })
+}
+
+/// Latency of every request against when it was sent: stalls show as columns, queueing as slopes.
+fn plot(path: &std::path::Path, samples: &[(f32, f32)]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let max_t = samples.iter().map(|s| s.0).fold(0.001f32, f32::max);
+    let max_ms = samples.iter().map(|s| s.1).fold(0.001f32, f32::max);
+    let min_ms = samples.iter().map(|s| s.1).fold(max_ms, f32::min).max(0.001);
+    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("seckill bench: latency of each request over time", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f32..max_t * 1.02, (min_ms / 1.5..max_ms * 1.5).log_scale())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("latency (ms, log)")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .draw_series(
+            samples
+                .iter()
+                .map(|&(t, ms)| Circle::new((t, ms.max(min_ms)), 1, BLUE.mix(0.3).filled())),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }
 
 fn check(name: &str, passed: bool, detail: String) -> Check {

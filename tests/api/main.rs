@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `seckill` binary on a random port with its own data
 //! dir and talks HTTP to it.
 
+mod bench;
 mod concurrency;
 mod durability;
 mod errors;

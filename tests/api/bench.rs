@@ -1,0 +1,92 @@
+//! `seckill bench` against a real engine: the report, and a non-zero exit on a violated invariant.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::helpers::{Options, TestServer};
+
+fn bench() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
+    cmd.arg("bench")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenario_passes_and_writes_report_and_plot() {
+    let app = TestServer::spawn_with(Options {
+        demo_stock: 1000,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (report, plot) = (dir.path().join("report.json"), dir.path().join("latency.svg"));
+    let out = bench()
+        .args(["--url", &app.base, "-n", "2000", "-c", "500", "--report"])
+        .arg(&report)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (r["counts"]["success"].as_u64(), r["counts"]["sold_out"].as_u64()),
+        (Some(1000), Some(1000)),
+        "{r}"
+    );
+    assert!(r["latency"]["p99_ms"].as_f64().unwrap() >= r["latency"]["p50_ms"].as_f64().unwrap());
+    assert!(r["invariants"].as_array().unwrap().iter().all(|c| c["passed"] == true));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<circle"), "plot has points");
+    assert_eq!(app.count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violated_invariant_fails_the_bench() {
+    let app = TestServer::spawn().await;
+    let sale = app.live_sale(1_000_000, 1000).await;
+    // 20 buyers, limit 1000 each: a long closed-loop run on one sale.
+    let mut run = bench()
+        .args([
+            "--url",
+            &app.base,
+            "--sale",
+            &sale.to_string(),
+            "--users",
+            "20",
+            "-n",
+            "20000",
+            "-c",
+            "20",
+        ])
+        .spawn()
+        .unwrap();
+    // Once the bench's load is flowing, a buyer the bench does not know takes a unit: its
+    // accounting (remaining == before − its successes) can no longer hold.
+    for _ in 0..200 {
+        if app.audit(sale).await["sold"].as_u64().unwrap() > 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.buy(sale, "intruder").await.0, 201);
+    let status = tokio::time::timeout(Duration::from_secs(120), run.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdout = String::new();
+    use tokio::io::AsyncReadExt;
+    run.stdout.take().unwrap().read_to_string(&mut stdout).await.unwrap();
+    assert!(!status.success(), "the bench must fail: {stdout}");
+    assert!(stdout.contains("[FAIL] remaining == remaining_before"), "{stdout}");
+}
