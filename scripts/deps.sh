@@ -24,3 +24,41 @@ ensure_chromium() {
 ensure_wrk() {
   command -v wrk >/dev/null || { echo "installing wrk (benchmarks)"; apt_install wrk; }
 }
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then return; fi
+  command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
+  echo "starting redis on 127.0.0.1:6379"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && return; sleep 0.1; done
+  echo "redis did not start" >&2; return 1
+}
+
+mariadb_tcp_ok() { mariadb -h 127.0.0.1 -P 3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; }
+
+ensure_mariadb() {
+  if mariadb_tcp_ok; then return; fi
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { echo "installing mariadb-server"; apt_install mariadb-server; }
+  if ! mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+    echo "starting mariadb"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    for _ in $(seq 100); do mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
+  if ! mariadb_tcp_ok; then
+    # Debian's root authenticates by unix socket only; the tests connect over TCP as root with
+    # no password (as on the project's machines), so allow that too.
+    mariadb -uroot -e "ALTER USER root@localhost IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(''); FLUSH PRIVILEGES;"
+  fi
+  mariadb_tcp_ok || { echo "mariadb is not reachable as root@127.0.0.1:3306" >&2; return 1; }
+}
+
+# tansu: the Kafka-protocol broker the distributed tests start (one per test). Built once into
+# ~/.cargo/bin (about 12 minutes on 2 cores), then reused.
+ensure_tansu() {
+  if [ -x "$HOME/.cargo/bin/tansu" ] || command -v tansu >/dev/null; then return; fi
+  echo "installing tansu (Kafka-protocol test broker; one-time build)"
+  cargo install tansu --locked --features dynostore
+}

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh machine: installs what the tests need when it is missing
-# (Debian's chromium + chromium-driver for the page test), then runs every test.
+# The test suite, from a fresh machine: installs and starts what the tests need when it is
+# missing (Chromium for the page test; Redis, MariaDB and the tansu broker for the distributed
+# mode), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 
 ensure_chromium
+ensure_redis
+ensure_mariadb
+ensure_tansu
 
 cargo test --release --locked "$@"

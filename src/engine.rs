@@ -133,6 +133,14 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         })
     }
 
+    pub fn gate(&self) -> &G {
+        &self.gate
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     pub fn demo_sale(&self) -> SaleId {
         self.demo
     }
@@ -147,19 +155,26 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
         let now = now_millis();
-        let reservation = self.gate.reserve(sale_id, &user, now).await?;
+        let order_id = uuid::Uuid::now_v7();
+        let reservation = self.gate.reserve(sale_id, &user, order_id, now).await?;
         let order = Order {
-            order_id: uuid::Uuid::now_v7(),
+            order_id,
             sale_id,
             user_id: user,
             seq: reservation.seq,
             created_at: now,
         };
-        if let Err(e) = self.store.record(&order).await {
-            if let Err(release) = self.gate.release(&reservation).await {
-                tracing::error!(error = %release, sale = %sale_id, "could not release a reservation");
+        match self.store.record(&order).await {
+            Ok(()) => self.gate.confirm(&reservation),
+            // The order may be durable after all (a broker that took it but did not answer):
+            // releasing could sell the unit twice, so it stays reserved for the reconciler.
+            Err(e @ ApiError::OutcomeUnknown) => return Err(e),
+            Err(e) => {
+                if let Err(release) = self.gate.release(&reservation).await {
+                    tracing::error!(error = %release, sale = %sale_id, "could not release a reservation");
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         Ok(Confirmation {
             order_id: order.order_id.hyphenated().to_string(),
@@ -190,14 +205,30 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     pub async fn sale(&self, id: SaleId) -> Result<SaleView, ApiError> {
-        let cached = self.cached().get(&id).cloned();
-        match cached {
-            Some(sale) => self.view(&sale).await,
-            None => Err(ApiError::SaleNotFound),
-        }
+        let sale = self.find_sale(id).await?;
+        self.view(&sale).await
     }
 
+    /// From the cache, or from the store for a sale another instance created.
+    async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, ApiError> {
+        if let Some(sale) = self.cached().get(&id).cloned() {
+            return Ok(sale);
+        }
+        let sale = Arc::new(self.store.sale(id).await?.ok_or(ApiError::SaleNotFound)?);
+        self.gate
+            .load_sale(SaleRules::from(&*sale), self.store.holders(id).await?)
+            .await?;
+        self.cache().insert(id, Arc::clone(&sale));
+        Ok(sale)
+    }
+
+    /// Every sale, including those other instances created since this one started.
     pub async fn sales(&self) -> Result<Vec<SaleView>, ApiError> {
+        for sale in self.store.sales().await? {
+            if !self.cached().contains_key(&sale.id) {
+                self.find_sale(sale.id).await?;
+            }
+        }
         let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
         let mut views = Vec::with_capacity(all.len());
         for sale in &all {
@@ -207,7 +238,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<OrderView>, ApiError> {
-        self.sale(sale).await?;
+        self.find_sale(sale).await?;
         let orders = self.store.orders_of(sale, user).await?;
         Ok(orders
             .into_iter()

@@ -44,6 +44,8 @@ pub enum ApiError {
     Overloaded,
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
+    #[error("the order could not be confirmed in time and may still be recorded; check GET /api/sales/{{id}}/orders/{{user}} before retrying")]
+    OutcomeUnknown,
     #[error("internal error")]
     Internal(String),
 }
@@ -60,7 +62,7 @@ impl ApiError {
             MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Overloaded | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | Unavailable(_) | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +88,7 @@ impl ApiError {
             AdminDisabled => "admin_disabled",
             Overloaded => "overloaded",
             Unavailable(_) => "unavailable",
+            OutcomeUnknown => "outcome_unknown",
             Internal(_) => "internal",
         }
     }

@@ -12,6 +12,12 @@
 //!    fsync per batch of orders). If that fails the unit is released back to the gate.
 //! 4. The handler answers: 201 with the order, or one [`error::ApiError`] as JSON.
 //!
+//! Two sets of backends implement the same traits, chosen once in [`startup`]:
+//! - embedded (default): [`gate::MemoryGate`] + [`store::SqliteStore`], one process;
+//! - distributed: [`gate::RedisGate`] (one Lua script per purchase) + [`store::DistributedStore`]
+//!   (durable once [`log::KafkaLog`] acks; [`consumer`] writes the log into MySQL; [`reconcile`]
+//!   re-publishes reservations whose instance died before the ack).
+//!
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
 //! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
 //! [`shutdown`] drains purchases and flushes the store on SIGTERM; [`bench`] is the load
@@ -19,12 +25,15 @@
 
 pub mod bench;
 pub mod config;
+pub mod consumer;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod gate;
 pub mod http;
+pub mod log;
 pub mod metrics;
+pub mod reconcile;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

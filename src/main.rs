@@ -1,32 +1,47 @@
 use anyhow::Context;
 use clap::Parser;
-use seckill::config::{Cli, Command, LogFormat};
-use seckill::startup::EmbeddedApp;
+use seckill::config::{Backend, Cli, Command, LogFormat};
+use seckill::gate::StockGate;
+use seckill::startup::{Application, DistributedApp, EmbeddedApp};
+use seckill::store::OrderStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve(config) => {
             init_tracing(config.log_format);
-            let app = EmbeddedApp::build(&config).await.context("cannot start the engine")?;
-            // Tests and scripts read this line to find the port when listening on port 0.
-            println!("seckill listening on http://{}", app.local_addr());
-            app.run_until(seckill::shutdown::signal())
+            match config.backend {
+                Backend::Embedded => serve(EmbeddedApp::build(&config).await).await,
+                Backend::Distributed => serve(DistributedApp::build(&config).await).await,
+            }
+        }
+        Command::Consumer(config) => {
+            init_tracing(config.log_format);
+            seckill::startup::run_consumer(&config.distributed, seckill::shutdown::signal())
                 .await
-                .context("server error")?;
-            tracing::info!("stopped cleanly");
-            Ok(())
+                .context("consumer")
         }
         Command::Bench(config) => {
             init_tracing(LogFormat::Text);
-            let passed = seckill::bench::run(config).await?;
-            if !passed {
+            if !seckill::bench::run(config).await? {
                 std::process::exit(1);
             }
             Ok(())
         }
     }
+}
+
+async fn serve<G: StockGate, S: OrderStore>(
+    app: Result<Application<G, S>, seckill::error::ApiError>,
+) -> anyhow::Result<()> {
+    let app = app.context("cannot start the engine")?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("seckill listening on http://{}", app.local_addr());
+    app.run_until(seckill::shutdown::signal())
+        .await
+        .context("server error")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

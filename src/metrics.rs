@@ -46,7 +46,7 @@ impl Metrics {
             Err(ApiError::NotStarted) => 3,
             Err(ApiError::Ended) => 4,
             Err(ApiError::SaleNotFound) => 5,
-            Err(ApiError::Unavailable(_) | ApiError::Overloaded) => 6,
+            Err(ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::OutcomeUnknown) => 6,
             Err(_) => 7,
         };
         self.purchases[index].fetch_add(1, Relaxed);

@@ -2,38 +2,127 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::config::ServeConfig;
+use crate::config::{DistributedConfig, ServeConfig};
+use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::gate::{MemoryGate, StockGate};
+use crate::gate::{MemoryGate, RedisGate, StockGate};
 use crate::http::extract::AdminToken;
 use crate::http::{router, AppState};
-use crate::store::{OrderStore, SqliteStore};
+use crate::log::KafkaLog;
+use crate::store::{DistributedStore, MySqlStore, OrderStore, SqliteStore};
+
+/// Work that runs beside the HTTP server until it is told to stop.
+type Background<G, S> = Box<dyn FnOnce(Arc<AppState<G, S>>, watch::Receiver<bool>) -> Vec<JoinHandle<()>> + Send>;
 
 /// A bound, ready-to-run engine.
 pub struct Application<G, S> {
     listener: TcpListener,
     state: Arc<AppState<G, S>>,
+    background: Background<G, S>,
 }
 
 /// The embedded default: in-process gate, SQLite store in `--data-dir`.
 pub type EmbeddedApp = Application<MemoryGate, SqliteStore>;
 
+/// The distributed mode: Redis gate, Kafka log, MySQL store.
+pub type DistributedApp = Application<RedisGate, DistributedStore>;
+
 impl EmbeddedApp {
     pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
-        let delay = std::time::Duration::from_millis(config.commit_delay_ms);
+        let delay = Duration::from_millis(config.commit_delay_ms);
         let store = SqliteStore::open_with_commit_delay(&config.data_dir, delay)?;
         tracing::info!(path = %store.path().display(), "order store opened");
         let engine = Engine::start(MemoryGate::new(), store, config.demo_stock).await?;
-        Application::bind(config, engine).await
+        Application::bind(config, engine, Box::new(|_, _| Vec::new())).await
     }
 }
 
+impl DistributedApp {
+    pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
+        let d = &config.distributed;
+        let timeout = Duration::from_millis(d.backend_timeout_ms);
+        let gate = RedisGate::connect(&d.redis_url, &d.redis_prefix, timeout).await?;
+        KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
+        let log = Arc::new(KafkaLog::connect(
+            &d.kafka_brokers,
+            &d.kafka_topic,
+            Duration::from_millis(d.kafka_timeout_ms),
+        )?);
+        let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
+        tracing::info!(redis = %d.redis_url, kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
+        let engine = Engine::start(
+            gate,
+            DistributedStore {
+                log,
+                mysql: mysql.clone(),
+            },
+            config.demo_stock,
+        )
+        .await?;
+
+        let (d, run_consumer) = (d.clone(), !config.no_consumer);
+        let background: Background<RedisGate, DistributedStore> = Box::new(move |state, stop| {
+            let mut tasks = Vec::new();
+            if run_consumer {
+                let (d, stop) = (d.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    let settings = ConsumerSettings {
+                        brokers: &d.kafka_brokers,
+                        topic: &d.kafka_topic,
+                        group: &d.kafka_group,
+                    };
+                    if let Err(e) = consumer::run(settings, mysql, stopped(stop)).await {
+                        tracing::error!(error = %e, "consumer stopped with an error");
+                    }
+                }));
+            }
+            let grace = Duration::from_millis(d.reconcile_after_ms);
+            tasks.push(tokio::spawn(async move {
+                let (gate, log) = (state.engine.gate(), &state.engine.store().log);
+                crate::reconcile::run(
+                    gate,
+                    log,
+                    grace,
+                    (grace / 4).max(Duration::from_millis(100)),
+                    stopped(stop),
+                )
+                .await;
+            }));
+            tasks
+        });
+        Application::bind(config, engine, background).await
+    }
+}
+
+/// Runs the consumer alone (`seckill consumer`) until `shutdown` resolves.
+pub async fn run_consumer(
+    d: &DistributedConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(d.backend_timeout_ms);
+    let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
+    KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
+    let settings = ConsumerSettings {
+        brokers: &d.kafka_brokers,
+        topic: &d.kafka_topic,
+        group: &d.kafka_group,
+    };
+    consumer::run(settings, mysql, shutdown).await
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 impl<G: StockGate, S: OrderStore> Application<G, S> {
-    async fn bind(config: &ServeConfig, engine: Engine<G, S>) -> Result<Self, ApiError> {
+    async fn bind(config: &ServeConfig, engine: Engine<G, S>, background: Background<G, S>) -> Result<Self, ApiError> {
         if config.admin_token.as_deref().is_none_or(str::is_empty) {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
@@ -43,7 +132,11 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             engine,
             admin: AdminToken::new(config.admin_token.clone()),
         });
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            state,
+            background,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -52,14 +145,21 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and flushes the store.
+    /// Serves until `shutdown` resolves; then drains in-flight requests, flushes the store, and
+    /// stops the background work (the consumer stores and commits the batch in hand).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = (self.background)(Arc::clone(&self.state), stop_rx);
         let app = router(Arc::clone(&self.state));
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         self.state.engine.shutdown().await;
+        let _ = stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
         served
     }
 }

@@ -34,7 +34,18 @@ impl MemoryGate {
             .ok_or(ApiError::SaleNotFound)
     }
 
+    #[cfg(test)]
     fn reserve_now(&self, sale_id: SaleId, user: &UserId, now: Millis) -> Result<Reservation, Refusal> {
+        self.reserve_order(sale_id, user, uuid::Uuid::nil(), now)
+    }
+
+    fn reserve_order(
+        &self,
+        sale_id: SaleId,
+        user: &UserId,
+        order_id: uuid::Uuid,
+        now: Millis,
+    ) -> Result<Reservation, Refusal> {
         let sale = self.sale(sale_id).map_err(|_| Refusal::UnknownSale)?;
         if let Some(refusal) = sale.rules.window_refusal(now) {
             return Err(refusal);
@@ -61,6 +72,7 @@ impl MemoryGate {
             Ok(before) => {
                 *held += 1;
                 Ok(Reservation {
+                    order_id,
                     sale_id,
                     user_id: user.clone(),
                     seq: *held,
@@ -91,9 +103,18 @@ impl StockGate for MemoryGate {
         Ok(())
     }
 
-    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
-        self.reserve_now(sale, user, now).map_err(ApiError::from)
+    async fn reserve(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+        order_id: uuid::Uuid,
+        now: Millis,
+    ) -> Result<Reservation, ApiError> {
+        self.reserve_order(sale, user, order_id, now).map_err(ApiError::from)
     }
+
+    /// Nothing is pending in process: the store's commit is the confirmation.
+    fn confirm(&self, _: &Reservation) {}
 
     async fn release(&self, reservation: &Reservation) -> Result<(), ApiError> {
         let sale = self.sale(reservation.sale_id)?;

@@ -10,12 +10,16 @@ use crate::domain::{Millis, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
 
 pub mod memory;
+pub mod redis;
 
+pub use self::redis::RedisGate;
 pub use memory::MemoryGate;
 
 /// A unit held for one buyer between the gate's yes and the store's commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
+    /// The order this unit is held for; a distributed gate keys the pending reservation by it.
+    pub order_id: uuid::Uuid,
     pub sale_id: SaleId,
     pub user_id: UserId,
     /// The buyer's n-th unit of this sale (1-based).
@@ -38,11 +42,17 @@ pub trait StockGate: Send + Sync + 'static {
         &self,
         sale: SaleId,
         user: &UserId,
+        order_id: uuid::Uuid,
         now: Millis,
     ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
 
-    /// Gives a reserved unit back (its order could not be made durable).
+    /// Gives a reserved unit back: its order is certainly not durable anywhere.
     fn release(&self, reservation: &Reservation) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// The reservation's order is durable: the gate may forget the pending reservation.
+    /// Best effort and off the answer's path; a lost confirmation only makes the reconciler
+    /// re-publish an order that is already there, which the store ignores.
+    fn confirm(&self, reservation: &Reservation);
 
     /// Units left, or `None` for a sale the gate does not know.
     fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;

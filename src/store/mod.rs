@@ -9,8 +9,12 @@ use std::future::Future;
 use crate::domain::{Millis, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 
+pub mod distributed;
+pub mod mysql;
 pub mod sqlite;
 
+pub use distributed::DistributedStore;
+pub use mysql::MySqlStore;
 pub use sqlite::SqliteStore;
 
 /// An order as read back from the store.

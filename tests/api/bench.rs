@@ -18,7 +18,7 @@ fn bench() -> tokio::process::Command {
 async fn the_seed_scenario_passes_and_writes_report_and_plot() {
     let app = TestServer::spawn_with(Options {
         demo_stock: 1000,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ async fn two_thousand_buyers_on_one_thousand_stock_sell_exactly_the_stock() {
     let app = Arc::new(
         TestServer::spawn_with(Options {
             demo_stock: 1000,
-            ..Default::default()
+            ..Options::new()
         })
         .await,
     );

@@ -10,7 +10,7 @@ use crate::helpers::{Options, TestServer};
 async fn a_restart_rebuilds_the_gate_and_never_resets_stock() {
     let app = TestServer::spawn_with(Options {
         demo_stock: 10,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     for _ in 0..3 {
@@ -23,7 +23,7 @@ async fn a_restart_rebuilds_the_gate_and_never_resets_stock() {
     let app = app
         .restart(Options {
             demo_stock: 999,
-            ..Default::default()
+            ..Options::new()
         })
         .await;
     assert_eq!(app.count().await, 7);
@@ -41,7 +41,7 @@ async fn every_success_survives_kill_9_mid_load() {
     let mut app = TestServer::spawn_with(Options {
         demo_stock: STOCK,
         commit_delay_ms: 20,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     let sale = app.live_sale(STOCK, 1).await;
@@ -95,7 +95,7 @@ async fn every_success_survives_kill_9_mid_load() {
     let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
     assert!(confirmed.len() >= 1000);
 
-    let app = app.restart(Options::default()).await;
+    let app = app.restart(Options::new()).await;
     let audit = app.audit(sale).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     let stored = audit["stored"].as_u64().unwrap();
@@ -121,7 +121,7 @@ async fn every_success_survives_kill_9_mid_load() {
 async fn sigterm_drains_in_flight_purchases_and_exits_cleanly() {
     let mut app = TestServer::spawn_with(Options {
         demo_stock: 100_000,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     let successes = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -144,7 +144,7 @@ async fn sigterm_drains_in_flight_purchases_and_exits_cleanly() {
     for l in load {
         let _ = l.await;
     }
-    let app = app.restart(Options::default()).await;
+    let app = app.restart(Options::new()).await;
     let audit = app.audit(1).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert!(audit["stored"].as_u64().unwrap() >= successes.load(Ordering::Relaxed));

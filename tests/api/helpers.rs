@@ -18,26 +18,174 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The distributed mode's services for one test: its own Redis prefix, MySQL database and
+/// Kafka topic on the shared Redis and MariaDB, and its own tansu broker.
+#[derive(Clone)]
+pub struct Services {
+    pub redis_prefix: String,
+    pub database_url: String,
+    pub topic: String,
+    pub brokers: String,
+    pub kafka_timeout_ms: u64,
+    pub reconcile_after_ms: u64,
+    pub broker: std::sync::Arc<Broker>,
+}
+
+impl Services {
+    pub async fn start() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let broker = std::sync::Arc::new(Broker::start().await);
+        Services {
+            redis_prefix: format!("test-{id}"),
+            database_url: format!("mysql://root@127.0.0.1:3306/seckill_test_{id}"),
+            topic: format!("orders-{id}"),
+            brokers: broker.address.clone(),
+            kafka_timeout_ms: 3000,
+            reconcile_after_ms: 30_000,
+            broker,
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--redis-prefix", self.redis_prefix.clone()),
+            ("--database-url", self.database_url.clone()),
+            ("--kafka-topic", self.topic.clone()),
+            ("--kafka-brokers", self.brokers.clone()),
+            ("--kafka-partitions", "4".into()),
+            ("--kafka-group", format!("group-{}", self.topic)),
+            ("--kafka-timeout-ms", self.kafka_timeout_ms.to_string()),
+            ("--reconcile-after-ms", self.reconcile_after_ms.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect()
+    }
+
+    /// A `seckill consumer` process for these services.
+    pub fn consumer(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_seckill"))
+            .arg("consumer")
+            .args(self.args())
+            .env("SECKILL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn seckill consumer")
+    }
+}
+
+/// A tansu Kafka-protocol broker of one test, on a free port, keeping everything in memory.
+pub struct Broker {
+    child: std::sync::Mutex<Option<std::process::Child>>,
+    pub address: String,
+    pid: u32,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        let tansu = std::env::var("SECKILL_TANSU").ok().or_else(|| {
+            let home = std::env::var("HOME").ok()?;
+            let path = format!("{home}/.cargo/bin/tansu");
+            std::path::Path::new(&path).exists().then_some(path)
+        });
+        let tansu = tansu.unwrap_or_else(|| "tansu".into());
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut child = std::process::Command::new(&tansu)
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .arg("--listener-url")
+            .arg(format!("tcp://{address}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {tansu} (the distributed tests need tansu: `bash .ci/run` installs it): {e}")
+            });
+        let pid = child.id();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return Broker {
+                    child: std::sync::Mutex::new(Some(child)),
+                    address,
+                    pid,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tansu did not listen on {address}");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// SIGSTOP: the broker holds its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[derive(Clone, Default)]
 pub struct Options {
+    /// `Some`: run `--backend distributed` against these services.
+    pub distributed: Option<Services>,
+    /// Distributed: leave the consumer to a separate `seckill consumer`.
+    pub no_consumer: bool,
     pub demo_stock: u64,
     pub admin_token: Option<&'static str>,
     /// Fault injection: hold each group commit this long (`--commit-delay-ms`).
     pub commit_delay_ms: u64,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    pub fn new() -> Self {
         Options {
             demo_stock: 1000,
             admin_token: Some(ADMIN_TOKEN),
-            commit_delay_ms: 0,
+            ..Default::default()
+        }
+    }
+
+    pub fn distributed(services: &Services) -> Self {
+        Options {
+            distributed: Some(services.clone()),
+            ..Options::new()
         }
     }
 }
 
 impl TestServer {
     pub async fn spawn() -> Self {
-        Self::spawn_with(Options::default()).await
+        Self::spawn_with(Options::new()).await
     }
 
     pub async fn spawn_with(options: Options) -> Self {
@@ -70,6 +218,12 @@ impl TestServer {
             .kill_on_drop(true);
         if let Some(token) = options.admin_token {
             cmd.arg("--admin-token").arg(token);
+        }
+        if let Some(services) = &options.distributed {
+            cmd.arg("--backend").arg("distributed").args(services.args());
+            if options.no_consumer {
+                cmd.arg("--no-consumer");
+            }
         }
         let mut child = cmd.spawn().expect("spawn seckill");
         let stdout = child.stdout.take().expect("stdout");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod concurrency;
+mod distributed;
 mod durability;
 mod errors;
 mod helpers;

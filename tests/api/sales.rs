@@ -46,7 +46,7 @@ async fn creating_a_sale_requires_the_admin_token() {
 async fn without_a_configured_token_admin_routes_are_refused() {
     let app = TestServer::spawn_with(Options {
         admin_token: None,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     let resp = app

@@ -6,7 +6,7 @@ use crate::helpers::{Options, TestServer};
 async fn get_count_reports_the_demo_stock() {
     let app = TestServer::spawn_with(Options {
         demo_stock: 7,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     assert_eq!(app.count().await, 7);
@@ -16,7 +16,7 @@ async fn get_count_reports_the_demo_stock() {
 async fn seed_purchase_answers_the_seed_messages_then_sold_out() {
     let app = TestServer::spawn_with(Options {
         demo_stock: 2,
-        ..Default::default()
+        ..Options::new()
     })
     .await;
     let first = app.seed_buy().await;

@@ -1,0 +1,344 @@
+//! The distributed stock gate: one Lua script in Redis decides each purchase atomically, so any
+//! number of stateless engine instances sell one stock together.
+//!
+//! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
+//! - `<p>:{s<id>}:meta`      hash: stock, starts_at, ends_at, limit
+//! - `<p>:{s<id>}:remaining` integer, never below 0
+//! - `<p>:{s<id>}:holders`   hash: user → units held
+//! - `<p>:{s<id>}:pending`   sorted set: order id by reservation time (not yet confirmed durable)
+//! - `<p>:{s<id>}:orders`    hash: order id → `seq:created_at:user`, to re-publish a stale one
+//! - `<p>:sales`             set of sale ids (what the reconciler scans)
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::mpsc;
+
+use super::{Reservation, StockGate};
+use crate::domain::{Millis, Order, SaleId, SaleRules, UserId};
+use crate::error::ApiError;
+
+/// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
+/// unit returned by another instance or the reconciler is offered again promptly.
+const SOLD_OUT_RECHECK_MS: Millis = 1_000;
+
+const RESERVE: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit')
+if not meta[3] then return {-1, 0} end
+local now = tonumber(ARGV[2])
+if meta[1] ~= '' and now < tonumber(meta[1]) then return {-2, 0} end
+if meta[2] ~= '' and now >= tonumber(meta[2]) then return {-3, 0} end
+local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if held >= tonumber(meta[3]) then return {-5, 0} end
+local remaining = tonumber(redis.call('GET', KEYS[2]) or '0')
+if remaining <= 0 then return {-4, 0} end
+redis.call('DECR', KEYS[2])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('ZADD', KEYS[4], now, ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[3], (held + 1) .. ':' .. now .. ':' .. ARGV[1])
+return {remaining - 1, held + 1}
+"#;
+
+/// Idempotent: only a reservation still pending is returned to stock.
+const RELEASE: &str = r#"
+if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('INCR', KEYS[1])
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 1
+"#;
+
+/// First writer wins: a sale already in Redis is never reset by an instance starting later.
+const LOAD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[5])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"#;
+
+struct SaleKeys {
+    meta: String,
+    remaining: String,
+    holders: String,
+    pending: String,
+    orders: String,
+    sold_out_until: AtomicI64,
+}
+
+impl SaleKeys {
+    fn new(prefix: &str, id: SaleId) -> Self {
+        let base = format!("{prefix}:{{s{id}}}");
+        SaleKeys {
+            meta: format!("{base}:meta"),
+            remaining: format!("{base}:remaining"),
+            holders: format!("{base}:holders"),
+            pending: format!("{base}:pending"),
+            orders: format!("{base}:orders"),
+            sold_out_until: AtomicI64::new(0),
+        }
+    }
+}
+
+/// A pending reservation old enough that its instance has probably died with it.
+#[derive(Debug, Clone)]
+pub struct StaleReservation {
+    pub order: Order,
+    pub reserved_at: Millis,
+}
+
+pub struct RedisGate {
+    conn: ConnectionManager,
+    prefix: String,
+    sales: DashMap<SaleId, Arc<SaleKeys>>,
+    reserve: Script,
+    release: Script,
+    load: Script,
+    confirmations: mpsc::Sender<(SaleId, uuid::Uuid)>,
+}
+
+fn unavailable(e: redis::RedisError) -> ApiError {
+    ApiError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisGate {
+    /// Connects with bounded timeouts: a dead Redis costs a buyer at most `timeout`, then 503.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ApiError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(timeout * 3, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| ApiError::Unavailable(format!("redis: no answer from {url}")))?
+            .map_err(unavailable)?;
+        let (confirmations, pending) = mpsc::channel(65_536);
+        let gate = RedisGate {
+            conn,
+            prefix: prefix.to_owned(),
+            sales: DashMap::new(),
+            reserve: Script::new(RESERVE),
+            release: Script::new(RELEASE),
+            load: Script::new(LOAD),
+            confirmations,
+        };
+        tokio::spawn(confirm_in_batches(gate.conn.clone(), prefix.to_owned(), pending));
+        Ok(gate)
+    }
+
+    fn keys(&self, id: SaleId) -> Arc<SaleKeys> {
+        if let Some(keys) = self.sales.get(&id) {
+            return Arc::clone(&keys);
+        }
+        Arc::clone(
+            &self
+                .sales
+                .entry(id)
+                .or_insert_with(|| Arc::new(SaleKeys::new(&self.prefix, id))),
+        )
+    }
+
+    fn sales_key(&self) -> String {
+        format!("{}:sales", self.prefix)
+    }
+
+    /// Every sale the gate knows in Redis (created by any instance).
+    pub async fn sale_ids(&self) -> Result<Vec<SaleId>, ApiError> {
+        let ids: Vec<i64> = self
+            .conn
+            .clone()
+            .smembers(self.sales_key())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.into_iter().map(SaleId).collect())
+    }
+
+    /// Reservations of `sale` pending since before `older_than`.
+    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<StaleReservation>, ApiError> {
+        let keys = self.keys(sale);
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore_limit(&keys.pending, "-inf", older_than, 0, 1000)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let data: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&keys.orders)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut stale = Vec::with_capacity(ids.len());
+        for (id, data) in ids.iter().zip(data) {
+            let parsed = data.as_deref().and_then(|d| {
+                let mut parts = d.splitn(3, ':');
+                let seq = parts.next()?.parse().ok()?;
+                let created_at = parts.next()?.parse().ok()?;
+                let user = UserId::parse(parts.next()?).ok()?;
+                Some((seq, created_at, user))
+            });
+            match (uuid::Uuid::parse_str(id), parsed) {
+                (Ok(order_id), Some((seq, created_at, user_id))) => stale.push(StaleReservation {
+                    order: Order {
+                        order_id,
+                        sale_id: sale,
+                        user_id,
+                        seq,
+                        created_at,
+                    },
+                    reserved_at: created_at,
+                }),
+                _ => tracing::error!(sale = %sale, order = %id, "unreadable pending reservation left in place"),
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
+    pub async fn forget(&self, sale: SaleId, order_id: uuid::Uuid) -> Result<(), ApiError> {
+        let keys = self.keys(sale);
+        let id = order_id.hyphenated().to_string();
+        redis::pipe()
+            .zrem(&keys.pending, &id)
+            .hdel(&keys.orders, &id)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Confirmations leave the buy path: they are batched into one pipeline per round trip.
+async fn confirm_in_batches(mut conn: ConnectionManager, prefix: String, mut rx: mpsc::Receiver<(SaleId, uuid::Uuid)>) {
+    let mut batch = Vec::with_capacity(1024);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut pipe = redis::pipe();
+        for (sale, order_id) in batch.drain(..) {
+            let keys = SaleKeys::new(&prefix, sale);
+            let id = order_id.hyphenated().to_string();
+            pipe.zrem(keys.pending, &id).ignore().hdel(keys.orders, &id).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
+            tracing::warn!(error = %e, "could not clear confirmed reservations");
+        }
+    }
+}
+
+fn opt(ms: Option<Millis>) -> String {
+    ms.map(|m| m.to_string()).unwrap_or_default()
+}
+
+impl StockGate for RedisGate {
+    async fn load_sale(&self, rules: SaleRules, holders: Vec<(UserId, u32)>) -> Result<(), ApiError> {
+        let keys = self.keys(rules.id);
+        let held: u64 = holders.iter().map(|(_, n)| u64::from(*n)).sum();
+        let mut invocation = self.load.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.remaining)
+            .key(&keys.holders)
+            .key(self.sales_key())
+            .arg(rules.stock)
+            .arg(opt(rules.starts_at))
+            .arg(opt(rules.ends_at))
+            .arg(rules.per_user_limit)
+            .arg(rules.stock.saturating_sub(held));
+        for (user, n) in &holders {
+            invocation.arg(user.as_str()).arg(*n);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        // The set of sales is kept outside the script so an empty holder list needs no special case.
+        let _: i64 = self
+            .conn
+            .clone()
+            .sadd(self.sales_key(), rules.id.0)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+        order_id: uuid::Uuid,
+        now: Millis,
+    ) -> Result<Reservation, ApiError> {
+        let keys = self.keys(sale);
+        if now < keys.sold_out_until.load(Ordering::Relaxed) {
+            return Err(ApiError::SoldOut);
+        }
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let (code, seq): (i64, u32) = self
+            .reserve
+            .key(&keys.meta)
+            .key(&keys.remaining)
+            .key(&keys.holders)
+            .key(&keys.pending)
+            .key(&keys.orders)
+            .arg(user.as_str())
+            .arg(now)
+            .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match code {
+            remaining if remaining >= 0 => Ok(Reservation {
+                order_id,
+                sale_id: sale,
+                user_id: user.clone(),
+                seq,
+                remaining: remaining as u64,
+            }),
+            -1 => {
+                self.sales.remove(&sale);
+                Err(ApiError::SaleNotFound)
+            }
+            -2 => Err(ApiError::NotStarted),
+            -3 => Err(ApiError::Ended),
+            -4 => {
+                keys.sold_out_until.store(now + SOLD_OUT_RECHECK_MS, Ordering::Relaxed);
+                Err(ApiError::SoldOut)
+            }
+            _ => Err(ApiError::AlreadyPurchased),
+        }
+    }
+
+    async fn release(&self, r: &Reservation) -> Result<(), ApiError> {
+        let keys = self.keys(r.sale_id);
+        let _: i64 = self
+            .release
+            .key(&keys.remaining)
+            .key(&keys.holders)
+            .key(&keys.pending)
+            .key(&keys.orders)
+            .arg(r.user_id.as_str())
+            .arg(r.order_id.hyphenated().to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        keys.sold_out_until.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn confirm(&self, r: &Reservation) {
+        // A full queue only delays the cleanup to the reconciler; never block the answer on it.
+        let _ = self.confirmations.try_send((r.sale_id, r.order_id));
+    }
+
+    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
+        let keys = self.keys(sale);
+        let n: Option<i64> = self.conn.clone().get(&keys.remaining).await.map_err(unavailable)?;
+        Ok(n.map(|n| n.max(0) as u64))
+    }
+}

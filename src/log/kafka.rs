@@ -1,0 +1,192 @@
+//! Kafka order log: an idempotent producer with `acks=all`. `publish` returns only after the
+//! broker acknowledged the order, and on failure says whether the order is certainly not in
+//! the log (safe to return the unit to stock) or possibly is (it must not be resold).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use tokio::sync::oneshot;
+
+use super::OrderEvent;
+use crate::domain::Order;
+use crate::error::ApiError;
+
+/// What the broker's answer (or its silence) means for one order.
+enum Delivered {
+    Persisted,
+    NotPersisted(KafkaError),
+    PossiblyPersisted(KafkaError),
+}
+
+/// Errors after which this producer's identity is burnt: only a new producer will do.
+fn identity_lost(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
+struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<oneshot::Sender<Delivered>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, answer: Self::DeliveryOpaque) {
+        let delivered = match result {
+            Ok(_) => Delivered::Persisted,
+            Err((error, message)) => {
+                // SAFETY: `message` is a live librdkafka message for the duration of this callback.
+                let status = unsafe { rd_kafka_message_status(message.ptr()) };
+                match status {
+                    rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED => Delivered::NotPersisted(error.clone()),
+                    _ => Delivered::PossiblyPersisted(error.clone()),
+                }
+            }
+        };
+        let _ = answer.send(delivered);
+    }
+}
+
+pub struct KafkaLog {
+    /// Replaced whole when librdkafka reports a fatal error (an idempotent producer that was
+    /// fenced cannot recover; a new instance, with a new producer id, can).
+    producer: ArcSwap<ThreadedProducer<AckContext>>,
+    replacing: Mutex<()>,
+    brokers: String,
+    topic: String,
+    timeout: Duration,
+}
+
+impl KafkaLog {
+    /// A producer whose every message is acknowledged or failed within `timeout`.
+    pub fn connect(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, ApiError> {
+        Ok(KafkaLog {
+            producer: ArcSwap::from_pointee(Self::producer(brokers, timeout)?),
+            replacing: Mutex::new(()),
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            timeout,
+        })
+    }
+
+    fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckContext>, ApiError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Concurrent buyers share batches: one broker round trip acknowledges many orders.
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .set("request.timeout.ms", timeout.as_millis().clamp(1, 30_000).to_string())
+            .create_with_context(AckContext)
+            .map_err(|e| ApiError::Unavailable(format!("kafka producer: {e}")))
+    }
+
+    /// After a failed delivery: if the producer is dead for good, put a new one in its place.
+    fn replace_if_fatal(&self, failed: &ThreadedProducer<AckContext>, error: &KafkaError) {
+        let (code, reason) = match failed.client().fatal_error() {
+            Some(fatal) => fatal,
+            None if identity_lost(error) => (
+                error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fatal),
+                error.to_string(),
+            ),
+            None => return,
+        };
+        let Ok(_only_one) = self.replacing.lock() else { return };
+        if !std::ptr::eq(&**self.producer.load(), failed) {
+            return; // another buyer already replaced it
+        }
+        match Self::producer(&self.brokers, self.timeout) {
+            Ok(fresh) => {
+                tracing::warn!(%code, %reason, "kafka producer hit a fatal error; replaced it");
+                self.producer.store(Arc::new(fresh));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot replace the failed kafka producer"),
+        }
+    }
+
+    /// Creates the topic with `partitions` partitions unless it exists.
+    pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, timeout: Duration) -> Result<(), ApiError> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .create()
+                .map_err(|e| ApiError::Unavailable(format!("kafka admin: {e}")))?;
+        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = admin
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("kafka: creating topic {topic}: {e}")))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(ApiError::Unavailable(format!("kafka: creating topic {name}: {code}")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `order` and waits for the broker's acknowledgement.
+    ///
+    /// Keyed by `sale/user`, so one buyer's orders stay in one partition, in order.
+    pub async fn publish(&self, order: &Order) -> Result<(), ApiError> {
+        let payload = serde_json::to_vec(&OrderEvent::from(order)).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let key = format!("{}/{}", order.sale_id, order.user_id);
+        let (answer, delivered) = oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(answer))
+            .key(&key)
+            .payload(&payload);
+        let producer = self.producer.load_full();
+        if let Err((e, _)) = producer.send(record) {
+            // Refused before leaving this process (queue full, producer failed): certainly not in the log.
+            self.replace_if_fatal(&producer, &e);
+            return Err(ApiError::Unavailable(format!("kafka: {e}")));
+        }
+        let delivered = delivered.await;
+        if let Ok(Delivered::NotPersisted(e) | Delivered::PossiblyPersisted(e)) = &delivered {
+            self.replace_if_fatal(&producer, e);
+        }
+        match delivered {
+            Ok(Delivered::Persisted) => Ok(()),
+            Ok(Delivered::NotPersisted(e)) => Err(ApiError::Unavailable(format!("kafka: {e}"))),
+            Ok(Delivered::PossiblyPersisted(e)) => {
+                tracing::warn!(order = %order.order_id, error = %e, "order possibly in the log; left to the reconciler");
+                Err(ApiError::OutcomeUnknown)
+            }
+            Err(_) => Err(ApiError::OutcomeUnknown),
+        }
+    }
+
+    /// Waits until every queued order is acknowledged or failed (graceful shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.producer.load().flush(self.timeout) {
+            tracing::error!(error = %e, "kafka producer flush incomplete");
+        }
+    }
+}

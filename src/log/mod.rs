@@ -1,0 +1,46 @@
+//! The order log: the durable hand-off between the buy path and the order store in the
+//! distributed mode. An order is "confirmed" once the log has acknowledged it.
+
+pub mod kafka;
+
+pub use kafka::KafkaLog;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Millis, Order, SaleId, UserId};
+use crate::error::ApiError;
+
+/// An order as it travels through the log (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub order_id: uuid::Uuid,
+    pub sale_id: i64,
+    pub user_id: String,
+    pub seq: u32,
+    pub created_at: Millis,
+}
+
+impl From<&Order> for OrderEvent {
+    fn from(o: &Order) -> Self {
+        OrderEvent {
+            order_id: o.order_id,
+            sale_id: o.sale_id.0,
+            user_id: o.user_id.as_str().to_owned(),
+            seq: o.seq,
+            created_at: o.created_at,
+        }
+    }
+}
+
+impl OrderEvent {
+    /// Parses and validates an event read from the log.
+    pub fn into_order(self) -> Result<Order, ApiError> {
+        Ok(Order {
+            order_id: self.order_id,
+            sale_id: SaleId(self.sale_id),
+            user_id: UserId::parse(&self.user_id)?,
+            seq: self.seq,
+            created_at: self.created_at,
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! The reconciler: finds reservations whose instance never confirmed them (it died between the
+//! gate and the log's ack, or the ack was lost) and re-publishes their orders.
+//!
+//! Re-publishing is always safe: if the order did reach the log, the store ignores the copy;
+//! if it did not, the unit becomes the order its buyer asked for. Returning such a unit to
+//! stock instead could sell it twice, because nothing can prove the order is not in the log.
+
+use std::time::Duration;
+
+use crate::domain::now_millis;
+use crate::error::ApiError;
+use crate::gate::RedisGate;
+use crate::log::KafkaLog;
+
+/// One pass: every reservation pending for longer than `grace` is re-published and forgotten.
+/// Returns how many were re-published.
+pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -> Result<usize, ApiError> {
+    let cutoff = now_millis() - grace.as_millis() as i64;
+    let mut republished = 0;
+    for sale in gate.sale_ids().await? {
+        for stale in gate.stale(sale, cutoff).await? {
+            log.publish(&stale.order).await?;
+            gate.forget(sale, stale.order.order_id).await?;
+            tracing::warn!(sale = %sale, order = %stale.order.order_id, reserved_at = stale.reserved_at, "re-published an unconfirmed reservation");
+            republished += 1;
+        }
+    }
+    Ok(republished)
+}
+
+/// Runs [`reconcile_once`] every `every` until `shutdown` resolves.
+pub async fn run(
+    gate: &RedisGate,
+    log: &KafkaLog,
+    grace: Duration,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(e) = reconcile_once(gate, log, grace).await {
+                    tracing::warn!(error = %e, "reconciler pass failed; retrying next tick");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The distributed [`OrderStore`]: an order is recorded once the Kafka log acknowledges it;
+//! the consumer later writes it to MySQL, where the catalogue and the reads live.
+
+use super::{MySqlStore, OrderStore, StoreAudit, StoredOrder};
+use crate::domain::{Order, Sale, SaleId, SaleSpec, UserId};
+use crate::error::ApiError;
+use crate::log::KafkaLog;
+
+pub struct DistributedStore {
+    pub log: std::sync::Arc<KafkaLog>,
+    pub mysql: MySqlStore,
+}
+
+impl OrderStore for DistributedStore {
+    async fn record(&self, order: &Order) -> Result<(), ApiError> {
+        self.log.publish(order).await
+    }
+
+    async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, ApiError> {
+        self.mysql.create_sale(spec).await
+    }
+
+    async fn sales(&self) -> Result<Vec<Sale>, ApiError> {
+        self.mysql.sales().await
+    }
+
+    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, ApiError> {
+        self.mysql.sale(id).await
+    }
+
+    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, ApiError> {
+        self.mysql.orders_of(sale, user).await
+    }
+
+    async fn holders(&self, sale: SaleId) -> Result<Vec<(UserId, u32)>, ApiError> {
+        self.mysql.holders(sale).await
+    }
+
+    async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
+        self.mysql.audit(sale).await
+    }
+
+    async fn close(&self) {
+        let log = std::sync::Arc::clone(&self.log);
+        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+    }
+}

@@ -1,0 +1,198 @@
+//! `--backend distributed` against real Redis, MariaDB and a tansu broker: many instances sell
+//! one stock together, and the consumer stores every confirmed order exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use crate::helpers::{Options, Services, TestServer};
+
+/// Polls the audit until the store holds `expected` orders (the consumer drains the log).
+async fn wait_stored(app: &TestServer, sale: i64, expected: u64, within: Duration) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let audit = app.audit(sale).await;
+        if audit["stored"].as_u64() == Some(expected) || started.elapsed() > within {
+            return audit;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_sell_exactly_the_stock_and_mysql_holds_each_order_once() {
+    let services = Services::start().await;
+    let a = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let b = Arc::new(
+        TestServer::spawn_with(Options {
+            no_consumer: true,
+            ..Options::distributed(&services)
+        })
+        .await,
+    );
+    let sale = a.live_sale(1000, 1).await;
+
+    let answers = join_all((0..4000).map(|i| {
+        let app = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tokio::spawn(async move { app.buy(sale, &format!("buyer-{i}")).await.0 })
+    }))
+    .await;
+    let statuses: Vec<u16> = answers.into_iter().map(|s| s.unwrap()).collect();
+    let won = statuses.iter().filter(|s| **s == 201).count();
+    let gone = statuses.iter().filter(|s| **s == 410).count();
+    assert_eq!(
+        (won, gone),
+        (1000, 3000),
+        "other statuses: {:?}",
+        statuses.iter().filter(|s| !matches!(s, 201 | 410)).collect::<Vec<_>>()
+    );
+
+    // Both instances see the same stock, from Redis.
+    for app in [&a, &b] {
+        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
+    }
+    let audit = wait_stored(&b, sale, 1000, Duration::from_secs(60)).await;
+    assert_eq!(
+        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+        (Some(1000), Some(0)),
+        "{audit}"
+    );
+    assert_eq!(audit["consistent"], true, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_seed_endpoints_work_in_distributed_mode() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options {
+        demo_stock: 3,
+        ..Options::distributed(&services)
+    })
+    .await;
+    assert_eq!(app.count().await, 3);
+    assert_eq!(app.seed_buy().await["messages"], "购买成功，还剩下2个");
+    // A second instance on the same services finds the demo sale instead of creating another.
+    let other = TestServer::spawn_with(Options {
+        demo_stock: 50,
+        no_consumer: true,
+        ..Options::distributed(&services)
+    })
+    .await;
+    assert_eq!(other.count().await, 2);
+    let (_, sales) = other.get("/api/sales").await;
+    assert_eq!(
+        sales["sales"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["demo"] == true)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_killed_mid_stream_loses_and_doubles_nothing() {
+    let services = Services::start().await;
+    let app = Arc::new(
+        TestServer::spawn_with(Options {
+            no_consumer: true,
+            ..Options::distributed(&services)
+        })
+        .await,
+    );
+    let sale = app.live_sale(3000, 1).await;
+    let mut consumer = services.consumer();
+
+    let load = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let answers = join_all((0..3000).map(|i| {
+                let app = Arc::clone(&app);
+                async move { app.buy(sale, &format!("c-{i}")).await.0 }
+            }))
+            .await;
+            answers.into_iter().filter(|s| *s == 201).count() as u64
+        })
+    };
+    // Kill the consumer once it has stored part of the stream.
+    let started = Instant::now();
+    while app.audit(sale).await["stored"].as_u64().unwrap() < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the consumer stored nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.start_kill().unwrap();
+    let _ = consumer.wait().await;
+    let confirmed = load.await.unwrap();
+    assert_eq!(confirmed, 3000);
+
+    // Two consumers in the same group take over (a rebalance between them).
+    let _first = services.consumer();
+    let _second = services.consumer();
+    let audit = wait_stored(&app, sale, confirmed, Duration::from_secs(90)).await;
+    assert_eq!(
+        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+        (Some(confirmed), Some(0)),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
+    let mut services = Services::start().await;
+    services.kafka_timeout_ms = 1500;
+    services.reconcile_after_ms = 3000;
+    let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let sale = app.live_sale(500, 1).await;
+    for i in 0..20 {
+        assert_eq!(app.buy(sale, &format!("before-{i}")).await.0, 201);
+    }
+
+    services.broker.pause();
+    let started = Instant::now();
+    let during = join_all((0..50).map(|i| {
+        let app = Arc::clone(&app);
+        async move { app.buy(sale, &format!("during-{i}")).await }
+    }))
+    .await;
+    let waited = started.elapsed();
+    for (status, body) in &during {
+        assert_eq!(*status, 503, "{body}");
+        assert!(
+            matches!(body["error"]["code"].as_str(), Some("unavailable" | "outcome_unknown")),
+            "{body}"
+        );
+    }
+    assert!(waited < Duration::from_secs(8), "503 took {waited:?}");
+    services.broker.resume();
+
+    // After the broker is back, new buyers are confirmed again.
+    let mut after = 0;
+    for i in 0..20 {
+        if app.buy(sale, &format!("after-{i}")).await.0 == 201 {
+            after += 1;
+        }
+    }
+    assert!(after > 0, "no purchase succeeded after the broker came back");
+
+    // Every confirmed order is stored; reservations left uncertain by the pause are
+    // re-published by the reconciler, so the books balance: remaining + stored == stock.
+    let started = Instant::now();
+    let audit = loop {
+        let audit = app.audit(sale).await;
+        let balanced = audit["remaining"].as_u64().unwrap() + audit["stored"].as_u64().unwrap() == 500;
+        if balanced || started.elapsed() > Duration::from_secs(60) {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(audit["stored"].as_u64().unwrap() >= 20 + after, "{audit}");
+    assert_eq!(audit["duplicates"], 0, "{audit}");
+    assert_eq!(audit["consistent"], true, "{audit}");
+    for i in 0..20 {
+        assert_eq!(app.get(&format!("/api/sales/{sale}/orders/before-{i}")).await.0, 200);
+    }
+}
