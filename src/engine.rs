@@ -155,10 +155,9 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
         let now = now_millis();
-        let order_id = uuid::Uuid::now_v7();
-        let reservation = self.gate.reserve(sale_id, &user, order_id, now).await?;
+        let reservation = self.gate.reserve(sale_id, &user, now).await?;
         let order = Order {
-            order_id,
+            order_id: reservation.order_id,
             sale_id,
             user_id: user,
             seq: reservation.seq,
@@ -189,6 +188,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// The seed's `POST /seckill/seckill`: every call is a new buyer of the demo sale.
     pub async fn purchase_anonymous(&self) -> Result<Confirmation, ApiError> {
+        // A new buyer cannot have bought before: once sold out, skip minting a buyer id.
+        if self.gate.known_sold_out(self.demo, now_millis()) {
+            METRICS.observe_purchase(Err(&ApiError::SoldOut));
+            return Err(ApiError::SoldOut);
+        }
         self.purchase(self.demo, self.anonymous.next()).await
     }
 

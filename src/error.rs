@@ -2,7 +2,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::domain::Refusal;
 
@@ -106,6 +105,25 @@ impl From<Refusal> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The stampede's answers, rendered once: a refusal costs no JSON serialisation.
+    fn static_body(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::SoldOut => r#"{"error":{"code":"sold_out","message":"sold out"}}"#,
+            ApiError::AlreadyPurchased => {
+                r#"{"error":{"code":"already_purchased","message":"this buyer has reached the per-user limit for this sale"}}"#
+            }
+            ApiError::NotStarted => r#"{"error":{"code":"not_started","message":"the sale has not started yet"}}"#,
+            ApiError::Ended => r#"{"error":{"code":"ended","message":"the sale has ended"}}"#,
+            _ => return None,
+        })
+    }
+
+    fn rendered_body(&self) -> String {
+        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } }).to_string()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -115,8 +133,14 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(cause) => tracing::warn!(%cause, "backend unavailable"),
             _ => {}
         }
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        let mut response = (status, Json(body)).into_response();
+        let json = [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )];
+        let mut response = match self.static_body() {
+            Some(body) => (status, json, body).into_response(),
+            None => (status, json, self.rendered_body()).into_response(),
+        };
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The unread body is not drained: the connection is dropped, so say so, or a
             // client would reuse it and fail its next request.
@@ -132,5 +156,24 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_bodies_match_the_rendered_ones() {
+        for e in [
+            ApiError::SoldOut,
+            ApiError::AlreadyPurchased,
+            ApiError::NotStarted,
+            ApiError::Ended,
+        ] {
+            let parsed: serde_json::Value = serde_json::from_str(e.static_body().unwrap()).unwrap();
+            let rendered: serde_json::Value = serde_json::from_str(&e.rendered_body()).unwrap();
+            assert_eq!(parsed, rendered, "{e:?}");
+        }
     }
 }

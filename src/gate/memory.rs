@@ -34,18 +34,7 @@ impl MemoryGate {
             .ok_or(ApiError::SaleNotFound)
     }
 
-    #[cfg(test)]
     fn reserve_now(&self, sale_id: SaleId, user: &UserId, now: Millis) -> Result<Reservation, Refusal> {
-        self.reserve_order(sale_id, user, uuid::Uuid::nil(), now)
-    }
-
-    fn reserve_order(
-        &self,
-        sale_id: SaleId,
-        user: &UserId,
-        order_id: uuid::Uuid,
-        now: Millis,
-    ) -> Result<Reservation, Refusal> {
         let sale = self.sale(sale_id).map_err(|_| Refusal::UnknownSale)?;
         if let Some(refusal) = sale.rules.window_refusal(now) {
             return Err(refusal);
@@ -72,7 +61,7 @@ impl MemoryGate {
             Ok(before) => {
                 *held += 1;
                 Ok(Reservation {
-                    order_id,
+                    order_id: uuid::Uuid::now_v7(),
                     sale_id,
                     user_id: user.clone(),
                     seq: *held,
@@ -103,14 +92,14 @@ impl StockGate for MemoryGate {
         Ok(())
     }
 
-    async fn reserve(
-        &self,
-        sale: SaleId,
-        user: &UserId,
-        order_id: uuid::Uuid,
-        now: Millis,
-    ) -> Result<Reservation, ApiError> {
-        self.reserve_order(sale, user, order_id, now).map_err(ApiError::from)
+    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
+        self.reserve_now(sale, user, now).map_err(ApiError::from)
+    }
+
+    fn known_sold_out(&self, sale: SaleId, _: Millis) -> bool {
+        self.sales
+            .get(&sale)
+            .is_some_and(|g| g.remaining.load(Ordering::Acquire) == 0)
     }
 
     /// Nothing is pending in process: the store's commit is the confirmation.

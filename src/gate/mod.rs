@@ -38,13 +38,17 @@ pub trait StockGate: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Takes one unit for `user` if the sale is live, has stock, and the user is under the limit.
+    /// The reservation carries a new order id (minted only when a unit is granted).
     fn reserve(
         &self,
         sale: SaleId,
         user: &UserId,
-        order_id: uuid::Uuid,
         now: Millis,
     ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+
+    /// Whether this process already knows the sale is sold out, without asking anyone: lets the
+    /// stampede's sold-out path skip all per-buyer work.
+    fn known_sold_out(&self, sale: SaleId, now: Millis) -> bool;
 
     /// Gives a reserved unit back: its order is certainly not durable anywhere.
     fn release(&self, reservation: &Reservation) -> impl Future<Output = Result<(), ApiError>> + Send;

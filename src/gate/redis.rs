@@ -267,17 +267,13 @@ impl StockGate for RedisGate {
         Ok(())
     }
 
-    async fn reserve(
-        &self,
-        sale: SaleId,
-        user: &UserId,
-        order_id: uuid::Uuid,
-        now: Millis,
-    ) -> Result<Reservation, ApiError> {
+    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
         let keys = self.keys(sale);
         if now < keys.sold_out_until.load(Ordering::Relaxed) {
             return Err(ApiError::SoldOut);
         }
+        // Minted before the script because the pending reservation is keyed by it.
+        let order_id = uuid::Uuid::now_v7();
         let mut id_buf = uuid::Uuid::encode_buffer();
         let (code, seq): (i64, u32) = self
             .reserve
@@ -329,6 +325,12 @@ impl StockGate for RedisGate {
             .map_err(unavailable)?;
         keys.sold_out_until.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn known_sold_out(&self, sale: SaleId, now: Millis) -> bool {
+        self.sales
+            .get(&sale)
+            .is_some_and(|k| now < k.sold_out_until.load(Ordering::Relaxed))
     }
 
     fn confirm(&self, r: &Reservation) {

@@ -27,6 +27,7 @@ use extract::{AdminToken, Buyer, JsonBody, PathParams};
 pub const BODY_LIMIT: usize = 1 << 20;
 
 const PAGE: &str = include_str!("page.html");
+const SEED_SOLD_OUT: &str = r#"{"messages":"抢完了","ok":false,"code":"sold_out"}"#;
 
 pub struct AppState<G, S> {
     pub engine: Engine<G, S>,
@@ -75,11 +76,13 @@ async fn seed_purchase<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) ->
             "remaining": c.remaining,
         }))
         .into_response()),
-        Err(e @ (ApiError::SoldOut | ApiError::NotStarted | ApiError::Ended)) => {
-            let messages = match e {
-                ApiError::SoldOut => "抢完了",
-                ApiError::NotStarted => "活动还没开始",
-                _ => "活动已结束",
+        // The seed's sold-out answer, pre-rendered: it is what a stampede mostly gets.
+        Err(ApiError::SoldOut) => Ok(([(header::CONTENT_TYPE, "application/json")], SEED_SOLD_OUT).into_response()),
+        Err(e @ (ApiError::NotStarted | ApiError::Ended)) => {
+            let messages = if matches!(e, ApiError::NotStarted) {
+                "活动还没开始"
+            } else {
+                "活动已结束"
             };
             Ok(Json(json!({ "messages": messages, "ok": false, "code": e.code() })).into_response())
         }
