@@ -45,9 +45,9 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Fault injection for tests: hold each group commit this long before writing it. This
-    /// widens the window in which an order is queued but not yet durable, so a crash test can
-    /// prove that no buyer is answered inside that window.
+    /// Fault injection for tests: hold each order this long before its durability point (the
+    /// group commit, or the publish to Kafka). This widens the window in which an order is
+    /// reserved but not yet durable, so a crash test can prove what happens inside it.
     #[arg(long, env = "SECKILL_COMMIT_DELAY_MS", default_value_t = 0, hide = true)]
     pub commit_delay_ms: u64,
 
@@ -122,7 +122,7 @@ pub struct DistributedConfig {
     pub backend_timeout_ms: u64,
 
     /// A reservation unconfirmed for this long is re-published by the reconciler.
-    /// Must exceed --kafka-timeout-ms.
+    /// Must be at least twice --kafka-timeout-ms.
     #[arg(long, env = "SECKILL_RECONCILE_AFTER_MS", default_value_t = 30_000)]
     pub reconcile_after_ms: u64,
 }

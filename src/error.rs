@@ -47,6 +47,9 @@ pub enum ApiError {
     OutcomeUnknown,
     #[error("internal error")]
     Internal(String),
+    /// Start-up only: the configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl ApiError {
@@ -62,7 +65,7 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Overloaded | Unavailable(_) | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Internal(_) | InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -89,6 +92,7 @@ impl ApiError {
             Unavailable(_) => "unavailable",
             OutcomeUnknown => "outcome_unknown",
             Internal(_) => "internal",
+            InvalidConfig(_) => "invalid_config",
         }
     }
 }

@@ -20,7 +20,7 @@ pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -
     for sale in gate.sale_ids().await? {
         for stale in gate.stale(sale, cutoff).await? {
             log.publish(&stale.order).await?;
-            gate.forget(sale, stale.order.order_id).await?;
+            gate.forget(&stale.order).await?;
             tracing::warn!(sale = %sale, order = %stale.order.order_id, reserved_at = stale.reserved_at, "re-published an unconfirmed reservation");
             republished += 1;
         }

@@ -47,6 +47,14 @@ impl EmbeddedApp {
 impl DistributedApp {
     pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
         let d = &config.distributed;
+        // The reconciler must never re-publish a reservation whose instance may still release it
+        // (a publish that fails as "not persisted" within the Kafka timeout).
+        if d.reconcile_after_ms < 2 * d.kafka_timeout_ms {
+            return Err(ApiError::InvalidConfig(format!(
+                "--reconcile-after-ms ({}) must be at least twice --kafka-timeout-ms ({})",
+                d.reconcile_after_ms, d.kafka_timeout_ms
+            )));
+        }
         let timeout = Duration::from_millis(d.backend_timeout_ms);
         let gate = RedisGate::connect(&d.redis_url, &d.redis_prefix, timeout).await?;
         KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
@@ -57,15 +65,13 @@ impl DistributedApp {
         )?);
         let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
         tracing::info!(redis = %d.redis_url, kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
-        let engine = Engine::start(
-            gate,
-            DistributedStore {
-                log,
-                mysql: mysql.clone(),
-            },
-            config.demo_stock,
-        )
-        .await?;
+        let publish_delay = Duration::from_millis(config.commit_delay_ms);
+        let store = DistributedStore {
+            log,
+            mysql: mysql.clone(),
+            publish_delay,
+        };
+        let engine = Engine::start(gate, store, config.demo_stock).await?;
 
         let (d, run_consumer) = (d.clone(), !config.no_consumer);
         let background: Background<RedisGate, DistributedStore> = Box::new(move |state, stop| {

@@ -2,12 +2,11 @@
 //! number of stateless engine instances sell one stock together.
 //!
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
-//! - `<p>:{s<id>}:meta`      hash: stock, starts_at, ends_at, limit
-//! - `<p>:{s<id>}:remaining` integer, never below 0
-//! - `<p>:{s<id>}:holders`   hash: user → units held
-//! - `<p>:{s<id>}:pending`   sorted set: order id by reservation time (not yet confirmed durable)
-//! - `<p>:{s<id>}:orders`    hash: order id → `seq:created_at:user`, to re-publish a stale one
-//! - `<p>:sales`             set of sale ids (what the reconciler scans)
+//! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0)
+//! - `<p>:{s<id>}:holders` hash: user → units held
+//! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
+//!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
+//! - `<p>:sales`           set of sale ids (what the reconciler scans)
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -27,27 +26,25 @@ use crate::error::ApiError;
 const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 
 const RESERVE: &str = r#"
-local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit')
+local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining')
 if not meta[3] then return {-1, 0} end
 local now = tonumber(ARGV[2])
 if meta[1] ~= '' and now < tonumber(meta[1]) then return {-2, 0} end
 if meta[2] ~= '' and now >= tonumber(meta[2]) then return {-3, 0} end
-local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held >= tonumber(meta[3]) then return {-5, 0} end
-local remaining = tonumber(redis.call('GET', KEYS[2]) or '0')
+local remaining = tonumber(meta[4])
 if remaining <= 0 then return {-4, 0} end
-redis.call('DECR', KEYS[2])
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-redis.call('ZADD', KEYS[4], now, ARGV[3])
-redis.call('HSET', KEYS[5], ARGV[3], (held + 1) .. ':' .. now .. ':' .. ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. (held + 1) .. ':' .. ARGV[1])
 return {remaining - 1, held + 1}
 "#;
 
 /// Idempotent: only a reservation still pending is returned to stock.
 const RELEASE: &str = r#"
-if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('INCR', KEYS[1])
+if redis.call('ZREM', KEYS[3], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'remaining', 1)
 if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
 "#;
@@ -55,18 +52,21 @@ return 1
 /// First writer wins: a sale already in Redis is never reset by an instance starting later.
 const LOAD: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4])
-redis.call('SET', KEYS[2], ARGV[5])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4],
+           'remaining', ARGV[5])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 "#;
 
+/// The pending-set member of a reservation.
+fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
+    format!("{}:{seq}:{user}", order_id.hyphenated())
+}
+
 struct SaleKeys {
     meta: String,
-    remaining: String,
     holders: String,
     pending: String,
-    orders: String,
     sold_out_until: AtomicI64,
 }
 
@@ -75,10 +75,8 @@ impl SaleKeys {
         let base = format!("{prefix}:{{s{id}}}");
         SaleKeys {
             meta: format!("{base}:meta"),
-            remaining: format!("{base}:remaining"),
             holders: format!("{base}:holders"),
             pending: format!("{base}:pending"),
-            orders: format!("{base}:orders"),
             sold_out_until: AtomicI64::new(0),
         }
     }
@@ -98,7 +96,7 @@ pub struct RedisGate {
     reserve: Script,
     release: Script,
     load: Script,
-    confirmations: mpsc::Sender<(SaleId, uuid::Uuid)>,
+    confirmations: mpsc::Sender<Reservation>,
 }
 
 fn unavailable(e: redis::RedisError) -> ApiError {
@@ -161,68 +159,58 @@ impl RedisGate {
     /// Reservations of `sale` pending since before `older_than`.
     pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<StaleReservation>, ApiError> {
         let keys = self.keys(sale);
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn
-            .zrangebyscore_limit(&keys.pending, "-inf", older_than, 0, 1000)
+        let members: Vec<(String, i64)> = self
+            .conn
+            .clone()
+            .zrangebyscore_limit_withscores(&keys.pending, "-inf", older_than, 0, 1000)
             .await
             .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let data: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&keys.orders)
-            .arg(&ids)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let mut stale = Vec::with_capacity(ids.len());
-        for (id, data) in ids.iter().zip(data) {
-            let parsed = data.as_deref().and_then(|d| {
-                let mut parts = d.splitn(3, ':');
+        let mut stale = Vec::with_capacity(members.len());
+        for (member, reserved_at) in members {
+            let mut parts = member.splitn(3, ':');
+            let parsed = (|| {
+                let order_id = uuid::Uuid::parse_str(parts.next()?).ok()?;
                 let seq = parts.next()?.parse().ok()?;
-                let created_at = parts.next()?.parse().ok()?;
-                let user = UserId::parse(parts.next()?).ok()?;
-                Some((seq, created_at, user))
-            });
-            match (uuid::Uuid::parse_str(id), parsed) {
-                (Ok(order_id), Some((seq, created_at, user_id))) => stale.push(StaleReservation {
-                    order: Order {
-                        order_id,
-                        sale_id: sale,
-                        user_id,
-                        seq,
-                        created_at,
-                    },
-                    reserved_at: created_at,
-                }),
-                _ => tracing::error!(sale = %sale, order = %id, "unreadable pending reservation left in place"),
+                let user_id = UserId::parse(parts.next()?).ok()?;
+                Some(Order {
+                    order_id,
+                    sale_id: sale,
+                    user_id,
+                    seq,
+                    created_at: reserved_at,
+                })
+            })();
+            match parsed {
+                Some(order) => stale.push(StaleReservation { order, reserved_at }),
+                None => tracing::error!(sale = %sale, %member, "unreadable pending reservation left in place"),
             }
         }
         Ok(stale)
     }
 
     /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
-    pub async fn forget(&self, sale: SaleId, order_id: uuid::Uuid) -> Result<(), ApiError> {
-        let keys = self.keys(sale);
-        let id = order_id.hyphenated().to_string();
-        redis::pipe()
-            .zrem(&keys.pending, &id)
-            .hdel(&keys.orders, &id)
-            .query_async::<()>(&mut self.conn.clone())
+    pub async fn forget(&self, order: &Order) -> Result<(), ApiError> {
+        let keys = self.keys(order.sale_id);
+        let member = pending_member(order.order_id, order.seq, &order.user_id);
+        let _: i64 = self
+            .conn
+            .clone()
+            .zrem(&keys.pending, member)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 
 /// Confirmations leave the buy path: they are batched into one pipeline per round trip.
-async fn confirm_in_batches(mut conn: ConnectionManager, prefix: String, mut rx: mpsc::Receiver<(SaleId, uuid::Uuid)>) {
+async fn confirm_in_batches(mut conn: ConnectionManager, prefix: String, mut rx: mpsc::Receiver<Reservation>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
-        for (sale, order_id) in batch.drain(..) {
-            let keys = SaleKeys::new(&prefix, sale);
-            let id = order_id.hyphenated().to_string();
-            pipe.zrem(keys.pending, &id).ignore().hdel(keys.orders, &id).ignore();
+        for r in batch.drain(..) {
+            let pending = SaleKeys::new(&prefix, r.sale_id).pending;
+            pipe.zrem(pending, pending_member(r.order_id, r.seq, &r.user_id))
+                .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
@@ -242,9 +230,7 @@ impl StockGate for RedisGate {
         let mut invocation = self.load.prepare_invoke();
         invocation
             .key(&keys.meta)
-            .key(&keys.remaining)
             .key(&keys.holders)
-            .key(self.sales_key())
             .arg(rules.stock)
             .arg(opt(rules.starts_at))
             .arg(opt(rules.ends_at))
@@ -272,16 +258,14 @@ impl StockGate for RedisGate {
         if now < keys.sold_out_until.load(Ordering::Relaxed) {
             return Err(ApiError::SoldOut);
         }
-        // Minted before the script because the pending reservation is keyed by it.
+        // Minted before the script because the pending reservation names it.
         let order_id = uuid::Uuid::now_v7();
         let mut id_buf = uuid::Uuid::encode_buffer();
         let (code, seq): (i64, u32) = self
             .reserve
             .key(&keys.meta)
-            .key(&keys.remaining)
             .key(&keys.holders)
             .key(&keys.pending)
-            .key(&keys.orders)
             .arg(user.as_str())
             .arg(now)
             .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))
@@ -314,12 +298,11 @@ impl StockGate for RedisGate {
         let keys = self.keys(r.sale_id);
         let _: i64 = self
             .release
-            .key(&keys.remaining)
+            .key(&keys.meta)
             .key(&keys.holders)
             .key(&keys.pending)
-            .key(&keys.orders)
             .arg(r.user_id.as_str())
-            .arg(r.order_id.hyphenated().to_string())
+            .arg(pending_member(r.order_id, r.seq, &r.user_id))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -335,12 +318,17 @@ impl StockGate for RedisGate {
 
     fn confirm(&self, r: &Reservation) {
         // A full queue only delays the cleanup to the reconciler; never block the answer on it.
-        let _ = self.confirmations.try_send((r.sale_id, r.order_id));
+        let _ = self.confirmations.try_send(r.clone());
     }
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
         let keys = self.keys(sale);
-        let n: Option<i64> = self.conn.clone().get(&keys.remaining).await.map_err(unavailable)?;
+        let n: Option<i64> = self
+            .conn
+            .clone()
+            .hget(&keys.meta, "remaining")
+            .await
+            .map_err(unavailable)?;
         Ok(n.map(|n| n.max(0) as u64))
     }
 }

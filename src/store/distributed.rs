@@ -9,10 +9,15 @@ use crate::log::KafkaLog;
 pub struct DistributedStore {
     pub log: std::sync::Arc<KafkaLog>,
     pub mysql: MySqlStore,
+    /// Fault injection (`--commit-delay-ms`): hold each order before publishing it.
+    pub publish_delay: std::time::Duration,
 }
 
 impl OrderStore for DistributedStore {
     async fn record(&self, order: &Order) -> Result<(), ApiError> {
+        if !self.publish_delay.is_zero() {
+            tokio::time::sleep(self.publish_delay).await;
+        }
         self.log.publish(order).await
     }
 
