@@ -155,6 +155,22 @@ impl SaleSpec {
     }
 }
 
+impl SaleSpec {
+    /// The sale this spec becomes once the store has given it an id.
+    pub fn into_sale(self, id: SaleId, created_at: Millis) -> Sale {
+        Sale {
+            id,
+            name: self.name,
+            stock: self.stock,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            per_user_limit: self.per_user_limit,
+            demo: self.demo,
+            created_at,
+        }
+    }
+}
+
 /// A sale as the store keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sale {

@@ -120,16 +120,7 @@ impl MySqlStore {
                 .find(|s| s.demo)
                 .ok_or_else(|| ApiError::Internal("demo sale vanished".into()));
         }
-        Ok(Sale {
-            id: SaleId(result.last_insert_id() as i64),
-            name: spec.name,
-            stock: spec.stock,
-            starts_at: spec.starts_at,
-            ends_at: spec.ends_at,
-            per_user_limit: spec.per_user_limit,
-            demo: spec.demo,
-            created_at,
-        })
+        Ok(spec.into_sale(SaleId(result.last_insert_id() as i64), created_at))
     }
 
     pub async fn sales(&self) -> Result<Vec<Sale>, ApiError> {

@@ -336,16 +336,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
                             spec.demo,
                             created_at
                         ]);
-                        Outcome::Created(inserted.map_err(|e| e.to_string()).map(|_| Sale {
-                            id: SaleId(tx.last_insert_rowid()),
-                            name: spec.name.clone(),
-                            stock: spec.stock,
-                            starts_at: spec.starts_at,
-                            ends_at: spec.ends_at,
-                            per_user_limit: spec.per_user_limit,
-                            demo: spec.demo,
-                            created_at,
-                        }))
+                        Outcome::Created(
+                            inserted
+                                .map_err(|e| e.to_string())
+                                .map(|_| spec.clone().into_sale(SaleId(tx.last_insert_rowid()), created_at)),
+                        )
                     }
                     Command::Close => Outcome::Closed,
                 });
