@@ -99,7 +99,7 @@ impl Browser {
 async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
     let app = TestServer::spawn().await;
     let (_, sale) = app
-        .create_sale(json!({ "name": "限量球鞋 sneakers", "stock": 1, "starts_at": rfc3339_in(3) }))
+        .create_sale(json!({ "name": "限量球鞋 sneakers", "stock": 1, "starts_at": rfc3339_in(6) }))
         .await;
     let id = sale["id"].as_i64().unwrap();
     let browser = Browser::start().await;
