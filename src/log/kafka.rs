@@ -43,6 +43,9 @@ fn identity_lost(error: &KafkaError) -> bool {
     )
 }
 
+/// How much longer than `message.timeout.ms` a buyer waits for librdkafka's verdict.
+const DELIVERY_GRACE: Duration = Duration::from_millis(500);
+
 struct AckContext;
 
 impl ClientContext for AckContext {}
@@ -66,10 +69,32 @@ impl ProducerContext for AckContext {
     }
 }
 
+/// A producer that is destroyed on a thread of its own: librdkafka's destroy can wait for an
+/// unresponsive broker, which must never stall the async workers answering buyers.
+struct OwnedProducer(Option<ThreadedProducer<AckContext>>);
+
+impl std::ops::Deref for OwnedProducer {
+    type Target = ThreadedProducer<AckContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for OwnedProducer {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("kafka-producer-drop".into())
+                .spawn(move || drop(producer));
+        }
+    }
+}
+
 pub struct KafkaLog {
     /// Replaced whole when librdkafka reports a fatal error (an idempotent producer that was
     /// fenced cannot recover; a new instance, with a new producer id, can).
-    producer: ArcSwap<ThreadedProducer<AckContext>>,
+    producer: ArcSwap<OwnedProducer>,
     replacing: Mutex<()>,
     brokers: String,
     topic: String,
@@ -80,7 +105,7 @@ impl KafkaLog {
     /// A producer whose every message is acknowledged or failed within `timeout`.
     pub fn connect(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, ApiError> {
         Ok(KafkaLog {
-            producer: ArcSwap::from_pointee(Self::producer(brokers, timeout)?),
+            producer: ArcSwap::from_pointee(OwnedProducer(Some(Self::producer(brokers, timeout)?))),
             replacing: Mutex::new(()),
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
@@ -99,12 +124,14 @@ impl KafkaLog {
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("request.timeout.ms", timeout.as_millis().clamp(1, 30_000).to_string())
+            // Bounds the other requests too (producer id, metadata), 60 s by default.
+            .set("socket.timeout.ms", timeout.as_millis().clamp(10, 300_000).to_string())
             .create_with_context(AckContext)
             .map_err(|e| ApiError::Unavailable(format!("kafka producer: {e}")))
     }
 
     /// After a failed delivery: if the producer is dead for good, put a new one in its place.
-    fn replace_if_fatal(&self, failed: &ThreadedProducer<AckContext>, error: &KafkaError) {
+    fn replace_if_fatal(&self, failed: &Arc<OwnedProducer>, error: &KafkaError) {
         let (code, reason) = match failed.client().fatal_error() {
             Some(fatal) => fatal,
             None if identity_lost(error) => (
@@ -114,13 +141,13 @@ impl KafkaLog {
             None => return,
         };
         let Ok(_only_one) = self.replacing.lock() else { return };
-        if !std::ptr::eq(&**self.producer.load(), failed) {
+        if !Arc::ptr_eq(&self.producer.load(), failed) {
             return; // another buyer already replaced it
         }
         match Self::producer(&self.brokers, self.timeout) {
             Ok(fresh) => {
                 tracing::warn!(%code, %reason, "kafka producer hit a fatal error; replaced it");
-                self.producer.store(Arc::new(fresh));
+                self.producer.store(Arc::new(OwnedProducer(Some(fresh))));
             }
             Err(e) => tracing::error!(error = %e, "cannot replace the failed kafka producer"),
         }
@@ -168,7 +195,14 @@ impl KafkaLog {
             self.replace_if_fatal(&producer, &e);
             return Err(ApiError::Unavailable(format!("kafka: {e}")));
         }
-        let delivered = delivered.await;
+        // librdkafka bounds delivery by message.timeout.ms, but some of its states (an idempotent
+        // producer re-acquiring its id from a stalled broker) can hold messages longer: the buyer's
+        // wait is bounded here, whatever happens inside. A late delivery is harmless: the unit
+        // stays reserved and the reconciler's copy is ignored by the store.
+        let Ok(delivered) = tokio::time::timeout(self.timeout + DELIVERY_GRACE, delivered).await else {
+            tracing::warn!(order = %order.order_id, "no delivery report in time; left to the reconciler");
+            return Err(ApiError::OutcomeUnknown);
+        };
         if let Ok(Delivered::NotPersisted(e) | Delivered::PossiblyPersisted(e)) = &delivered {
             self.replace_if_fatal(&producer, e);
         }

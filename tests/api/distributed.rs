@@ -166,7 +166,11 @@ async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
             "{body}"
         );
     }
-    assert!(waited < Duration::from_secs(8), "503 took {waited:?}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "503 took {waited:?}; server log:\n{}",
+        app.log_tail(40)
+    );
     services.broker.resume();
 
     // After the broker is back, new buyers are confirmed again.

@@ -209,6 +209,7 @@ impl TestServer {
             .arg(options.commit_delay_ms.to_string())
             .env_remove("SECKILL_ADMIN_TOKEN")
             .env("SECKILL_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::File::create(data_dir.join("server.log"))
@@ -285,6 +286,13 @@ impl TestServer {
         let mut next = Self::start(&self.data_dir, &options).await;
         next._dir = self._dir.take();
         next
+    }
+
+    /// The last lines the server logged (stderr), for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn url(&self, path: &str) -> String {
