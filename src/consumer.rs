@@ -105,6 +105,8 @@ pub async fn run(
     }
     drop(batches);
     let _ = writer.await;
+    // Closing leaves the group and may wait on the broker: off the async workers too.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     tracing::info!("consumer stopped");
     Ok(())
 }
@@ -130,7 +132,11 @@ async fn write_batches(
         // partitions lands in the B-tree as an append instead of scattered page splits.
         orders.sort_unstable_by_key(|o| o.order_id);
         store_with_retry(&store, &orders).await;
-        commit(&consumer, &offsets);
+        // A synchronous commit blocks its thread until the broker answers (a stalled broker:
+        // for its whole timeout), so it runs on the blocking pool, never on an async worker
+        // that is also answering buyers. Awaited, so commits stay in order.
+        let committer = Arc::clone(&consumer);
+        let _ = tokio::task::spawn_blocking(move || commit(&committer, &offsets)).await;
     }
 }
 
