@@ -116,13 +116,14 @@ enum Outcome {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-struct Target {
+/// A small HTTP client for one engine (shared by `bench` and `audit`).
+pub(crate) struct Target {
     client: HttpClient,
     base: String,
 }
 
 impl Target {
-    fn new(base: &str, pool: usize) -> Self {
+    pub(crate) fn new(base: &str, pool: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -145,7 +146,7 @@ impl Target {
         Ok((status, body))
     }
 
-    async fn json(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self.send(Method::GET, path, None).await?;
         if !status.is_success() {
             bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));

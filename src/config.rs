@@ -24,6 +24,8 @@ pub enum Command {
     Consumer(ConsumerConfig),
     /// Fire the seed's load (many buyers at one sale) and check the invariants afterwards.
     Bench(crate::bench::BenchConfig),
+    /// Compare gate and store of a running deployment, sale by sale; exit 1 if inconsistent.
+    Audit(crate::audit::AuditConfig),
 }
 
 #[derive(Debug, Clone, Args)]

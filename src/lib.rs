@@ -23,6 +23,7 @@
 //! [`shutdown`] drains purchases and flushes the store on SIGTERM; [`bench`] is the load
 //! generator that checks the invariants after the load.
 
+pub mod audit;
 pub mod bench;
 pub mod config;
 pub mod consumer;

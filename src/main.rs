@@ -28,6 +28,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit(config) => {
+            if !seckill::audit::run(config).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -93,3 +93,50 @@ async fn a_violated_invariant_fails_the_bench() {
     assert!(!status.success(), "the bench must fail: {stdout}");
     assert!(stdout.contains("[FAIL] remaining == remaining_before"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
+    let app = TestServer::spawn_with(Options {
+        demo_stock: 10,
+        ..Options::new()
+    })
+    .await;
+    app.seed_buy().await;
+    let sale = app.live_sale(5, 1).await;
+    assert_eq!(app.buy(sale, "someone").await.0, 201);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .args(["audit", "--url", &app.base])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("sale 1: stock 10 remaining 9 sold 1 stored 1 duplicates 0 → consistent"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("sale {sale}: stock 5 remaining 4 sold 1 stored 1")),
+        "{stdout}"
+    );
+
+    // A row the gate never sold appears in the store behind the engine's back: the auditor
+    // must notice (stored 2, sold 1).
+    let conn = rusqlite::Connection::open(app.data_dir().join("seckill.sqlite3")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO orders (order_id, sale_id, user_id, seq, created_at)
+         SELECT order_id || '-phantom', sale_id, user_id, seq + 1, created_at FROM orders WHERE sale_id = ?1",
+        [sale],
+    )
+    .unwrap();
+    drop(conn);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .args(["audit", "--url", &app.base, "--sale", &sale.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("INCONSISTENT"), "{stdout}");
+}

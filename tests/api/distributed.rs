@@ -275,3 +275,43 @@ async fn an_instance_killed_mid_sale_leaves_no_stock_stranded() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_delivered_twice_are_stored_once() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(100, 1).await;
+    let mut orders = Vec::new();
+    for i in 0..50 {
+        let user = format!("twice-{i}");
+        let (status, body) = app.buy(sale, &user).await;
+        assert_eq!(status, 201, "{body}");
+        orders.push(seckill::domain::Order {
+            order_id: body["order_id"].as_str().unwrap().parse().unwrap(),
+            sale_id: seckill::domain::SaleId(sale),
+            user_id: seckill::domain::UserId::parse(&user).unwrap(),
+            seq: 1,
+            created_at: 0,
+        });
+    }
+    assert_eq!(wait_stored(&app, sale, 50, Duration::from_secs(30)).await["stored"], 50);
+
+    // The same events again, as a producer retry or a reconciler would send them.
+    let log = seckill::log::KafkaLog::connect(&services.brokers, &services.topic, Duration::from_secs(5)).unwrap();
+    for order in &orders {
+        log.publish(order).await.unwrap();
+    }
+    // And one new order, so we know when the consumer has gone past the copies.
+    assert_eq!(app.buy(sale, "after-the-copies").await.0, 201);
+    wait_stored(&app, sale, 51, Duration::from_secs(30)).await;
+    // The copies may sit in other partitions than the new order: the count must also stay put.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let audit = app.audit(sale).await;
+        assert_eq!(
+            (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+            (Some(51), Some(0)),
+            "{audit}"
+        );
+    }
+}

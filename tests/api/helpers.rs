@@ -288,6 +288,10 @@ impl TestServer {
         next
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The last lines the server logged (stderr), for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
