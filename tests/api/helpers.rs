@@ -29,6 +29,27 @@ pub struct Services {
     pub kafka_timeout_ms: u64,
     pub reconcile_after_ms: u64,
     pub broker: std::sync::Arc<Broker>,
+    _cleanup: std::sync::Arc<Cleanup>,
+}
+
+/// Drops the test's database and Redis keys when the last clone of its `Services` goes.
+struct Cleanup {
+    database: String,
+    redis_prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-uroot", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS {}", self.database))
+            .status();
+        let script = format!(
+            "redis-cli -h 127.0.0.1 --scan --pattern '{}:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null",
+            self.redis_prefix
+        );
+        let _ = std::process::Command::new("sh").arg("-c").arg(script).status();
+    }
 }
 
 impl Services {
@@ -36,6 +57,10 @@ impl Services {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let broker = std::sync::Arc::new(Broker::start().await);
         Services {
+            _cleanup: std::sync::Arc::new(Cleanup {
+                database: format!("seckill_test_{id}"),
+                redis_prefix: format!("test-{id}"),
+            }),
             redis_prefix: format!("test-{id}"),
             database_url: format!("mysql://root@127.0.0.1:3306/seckill_test_{id}"),
             topic: format!("orders-{id}"),
