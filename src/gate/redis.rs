@@ -103,6 +103,18 @@ fn unavailable(e: redis::RedisError) -> ApiError {
     ApiError::Unavailable(format!("redis: {e}"))
 }
 
+/// A reserve that failed before reaching Redis took nothing. One that timed out or lost its
+/// connection may have run: its reservation is then pending in Redis, and the reconciler will
+/// publish it, so the buyer is told the outcome is unknown rather than "failed".
+fn reserve_failed(e: redis::RedisError) -> ApiError {
+    if e.is_timeout() || e.is_connection_dropped() {
+        tracing::warn!(error = %e, "reserve may have run in Redis; left to the reconciler");
+        ApiError::OutcomeUnknown
+    } else {
+        unavailable(e)
+    }
+}
+
 impl RedisGate {
     /// Connects with bounded timeouts: a dead Redis costs a buyer at most `timeout`, then 503.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ApiError> {
@@ -243,7 +255,8 @@ impl StockGate for RedisGate {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        // The set of sales is kept outside the script so an empty holder list needs no special case.
+        // The set of sales lives in no sale's hash slot, so (for Redis Cluster) it is written
+        // outside the script, whose keys must share one slot.
         let _: i64 = self
             .conn
             .clone()
@@ -271,7 +284,7 @@ impl StockGate for RedisGate {
             .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(reserve_failed)?;
         match code {
             remaining if remaining >= 0 => Ok(Reservation {
                 order_id,

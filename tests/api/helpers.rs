@@ -22,6 +22,8 @@ pub struct TestServer {
 /// Kafka topic on the shared Redis and MariaDB, and its own tansu broker.
 #[derive(Clone)]
 pub struct Services {
+    pub redis_url: String,
+    pub backend_timeout_ms: u64,
     pub redis_prefix: String,
     pub database_url: String,
     pub topic: String,
@@ -61,6 +63,8 @@ impl Services {
                 database: format!("seckill_test_{id}"),
                 redis_prefix: format!("test-{id}"),
             }),
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            backend_timeout_ms: 2000,
             redis_prefix: format!("test-{id}"),
             database_url: format!("mysql://root@127.0.0.1:3306/seckill_test_{id}"),
             topic: format!("orders-{id}"),
@@ -73,6 +77,8 @@ impl Services {
 
     pub fn args(&self) -> Vec<String> {
         [
+            ("--redis-url", self.redis_url.clone()),
+            ("--backend-timeout-ms", self.backend_timeout_ms.to_string()),
             ("--redis-prefix", self.redis_prefix.clone()),
             ("--database-url", self.database_url.clone()),
             ("--kafka-topic", self.topic.clone()),
@@ -171,6 +177,81 @@ impl Drop for Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A Redis of one test (so it can be killed without touching the others), persisting every
+/// write to an append-only file so that a restart finds the gate as it was.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            child: None,
+            dir,
+            port: free_port(),
+        };
+        server.launch().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not listen on {}", self.port);
+    }
+
+    /// SIGKILL: no shutdown save; what survives is what the AOF already has.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and data dir.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
