@@ -57,6 +57,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// A request body must arrive within this time (408 otherwise).
+    #[arg(long, env = "SECKILL_REQUEST_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_body_timeout_ms: u64,
+
     /// `embedded`: one process, in-process gate, SQLite. `distributed`: Redis gate, Kafka log,
     /// MySQL store; run as many instances as you like on the same services.
     #[arg(long, env = "SECKILL_BACKEND", value_enum, default_value_t = Backend::Embedded)]

@@ -33,6 +33,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("request body exceeds the 1 MiB limit")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("the Authorization: Bearer <admin token> header is required")]
     Unauthorized,
     #[error("the admin token is wrong")]
@@ -63,6 +65,7 @@ impl ApiError {
             AlreadyPurchased => StatusCode::CONFLICT,
             MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Overloaded | Unavailable(_) | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +88,7 @@ impl ApiError {
             InvalidSale(_) => "invalid_sale",
             MalformedJson(_) => "malformed_json",
             PayloadTooLarge => "payload_too_large",
+            RequestTimeout => "request_timeout",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
             AdminDisabled => "admin_disabled",
@@ -145,7 +149,7 @@ impl IntoResponse for ApiError {
             Some(body) => (status, json, body).into_response(),
             None => (status, json, self.rendered_body()).into_response(),
         };
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
             // The unread body is not drained: the connection is dropped, so say so, or a
             // client would reuse it and fail its next request.
             response.headers_mut().insert(

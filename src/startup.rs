@@ -137,6 +137,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         let state = Arc::new(AppState {
             engine,
             admin: AdminToken::new(config.admin_token.clone()),
+            body_timeout: Duration::from_millis(config.request_body_timeout_ms),
         });
         Ok(Application {
             listener,

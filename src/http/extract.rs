@@ -7,8 +7,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
+use super::AppState;
 use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::gate::StockGate;
+use crate::store::OrderStore;
 
 /// The buyer, from `X-User-Id` (set by a trusted gateway in front of the engine).
 pub struct Buyer(pub UserId);
@@ -23,14 +28,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Buyer {
     }
 }
 
-/// A JSON body of any content type, at most [`super::BODY_LIMIT`] bytes.
+/// A JSON body of any content type, at most [`super::BODY_LIMIT`] bytes, arriving within the
+/// configured body timeout (a client trickling its body cannot hold a handler forever).
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned, G: StockGate, S: OrderStore> FromRequest<Arc<AppState<G, S>>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+    async fn from_request(req: Request, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app)).await;
+        let bytes = read.map_err(|_| ApiError::RequestTimeout)?.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {

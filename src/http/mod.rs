@@ -32,6 +32,8 @@ const SEED_SOLD_OUT: &str = r#"{"messages":"抢完了","ok":false,"code":"sold_o
 pub struct AppState<G, S> {
     pub engine: Engine<G, S>,
     pub admin: AdminToken,
+    /// How long a request body may take to arrive (408 past it).
+    pub body_timeout: std::time::Duration,
 }
 
 type Shared<G, S> = State<Arc<AppState<G, S>>>;

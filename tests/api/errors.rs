@@ -74,3 +74,56 @@ async fn metrics_are_prometheus_text_and_count_purchases() {
     assert_eq!(success, Some(1), "{text}");
     assert!(text.contains("seckill_stock_remaining{sale=\"1\"} 999"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_get_408_and_do_not_stop_the_sale() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = crate::helpers::Options {
+        extra_args: vec!["--request-body-timeout-ms".into(), "500".into()],
+        ..crate::helpers::Options::new()
+    };
+    let app = TestServer::spawn_with(options).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // 200 clients announce a body and send a few bytes of it, then nothing (slowloris).
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/sales HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"na"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    for _ in 0..20 {
+        assert_eq!(app.seed_buy().await["ok"], true, "the sale goes on beside slow clients");
+    }
+    // Each slow client is answered 408 (JSON) once its body is overdue, and disconnected.
+    for mut stream in slow.into_iter().step_by(40) {
+        let mut answer = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_and_the_sale_goes_on() {
+    let app = TestServer::spawn().await;
+    let resp = app
+        .client
+        .post(app.url("/seckill/seckill"))
+        .header("x-padding", "p".repeat(1 << 20))
+        .send()
+        .await;
+    // hyper refuses a head over its buffer with 431, or closes the connection: never a 2xx or 5xx.
+    if let Ok(resp) = resp {
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    assert_eq!(app.seed_buy().await["ok"], true);
+    assert_eq!(app.count().await, 999, "the oversized request bought nothing");
+}

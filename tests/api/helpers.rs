@@ -270,6 +270,8 @@ pub struct Options {
     pub admin_token: Option<&'static str>,
     /// Fault injection: hold each group commit this long (`--commit-delay-ms`).
     pub commit_delay_ms: u64,
+    /// More `serve` flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Options {
@@ -326,6 +328,7 @@ impl TestServer {
         if let Some(token) = options.admin_token {
             cmd.arg("--admin-token").arg(token);
         }
+        cmd.args(&options.extra_args);
         if let Some(services) = &options.distributed {
             cmd.arg("--backend").arg("distributed").args(services.args());
             if options.no_consumer {
