@@ -1,6 +1,6 @@
 //! `seckill audit`: the auditor against a running deployment. For every sale it compares the
-//! gate with the store (sold == stored, no duplicate, remaining + stored == stock) and prints a
-//! verdict; an inconsistent sale is a non-zero exit.
+//! gate with the store (remaining + stored + open reservations == stock, no duplicate) and prints
+//! a verdict; an inconsistent sale is a non-zero exit.
 
 use std::time::{Duration, Instant};
 
@@ -45,11 +45,12 @@ pub async fn run(config: AuditConfig) -> anyhow::Result<bool> {
         let consistent = audit["consistent"] == true;
         all_consistent &= consistent;
         println!(
-            "sale {id}: stock {} remaining {} sold {} stored {} duplicates {} → {}",
+            "sale {id}: stock {} remaining {} sold {} stored {} open {} duplicates {} → {}",
             audit["stock"],
             audit["remaining"],
             audit["sold"],
             audit["stored"],
+            audit["open_reservations"],
             audit["duplicates"],
             if consistent { "consistent" } else { "INCONSISTENT" }
         );

@@ -51,8 +51,10 @@ pub struct Audit {
     /// Units the gate has handed out (stock − remaining).
     pub sold: u64,
     pub stored: u64,
+    /// Units reserved at the gate whose orders are not confirmed yet.
+    pub open_reservations: u64,
     pub duplicates: u64,
-    /// sold == stored, no duplicate, remaining + stored == stock.
+    /// remaining + stored + open_reservations == stock, and no duplicate.
     pub consistent: bool,
 }
 
@@ -261,18 +263,22 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             .collect())
     }
 
-    /// Compares the gate with the store: every unit the gate sold must be stored exactly once.
+    /// Compares the gate with the store. At rest (consumer drained, reconciler done) every unit
+    /// is either remaining, stored once, or held by an open reservation:
+    /// remaining + stored + open == stock, with no duplicate.
     pub async fn audit(&self, sale: SaleId) -> Result<Audit, ApiError> {
         let view = self.sale(sale).await?;
         let StoreAudit { stored, duplicates } = self.store.audit(sale).await?;
+        let open_reservations = self.gate.open_reservations(sale).await?;
         Ok(Audit {
             sale_id: sale,
             stock: view.stock,
             remaining: view.remaining,
             sold: view.sold,
             stored,
+            open_reservations,
             duplicates,
-            consistent: stored == view.sold && duplicates == 0 && view.remaining + stored == view.stock,
+            consistent: duplicates == 0 && view.remaining + stored + open_reservations == view.stock,
         })
     }
 

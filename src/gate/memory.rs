@@ -115,6 +115,11 @@ impl StockGate for MemoryGate {
         Ok(())
     }
 
+    /// In process, a reservation lives only inside its request: none is left open at rest.
+    async fn open_reservations(&self, _: SaleId) -> Result<u64, ApiError> {
+        Ok(0)
+    }
+
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
         Ok(self.sales.get(&sale).map(|g| g.remaining.load(Ordering::Acquire)))
     }

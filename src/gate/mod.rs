@@ -58,6 +58,9 @@ pub trait StockGate: Send + Sync + 'static {
     /// re-publish an order that is already there, which the store ignores.
     fn confirm(&self, reservation: &Reservation);
 
+    /// Reservations not yet confirmed durable (the auditor's third column).
+    fn open_reservations(&self, sale: SaleId) -> impl Future<Output = Result<u64, ApiError>> + Send;
+
     /// Units left, or `None` for a sale the gate does not know.
     fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
 }

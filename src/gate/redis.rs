@@ -334,6 +334,11 @@ impl StockGate for RedisGate {
         let _ = self.confirmations.try_send(r.clone());
     }
 
+    async fn open_reservations(&self, sale: SaleId) -> Result<u64, ApiError> {
+        let keys = self.keys(sale);
+        self.conn.clone().zcard(&keys.pending).await.map_err(unavailable)
+    }
+
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
         let keys = self.keys(sale);
         let n: Option<i64> = self

@@ -112,7 +112,7 @@ async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("sale 1: stock 10 remaining 9 sold 1 stored 1 duplicates 0 → consistent"),
+        stdout.contains("sale 1: stock 10 remaining 9 sold 1 stored 1 open 0 duplicates 0 → consistent"),
         "{stdout}"
     );
     assert!(

@@ -42,14 +42,14 @@ async fn one_buyer_hammering_gets_at_most_the_limit() {
     let app = Arc::new(TestServer::spawn().await);
     for limit in [1u32, 3] {
         let sale = app.live_sale(100, limit).await;
-        let statuses = join_all((0..300).map(|_| {
+        let statuses = join_all((0..1000).map(|_| {
             let app = Arc::clone(&app);
             tokio::spawn(async move { app.buy(sale, "greedy").await.0 })
         }))
         .await;
         let won = statuses.iter().filter(|s| *s.as_ref().unwrap() == 201).count();
         let refused = statuses.iter().filter(|s| *s.as_ref().unwrap() == 409).count();
-        assert_eq!((won, refused), (limit as usize, 300 - limit as usize));
+        assert_eq!((won, refused), (limit as usize, 1000 - limit as usize));
         let audit = app.audit(sale).await;
         assert_eq!(audit["stored"].as_u64(), Some(u64::from(limit)), "{audit}");
     }
