@@ -57,6 +57,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Purchases in flight at once; beyond it buyers get 503 `overloaded` (with Retry-After)
+    /// at once, so a stampede beyond capacity never builds an unbounded queue.
+    #[arg(long, env = "SECKILL_MAX_INFLIGHT_PURCHASES", default_value_t = crate::engine::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_inflight_purchases: usize,
+
     /// A request body must arrive within this time (408 otherwise).
     #[arg(long, env = "SECKILL_REQUEST_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_body_timeout_ms: u64,

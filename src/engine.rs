@@ -23,7 +23,12 @@ pub struct Engine<G, S> {
     sales: RwLock<BTreeMap<SaleId, Arc<Sale>>>,
     demo: SaleId,
     anonymous: AnonymousIds,
+    /// Purchases in flight; past the limit the engine sheds load (503) instead of queueing.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Purchases in flight at once unless configured otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16_384;
 
 /// A sale as the API shows it.
 #[derive(Debug, Serialize)]
@@ -132,7 +137,14 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             sales: RwLock::new(sales),
             demo,
             anonymous: AnonymousIds::new(),
+            in_flight: tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
         })
+    }
+
+    /// At most `limit` purchases in flight; the rest are answered 503 `overloaded` at once.
+    pub fn with_max_in_flight(mut self, limit: usize) -> Self {
+        self.in_flight = tokio::sync::Semaphore::new(limit.max(1));
+        self
     }
 
     pub fn gate(&self) -> &G {
@@ -150,7 +162,10 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// The buy path: reserve at the gate, make the order durable, answer. A reservation whose
     /// order cannot be stored goes back to the gate, so a failure never eats stock.
     pub async fn purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
-        let result = self.try_purchase(sale_id, user).await;
+        let result = match self.in_flight.try_acquire() {
+            Ok(_permit) => self.try_purchase(sale_id, user).await,
+            Err(_) => Err(ApiError::Overloaded),
+        };
         METRICS.observe_purchase(result.as_ref().map(|_| ()));
         result
     }

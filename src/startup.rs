@@ -135,7 +135,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         let listener = listen(config.listen)
             .map_err(|e| ApiError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let state = Arc::new(AppState {
-            engine,
+            engine: engine.with_max_in_flight(config.max_inflight_purchases),
             admin: AdminToken::new(config.admin_token.clone()),
             body_timeout: Duration::from_millis(config.request_body_timeout_ms),
         });

@@ -80,3 +80,40 @@ async fn many_buyers_racing_with_a_limit_of_two_never_exceed_it() {
     assert!(per_user.values().all(|&n| n <= 2));
     assert_eq!(app.audit(sale).await["consistent"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beyond_capacity_the_engine_sheds_load_and_stays_exact() {
+    // 8 purchases in flight at most, each held 50 ms at its commit: 600 buyers at once are far
+    // beyond what this engine will take.
+    let options = Options {
+        commit_delay_ms: 50,
+        extra_args: vec!["--max-inflight-purchases".into(), "8".into()],
+        ..Options::new()
+    };
+    let app = Arc::new(TestServer::spawn_with(options).await);
+    let sale = app.live_sale(1000, 1).await;
+    let answers = join_all((0..600).map(|i| {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.buy(sale, &format!("crowd-{i}")).await })
+    }))
+    .await;
+    let (mut won, mut shed) = (0u64, 0u64);
+    for answer in answers {
+        let (status, body) = answer.unwrap();
+        match status {
+            201 => won += 1,
+            503 => {
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(shed > 0, "nothing was shed");
+    assert!(won > 0, "nothing was sold");
+    let audit = app.audit(sale).await;
+    assert_eq!(audit["stored"].as_u64(), Some(won), "{audit}");
+    assert_eq!(audit["remaining"].as_u64(), Some(1000 - won), "{audit}");
+    // Shed buyers can come back and buy.
+    assert_eq!(app.buy(sale, "crowd-returning").await.0, 201);
+}

@@ -8,6 +8,11 @@ use futures::future::join_all;
 
 use crate::helpers::{Options, Services, TestServer};
 
+/// At rest: the books balance and no reservation is left open (none stranded).
+fn settled(audit: &serde_json::Value) -> bool {
+    audit["consistent"] == true && audit["open_reservations"] == 0
+}
+
 /// Polls the audit until the store holds `expected` orders (the consumer drains the log).
 async fn wait_stored(app: &TestServer, sale: i64, expected: u64, within: Duration) -> serde_json::Value {
     let started = Instant::now();
@@ -187,7 +192,7 @@ async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
     let started = Instant::now();
     let audit = loop {
         let audit = app.audit(sale).await;
-        if audit["consistent"] == true || started.elapsed() > Duration::from_secs(60) {
+        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
             break audit;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -195,6 +200,10 @@ async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
     assert!(audit["stored"].as_u64().unwrap() >= 20 + after, "{audit}");
     assert_eq!(audit["duplicates"], 0, "{audit}");
     assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(
+        audit["open_reservations"], 0,
+        "a reservation was left stranded: {audit}"
+    );
     for i in 0..20 {
         assert_eq!(app.get(&format!("/api/sales/{sale}/orders/before-{i}")).await.0, 200);
     }
@@ -257,7 +266,7 @@ async fn an_instance_killed_mid_sale_leaves_no_stock_stranded() {
     let started = Instant::now();
     let audit = loop {
         let audit = survivor.audit(sale).await;
-        if audit["consistent"] == true || started.elapsed() > Duration::from_secs(60) {
+        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
             break audit;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -400,12 +409,16 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
     let started = Instant::now();
     let audit = loop {
         let audit = app.audit(sale).await;
-        if audit["consistent"] == true || started.elapsed() > Duration::from_secs(60) {
+        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
             break audit;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(
+        audit["open_reservations"], 0,
+        "a reservation was left stranded: {audit}"
+    );
     assert!(audit["stored"].as_u64().unwrap() <= STOCK, "{audit}");
     assert!(audit["stored"].as_u64().unwrap() >= confirmed.len() as u64, "{audit}");
     for user in confirmed.iter().step_by(25) {
@@ -415,4 +428,42 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
             "{user} lost"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
+    let mut mysql = crate::helpers::MariaDbServer::start().await;
+    let mut services = Services::start().await;
+    services.database_url = mysql.url("seckill_outage");
+    let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let sale = app.live_sale(2000, 1).await;
+    let buy_many = |from: usize, to: usize| {
+        let app = Arc::clone(&app);
+        async move {
+            let answers = join_all((from..to).map(|i| {
+                let app = Arc::clone(&app);
+                async move { app.buy(sale, &format!("m-{i}")).await.0 }
+            }))
+            .await;
+            answers.iter().filter(|s| **s == 201).count() as u64
+        }
+    };
+    let first = buy_many(0, 500).await;
+    assert_eq!(first, 500);
+    wait_stored(&app, sale, 500, Duration::from_secs(30)).await;
+
+    // MySQL is not on the buy path: with it dead, buyers are still confirmed (by the log).
+    mysql.kill();
+    let during = buy_many(500, 1000).await;
+    assert_eq!(during, 500, "purchases must not need MySQL");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the consumer retries meanwhile
+    mysql.restart().await;
+
+    let audit = wait_stored(&app, sale, 1000, Duration::from_secs(60)).await;
+    assert_eq!(
+        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+        (Some(1000), Some(0)),
+        "{audit}"
+    );
+    assert_eq!(audit["consistent"], true, "{audit}");
 }
