@@ -8,9 +8,18 @@ use futures::future::join_all;
 
 use crate::helpers::{Options, Services, TestServer};
 
-/// At rest: the books balance and no reservation is left open (none stranded).
-fn settled(audit: &serde_json::Value) -> bool {
-    audit["consistent"] == true && audit["open_reservations"] == 0
+/// Polls the audit (up to a minute) until the books balance with no reservation left open:
+/// the consumer has drained and the reconciler has settled what a fault left uncertain.
+async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let audit = app.audit(sale).await;
+        let settled = audit["consistent"] == true && audit["open_reservations"] == 0;
+        if settled || started.elapsed() > Duration::from_secs(60) {
+            return audit;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls the audit until the store holds `expected` orders (the consumer drains the log).
@@ -189,14 +198,7 @@ async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
 
     // Every confirmed order is stored; reservations left uncertain by the pause are
     // re-published by the reconciler, so the books balance: remaining + stored == stock.
-    let started = Instant::now();
-    let audit = loop {
-        let audit = app.audit(sale).await;
-        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
-            break audit;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let audit = wait_settled(&app, sale).await;
     assert!(audit["stored"].as_u64().unwrap() >= 20 + after, "{audit}");
     assert_eq!(audit["duplicates"], 0, "{audit}");
     assert_eq!(audit["consistent"], true, "{audit}");
@@ -263,14 +265,7 @@ async fn an_instance_killed_mid_sale_leaves_no_stock_stranded() {
 
     // The survivor's reconciler re-publishes what the victim reserved but never confirmed:
     // every unit taken from stock ends up stored (no open reservation left), none doubled.
-    let started = Instant::now();
-    let audit = loop {
-        let audit = survivor.audit(sale).await;
-        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
-            break audit;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let audit = wait_settled(&survivor, sale).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert_eq!(
         (audit["open_reservations"].as_u64(), audit["duplicates"].as_u64()),
@@ -334,9 +329,9 @@ async fn events_delivered_twice_are_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversells() {
-    let mut redis = crate::helpers::RedisServer::start().await;
+    let mut redis = crate::helpers::redis_server().await;
     let mut services = Services::start().await;
-    services.redis_url = redis.url();
+    services.redis_url = redis.redis_url();
     services.backend_timeout_ms = 500;
     services.kafka_timeout_ms = 1000;
     services.reconcile_after_ms = 2000;
@@ -406,14 +401,7 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
     // The books balance once the store has caught up (reservations left uncertain by the kill
     // are published by the reconciler): nothing oversold, nothing doubled, nothing lost.
     let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
-    let started = Instant::now();
-    let audit = loop {
-        let audit = app.audit(sale).await;
-        if settled(&audit) || started.elapsed() > Duration::from_secs(60) {
-            break audit;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let audit = wait_settled(&app, sale).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert_eq!(
         audit["open_reservations"], 0,
@@ -432,9 +420,9 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
-    let mut mysql = crate::helpers::MariaDbServer::start().await;
+    let mut mysql = crate::helpers::mariadb_server().await;
     let mut services = Services::start().await;
-    services.database_url = mysql.url("seckill_outage");
+    services.database_url = mysql.mysql_url("seckill_outage");
     let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
     let sale = app.live_sale(2000, 1).await;
     let buy_many = |from: usize, to: usize| {

@@ -180,61 +180,42 @@ impl Drop for Broker {
     }
 }
 
-/// A Redis of one test (so it can be killed without touching the others), persisting every
-/// write to an append-only file so that a restart finds the gate as it was.
-pub struct RedisServer {
+/// A server process of one test, with its own port and data dir, so the test can kill and
+/// restart it without touching the others.
+pub struct TestProcess {
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    command: fn(&Path, u16) -> std::process::Command,
 }
 
-impl RedisServer {
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = RedisServer {
+impl TestProcess {
+    async fn start(dir: tempfile::TempDir, command: fn(&Path, u16) -> std::process::Command) -> Self {
+        let mut process = TestProcess {
             child: None,
             dir,
             port: free_port(),
+            command,
         };
-        server.launch().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        process.launch().await;
+        process
     }
 
     async fn launch(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        for _ in 0..200 {
+        let mut command = (self.command)(self.dir.path(), self.port);
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        self.child = Some(child.unwrap_or_else(|e| panic!("cannot start {program}: {e}")));
+        for _ in 0..300 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server did not listen on {}", self.port);
+        panic!("{program} did not listen on {}", self.port);
     }
 
-    /// SIGKILL: no shutdown save; what survives is what the AOF already has.
+    /// SIGKILL: no shutdown work; what survives is what the server had made durable.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -247,95 +228,76 @@ impl RedisServer {
         self.kill();
         self.launch().await;
     }
-}
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A MariaDB of one test (so it can be killed without touching the others' database).
-pub struct MariaDbServer {
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-    pub port: u16,
-}
-
-impl MariaDbServer {
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let status = std::process::Command::new("mariadb-install-db")
-            .args([
-                "--no-defaults",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ])
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db (Debian's mariadb-server)");
-        assert!(status.success(), "mariadb-install-db failed");
-        let mut server = MariaDbServer {
-            child: None,
-            dir,
-            port: free_port(),
-        };
-        server.launch().await;
-        server
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    pub fn url(&self, database: &str) -> String {
+    pub fn mysql_url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
-
-    async fn launch(&mut self) {
-        let data = self.dir.path().join("data");
-        let child = std::process::Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-log-bin",
-            ])
-            .args(["--innodb-buffer-pool-size=64M", "--skip-name-resolve"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", self.dir.path().join("sock").display()))
-            .arg(format!("--port={}", self.port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mariadbd");
-        self.child = Some(child);
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("mariadbd did not listen on {}", self.port);
-    }
-
-    /// SIGKILL: InnoDB recovers from its redo log on the next start.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.launch().await;
-    }
 }
 
-impl Drop for MariaDbServer {
+impl Drop for TestProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A Redis that persists every write to its append-only file, so a restart finds the gate as it was.
+pub async fn redis_server() -> TestProcess {
+    TestProcess::start(tempfile::tempdir().expect("temp dir"), |dir, port| {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--dir")
+        .arg(dir);
+        cmd
+    })
+    .await
+}
+
+/// A fresh MariaDB (Debian's mariadb-server); InnoDB recovers from its redo log after a kill.
+pub async fn mariadb_server() -> TestProcess {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = std::process::Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--user=root",
+        ])
+        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mariadb-install-db (Debian's mariadb-server)");
+    assert!(status.success(), "mariadb-install-db failed");
+    TestProcess::start(dir, |dir, port| {
+        let mut cmd = std::process::Command::new("mariadbd");
+        cmd.args([
+            "--no-defaults",
+            "--user=root",
+            "--bind-address=127.0.0.1",
+            "--skip-log-bin",
+        ])
+        .args(["--innodb-buffer-pool-size=64M", "--skip-name-resolve"])
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--socket={}", dir.join("sock").display()))
+        .arg(format!("--port={port}"));
+        cmd
+    })
+    .await
 }
 
 fn free_port() -> u16 {
