@@ -34,6 +34,16 @@ pub struct ConsumerSettings<'a> {
     pub group: &'a str,
 }
 
+impl<'a> From<&'a crate::config::DistributedConfig> for ConsumerSettings<'a> {
+    fn from(d: &'a crate::config::DistributedConfig) -> Self {
+        ConsumerSettings {
+            brokers: &d.kafka_brokers,
+            topic: &d.kafka_topic,
+            group: &d.kafka_group,
+        }
+    }
+}
+
 /// Offsets to commit: the last offset read per (topic, partition).
 type Offsets = HashMap<(String, i32), i64>;
 

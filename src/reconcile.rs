@@ -18,10 +18,10 @@ pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -
     let cutoff = now_millis() - grace.as_millis() as i64;
     let mut republished = 0;
     for sale in gate.sale_ids().await? {
-        for stale in gate.stale(sale, cutoff).await? {
-            log.publish(&stale.order).await?;
-            gate.forget(&stale.order).await?;
-            tracing::warn!(sale = %sale, order = %stale.order.order_id, reserved_at = stale.reserved_at, "re-published an unconfirmed reservation");
+        for order in gate.stale(sale, cutoff).await? {
+            log.publish(&order).await?;
+            gate.forget(&order).await?;
+            tracing::warn!(sale = %sale, order = %order.order_id, reserved_at = order.created_at, "re-published an unconfirmed reservation");
             republished += 1;
         }
     }

@@ -79,12 +79,7 @@ impl DistributedApp {
             if run_consumer {
                 let (d, stop) = (d.clone(), stop.clone());
                 tasks.push(tokio::spawn(async move {
-                    let settings = ConsumerSettings {
-                        brokers: &d.kafka_brokers,
-                        topic: &d.kafka_topic,
-                        group: &d.kafka_group,
-                    };
-                    if let Err(e) = consumer::run(settings, mysql, stopped(stop)).await {
+                    if let Err(e) = consumer::run(ConsumerSettings::from(&d), mysql, stopped(stop)).await {
                         tracing::error!(error = %e, "consumer stopped with an error");
                     }
                 }));
@@ -115,12 +110,7 @@ pub async fn run_consumer(
     let timeout = Duration::from_millis(d.backend_timeout_ms);
     let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
     KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
-    let settings = ConsumerSettings {
-        brokers: &d.kafka_brokers,
-        topic: &d.kafka_topic,
-        group: &d.kafka_group,
-    };
-    consumer::run(settings, mysql, shutdown).await
+    consumer::run(ConsumerSettings::from(d), mysql, shutdown).await
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

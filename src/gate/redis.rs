@@ -82,13 +82,6 @@ impl SaleKeys {
     }
 }
 
-/// A pending reservation old enough that its instance has probably died with it.
-#[derive(Debug, Clone)]
-pub struct StaleReservation {
-    pub order: Order,
-    pub reserved_at: Millis,
-}
-
 pub struct RedisGate {
     conn: ConnectionManager,
     prefix: String,
@@ -96,7 +89,7 @@ pub struct RedisGate {
     reserve: Script,
     release: Script,
     load: Script,
-    confirmations: mpsc::Sender<Reservation>,
+    confirmations: mpsc::Sender<(Arc<SaleKeys>, Reservation)>,
 }
 
 fn unavailable(e: redis::RedisError) -> ApiError {
@@ -137,7 +130,7 @@ impl RedisGate {
             load: Script::new(LOAD),
             confirmations,
         };
-        tokio::spawn(confirm_in_batches(gate.conn.clone(), prefix.to_owned(), pending));
+        tokio::spawn(confirm_in_batches(gate.conn.clone(), pending));
         Ok(gate)
     }
 
@@ -168,8 +161,9 @@ impl RedisGate {
         Ok(ids.into_iter().map(SaleId).collect())
     }
 
-    /// Reservations of `sale` pending since before `older_than`.
-    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<StaleReservation>, ApiError> {
+    /// Orders of the reservations of `sale` pending since before `older_than` (their instance has
+    /// probably died with them); an order's `created_at` is its reservation time.
+    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, ApiError> {
         let keys = self.keys(sale);
         let members: Vec<(String, i64)> = self
             .conn
@@ -193,7 +187,7 @@ impl RedisGate {
                 })
             })();
             match parsed {
-                Some(order) => stale.push(StaleReservation { order, reserved_at }),
+                Some(order) => stale.push(order),
                 None => tracing::error!(sale = %sale, %member, "unreadable pending reservation left in place"),
             }
         }
@@ -215,13 +209,12 @@ impl RedisGate {
 }
 
 /// Confirmations leave the buy path: they are batched into one pipeline per round trip.
-async fn confirm_in_batches(mut conn: ConnectionManager, prefix: String, mut rx: mpsc::Receiver<Reservation>) {
+async fn confirm_in_batches(mut conn: ConnectionManager, mut rx: mpsc::Receiver<(Arc<SaleKeys>, Reservation)>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
-        for r in batch.drain(..) {
-            let pending = SaleKeys::new(&prefix, r.sale_id).pending;
-            pipe.zrem(pending, pending_member(r.order_id, r.seq, &r.user_id))
+        for (keys, r) in batch.drain(..) {
+            pipe.zrem(&keys.pending, pending_member(r.order_id, r.seq, &r.user_id))
                 .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
@@ -331,7 +324,7 @@ impl StockGate for RedisGate {
 
     fn confirm(&self, r: &Reservation) {
         // A full queue only delays the cleanup to the reconciler; never block the answer on it.
-        let _ = self.confirmations.try_send(r.clone());
+        let _ = self.confirmations.try_send((self.keys(r.sale_id), r.clone()));
     }
 
     async fn open_reservations(&self, sale: SaleId) -> Result<u64, ApiError> {

@@ -5,34 +5,37 @@ pub mod kafka;
 
 pub use kafka::KafkaLog;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Millis, Order, SaleId, UserId};
 use crate::error::ApiError;
 
-/// An order as it travels through the log (JSON).
+/// An order as it travels through the log (JSON). Borrows the user id when publishing, so the
+/// buy path serialises without copying it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderEvent {
+pub struct OrderEvent<'a> {
     pub order_id: uuid::Uuid,
     pub sale_id: i64,
-    pub user_id: String,
+    pub user_id: Cow<'a, str>,
     pub seq: u32,
     pub created_at: Millis,
 }
 
-impl From<&Order> for OrderEvent {
-    fn from(o: &Order) -> Self {
+impl<'a> From<&'a Order> for OrderEvent<'a> {
+    fn from(o: &'a Order) -> Self {
         OrderEvent {
             order_id: o.order_id,
             sale_id: o.sale_id.0,
-            user_id: o.user_id.as_str().to_owned(),
+            user_id: Cow::Borrowed(o.user_id.as_str()),
             seq: o.seq,
             created_at: o.created_at,
         }
     }
 }
 
-impl OrderEvent {
+impl OrderEvent<'_> {
     /// Parses and validates an event read from the log.
     pub fn into_order(self) -> Result<Order, ApiError> {
         Ok(Order {
