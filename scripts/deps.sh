@@ -26,8 +26,9 @@ ensure_wrk() {
 }
 
 ensure_redis() {
-  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then return; fi
+  # The fault tests also start Redis servers of their own: the binary is needed either way.
   command -v redis-server >/dev/null || { echo "installing redis-server"; apt_install redis-server; }
+  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then return; fi
   echo "starting redis on 127.0.0.1:6379"
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -39,8 +40,11 @@ ensure_redis() {
 mariadb_tcp_ok() { mariadb -h 127.0.0.1 -P 3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; }
 
 ensure_mariadb() {
+  # The fault tests also start MariaDB servers of their own (mariadb-install-db + mariadbd).
+  if ! command -v mariadb-install-db >/dev/null || ! { command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ]; }; then
+    echo "installing mariadb-server"; apt_install mariadb-server
+  fi
   if mariadb_tcp_ok; then return; fi
-  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { echo "installing mariadb-server"; apt_install mariadb-server; }
   if ! mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1; then
     echo "starting mariadb"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true

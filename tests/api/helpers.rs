@@ -284,7 +284,12 @@ pub async fn mariadb_server() -> TestProcess {
         .expect("mariadb-install-db (Debian's mariadb-server)");
     assert!(status.success(), "mariadb-install-db failed");
     TestProcess::start(dir, |dir, port| {
-        let mut cmd = std::process::Command::new("mariadbd");
+        // Debian puts it in /usr/sbin, which a non-root PATH may lack.
+        let program = ["/usr/sbin/mariadbd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mariadbd");
+        let mut cmd = std::process::Command::new(program);
         cmd.args([
             "--no-defaults",
             "--user=root",
