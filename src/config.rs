@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine: HTTP API, buyer's page, stock gate and order store.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Run only the distributed mode's consumer (Kafka → MySQL).
     Consumer(ConsumerConfig),
     /// Fire the seed's load (many buyers at one sale) and check the invariants afterwards.
@@ -43,9 +44,72 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_DEMO_STOCK", default_value_t = 1000)]
     pub demo_stock: u64,
 
-    /// Bearer token for the admin routes (`POST /api/sales`). Unset: admin routes answer 403.
+    /// A TOML file of settings: keys are these flags' names (`redis_url = "..."`). Flags and
+    /// `SECKILL_*` variables override it.
+    #[arg(long, env = "SECKILL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Secret (env or config file only): bearer token of the admin routes and the `/admin`
+    /// page. Unset: admin routes answer 403.
     #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+
+    /// How buyers are identified: `header` trusts `X-User-Id` (set by a gateway in front);
+    /// `jwt` needs `Authorization: Bearer <JWT>` whose `sub` is the user id; `either` takes the
+    /// JWT when one is sent, else the header.
+    #[arg(long, env = "SECKILL_AUTH", value_enum, default_value_t = AuthMode::Header)]
+    pub auth: AuthMode,
+
+    /// Secret (env or config file only): HS256 key that buyers' JWTs are signed with.
+    #[arg(long, env = "SECKILL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM file of the RSA public key that verifies RS256 JWTs.
+    #[arg(long, env = "SECKILL_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// When set, a JWT's `iss` must equal it.
+    #[arg(long, env = "SECKILL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a JWT's `aud` must contain it.
+    #[arg(long, env = "SECKILL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Requests per second one client IP may make (token bucket; 0: no limit). 429 beyond.
+    #[arg(long, env = "SECKILL_RATE_LIMIT_IP", default_value_t = 0)]
+    pub rate_limit_ip: u32,
+
+    /// Burst of the per-IP bucket (default: the per-second rate).
+    #[arg(long, env = "SECKILL_RATE_LIMIT_IP_BURST")]
+    pub rate_limit_ip_burst: Option<u32>,
+
+    /// Purchases and token requests per second one buyer may make (0: no limit). 429 beyond.
+    #[arg(long, env = "SECKILL_RATE_LIMIT_USER", default_value_t = 0)]
+    pub rate_limit_user: u32,
+
+    /// Burst of the per-buyer bucket (default: the per-second rate).
+    #[arg(long, env = "SECKILL_RATE_LIMIT_USER_BURST")]
+    pub rate_limit_user_burst: Option<u32>,
+
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
+    #[arg(long, env = "SECKILL_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Purchases must carry `X-Purchase-Token` from `GET /api/sales/{id}/token`, which is only
+    /// handed out while the sale is live and is bound to the buyer. The seed's anonymous
+    /// `POST /seckill/seckill` is refused in this mode.
+    #[arg(long, env = "SECKILL_REQUIRE_PURCHASE_TOKEN")]
+    pub require_purchase_token: bool,
+
+    /// Secret (env or config file only): HMAC key of purchase tokens. Instances behind one load
+    /// balancer need the same one. Unset: a random key per process.
+    #[arg(long, env = "SECKILL_PURCHASE_TOKEN_SECRET", hide_env_values = true)]
+    pub purchase_token_secret: Option<Secret>,
+
+    /// How long a purchase token stays valid.
+    #[arg(long, env = "SECKILL_PURCHASE_TOKEN_TTL_SECS", default_value_t = 30)]
+    pub purchase_token_ttl_secs: u64,
 
     /// Fault injection for tests: hold each order this long before its durability point (the
     /// group commit, or the publish to Kafka). This widens the window in which an order is
@@ -78,6 +142,40 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub distributed: DistributedConfig,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Header,
+    Jwt,
+    Either,
+}
+
+/// A secret setting: never printed (`Debug` shows `[redacted]`).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Settings that may only come from the environment or the config file: a command line is
+/// visible to every user of the machine (`ps`).
+pub const SECRET_SETTINGS: [&str; 3] = ["admin_token", "jwt_secret", "purchase_token_secret"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
@@ -140,6 +238,10 @@ pub struct DistributedConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerConfig {
+    /// A TOML file of settings (keys are the flags' names); flags and env override it.
+    #[arg(long, env = "SECKILL_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub distributed: DistributedConfig,
 
@@ -152,4 +254,167 @@ pub struct ConsumerConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("config file {path} is not valid TOML: {cause}")]
+    Parse { path: PathBuf, cause: String },
+    #[error("config file {path}: unknown setting `{key}` (settings are the flags' names, e.g. redis_url)")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("config file {path}: `{key}` must be a string, number or boolean")]
+    BadValue { path: PathBuf, key: String },
+    #[error("--{0} is a secret: set it in the environment or the config file, not on the command line")]
+    SecretOnCommandLine(String),
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+}
+
+/// Parses the command line with the config file in between: flags beat `SECKILL_*` variables,
+/// which beat the file, which beats the defaults. The file's settings enter as the variables
+/// they stand for, so they are validated and documented exactly like them.
+pub fn load(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(path) = sub.try_get_one::<PathBuf>("config").ok().flatten() {
+            let command = Cli::command();
+            let sub_command = command.find_subcommand(name).cloned().unwrap_or_default();
+            for (var, value) in file_settings(path, &sub_command)? {
+                if std::env::var_os(&var).is_none() {
+                    // Still single-threaded: main has not started the runtime.
+                    std::env::set_var(var, value);
+                }
+            }
+        }
+    }
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    if let Some((_, sub)) = matches.subcommand() {
+        refuse_secrets_on_command_line(sub)?;
+    }
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigError> {
+    for id in SECRET_SETTINGS {
+        if matches!(matches.try_contains_id(id), Ok(true)) && matches.value_source(id) == Some(ValueSource::CommandLine)
+        {
+            return Err(ConfigError::SecretOnCommandLine(id.replace('_', "-")));
+        }
+    }
+    Ok(())
+}
+
+/// The file's settings as `(SECKILL_* variable, value)`, each checked to be a setting of `command`.
+pub fn file_settings(path: &std::path::Path, command: &clap::Command) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+        path: path.to_owned(),
+        cause: e.to_string(),
+    })?;
+    let mut settings = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let var = command
+            .get_arguments()
+            .filter(|a| a.get_id() != "config")
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .and_then(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned())
+            .ok_or_else(|| ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key: key.clone(),
+            })?;
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    key,
+                })
+            }
+        };
+        settings.push((var, value));
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_command() -> clap::Command {
+        Cli::command().find_subcommand("serve").cloned().expect("serve")
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn file_keys_map_to_the_variables_of_the_flags() {
+        let file =
+            write("redis_url = \"redis://r:6379/1\"\nrate-limit-ip = 50\nno_consumer = true\nadmin_token = \"s\"\n");
+        let mut settings = file_settings(file.path(), &serve_command()).expect("valid");
+        settings.sort();
+        assert_eq!(
+            settings,
+            vec![
+                ("SECKILL_ADMIN_TOKEN".to_owned(), "s".to_owned()),
+                ("SECKILL_NO_CONSUMER".to_owned(), "true".to_owned()),
+                ("SECKILL_RATE_LIMIT_IP".to_owned(), "50".to_owned()),
+                ("SECKILL_REDIS_URL".to_owned(), "redis://r:6379/1".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_nested_values_are_refused() {
+        let unknown = write("redis_ulr = \"x\"\n");
+        assert!(matches!(
+            file_settings(unknown.path(), &serve_command()),
+            Err(ConfigError::UnknownKey { key, .. }) if key == "redis_ulr"
+        ));
+        let nested = write("listen = [1, 2]\n");
+        assert!(matches!(
+            file_settings(nested.path(), &serve_command()),
+            Err(ConfigError::BadValue { .. })
+        ));
+        let broken = write("listen = \n");
+        assert!(matches!(
+            file_settings(broken.path(), &serve_command()),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_refused_on_the_command_line() {
+        let matches = Cli::command()
+            .try_get_matches_from(["seckill", "serve", "--admin-token", "visible-in-ps"])
+            .expect("parses");
+        let (_, serve) = matches.subcommand().expect("serve");
+        assert!(matches!(
+            refuse_secrets_on_command_line(serve),
+            Err(ConfigError::SecretOnCommandLine(flag)) if flag == "admin-token"
+        ));
+        let matches = Cli::command()
+            .try_get_matches_from(["seckill", "serve"])
+            .expect("parses");
+        assert!(refuse_secrets_on_command_line(matches.subcommand().expect("serve").1).is_ok());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret: Secret = "hunter2".parse().expect("infallible");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+    }
 }

@@ -44,6 +44,25 @@ impl<'a> From<&'a crate::config::DistributedConfig> for ConsumerSettings<'a> {
     }
 }
 
+/// Reports the consumer's lag (librdkafka statistics, every second) to `/metrics`.
+struct LagContext;
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            // Partition -1 is librdkafka's internal one; -1 lag means "not known yet".
+            .filter(|p| p.partition >= 0 && p.consumer_lag > 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        METRICS.set_consumer_lag(lag as u64);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
+
 /// Offsets to commit: the last offset read per (topic, partition).
 type Offsets = HashMap<(String, i32), i64>;
 
@@ -57,7 +76,7 @@ pub async fn run(
     store: MySqlStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApiError> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", settings.brokers)
             .set("group.id", settings.group)
@@ -69,7 +88,8 @@ pub async fn run(
             .set("fetch.wait.max.ms", "20")
             .set("max.partition.fetch.bytes", "16777216")
             .set("fetch.max.bytes", "134217728")
-            .create()
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(LagContext)
             .map_err(|e| ApiError::Unavailable(format!("kafka consumer: {e}")))?,
     );
     consumer
@@ -123,7 +143,7 @@ pub async fn run(
 
 /// Stores batches (merging whatever is queued), then commits their offsets.
 async fn write_batches(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagContext>>,
     store: MySqlStore,
     mut pending: mpsc::Receiver<(Vec<Order>, Offsets)>,
 ) {
@@ -171,7 +191,7 @@ async fn store_with_retry(store: &MySqlStore, orders: &[Order]) {
     }
 }
 
-fn commit(consumer: &StreamConsumer, offsets: &Offsets) {
+fn commit(consumer: &StreamConsumer<LagContext>, offsets: &Offsets) {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
         // The committed offset is the next one to read.

@@ -25,6 +25,7 @@ pub struct Engine<G, S> {
     anonymous: AnonymousIds,
     /// Purchases in flight; past the limit the engine sheds load (503) instead of queueing.
     in_flight: tokio::sync::Semaphore,
+    max_in_flight: usize,
 }
 
 /// Purchases in flight at once unless configured otherwise.
@@ -138,13 +139,39 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             demo,
             anonymous: AnonymousIds::new(),
             in_flight: tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         })
     }
 
     /// At most `limit` purchases in flight; the rest are answered 503 `overloaded` at once.
     pub fn with_max_in_flight(mut self, limit: usize) -> Self {
         self.in_flight = tokio::sync::Semaphore::new(limit.max(1));
+        self.max_in_flight = limit.max(1);
         self
+    }
+
+    /// Purchases being processed right now.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight.saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// Refuses, as a purchase would, unless the sale is open and not known to be sold out:
+    /// what a buyer must pass to be handed a purchase token.
+    pub async fn check_live(&self, sale_id: SaleId) -> Result<(), ApiError> {
+        let sale = self.find_sale(sale_id).await?;
+        let now = now_millis();
+        if let Some(refusal) = SaleRules::from(&*sale).window_refusal(now) {
+            return Err(refusal.into());
+        }
+        if self.gate.known_sold_out(sale_id, now) {
+            return Err(ApiError::SoldOut);
+        }
+        Ok(())
+    }
+
+    /// Both backends answer: `Ok` or the first failure's cause per backend.
+    pub async fn ready(&self) -> (Result<(), ApiError>, Result<(), ApiError>) {
+        tokio::join!(self.gate.ready(), self.store.ready())
     }
 
     pub fn gate(&self) -> &G {

@@ -43,6 +43,19 @@ pub enum ApiError {
     AdminDisabled,
     #[error("the engine is overloaded, retry shortly")]
     Overloaded,
+    /// Too many requests from one client; retry after this many seconds.
+    #[error("too many requests, retry after {0} s")]
+    RateLimited(u64),
+    #[error("the Authorization: Bearer <JWT> header is required")]
+    TokenRequired,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("this sale needs a purchase token: GET /api/sales/{{id}}/token, then send it as X-Purchase-Token")]
+    PurchaseTokenRequired,
+    #[error("the purchase token is invalid or expired; fetch a new one")]
+    InvalidPurchaseToken,
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
     #[error("the order could not be confirmed in time and may still be recorded; check GET /api/sales/{{id}}/orders/{{user}} before retrying")]
@@ -66,8 +79,10 @@ impl ApiError {
             MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            Overloaded | Unavailable(_) | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            PurchaseTokenRequired | InvalidPurchaseToken => StatusCode::FORBIDDEN,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Overloaded | Unavailable(_) | OutcomeUnknown | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +108,12 @@ impl ApiError {
             Forbidden => "forbidden",
             AdminDisabled => "admin_disabled",
             Overloaded => "overloaded",
+            RateLimited(_) => "rate_limited",
+            TokenRequired => "token_required",
+            InvalidToken(_) => "invalid_token",
+            PurchaseTokenRequired => "purchase_token_required",
+            InvalidPurchaseToken => "invalid_purchase_token",
+            NotReady(_) => "not_ready",
             Unavailable(_) => "unavailable",
             OutcomeUnknown => "outcome_unknown",
             Internal(_) => "internal",
@@ -100,6 +121,10 @@ impl ApiError {
         }
     }
 }
+
+/// The internal cause of a 5xx, carried on the response to the middleware that logs it.
+#[derive(Clone, Debug)]
+pub struct FaultCause(pub String);
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
@@ -135,12 +160,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // Our own faults are logged once, here; the buyer sees no internals.
-        match &self {
-            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            ApiError::Unavailable(cause) => tracing::warn!(%cause, "backend unavailable"),
-            _ => {}
-        }
         let json = [(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
@@ -157,11 +176,30 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        match &self {
+            ApiError::RateLimited(seconds) => {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*seconds));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            ApiError::TokenRequired | ApiError::InvalidToken(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            _ => {}
+        }
+        // Our own faults: the request middleware logs the cause once, with the request id;
+        // the buyer sees no internals.
+        if let ApiError::Internal(cause) | ApiError::Unavailable(cause) | ApiError::NotReady(cause) = self {
+            response.extensions_mut().insert(FaultCause(cause));
         }
         response
     }

@@ -1,13 +1,28 @@
 use anyhow::Context;
-use clap::Parser;
-use seckill::config::{Backend, Cli, Command, LogFormat};
+use seckill::config::{Backend, Command, LogFormat};
 use seckill::gate::StockGate;
 use seckill::startup::{Application, DistributedApp, EmbeddedApp};
 use seckill::store::OrderStore;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts: loading the config file sets environment variables.
+    let cli = match seckill::config::load(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(seckill::config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => {
             init_tracing(config.log_format);
             match config.backend {

@@ -1,16 +1,21 @@
-//! Process-wide counters, rendered as Prometheus text at `/metrics`.
+//! Process-wide metrics, rendered as Prometheus text at `/metrics`.
 //!
-//! Plain atomics (relaxed): the buy path pays one uncontended-ish increment per outcome.
+//! Fixed tables of relaxed atomics, sized at compile time: recording a request or a purchase is
+//! a few uncontended-ish increments, never an allocation or a lock.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::http::limit::Scope;
 
 pub static METRICS: Metrics = Metrics::new();
 
 /// Outcomes of a purchase attempt, as the `outcome` label.
-const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 8] = [
     "success",
     "sold_out",
     "already_purchased",
@@ -21,20 +26,182 @@ const OUTCOMES: [&str; 8] = [
     "error",
 ];
 
+/// Routes the HTTP layer may report; the last slot collects everything else.
+pub const MAX_ROUTES: usize = 24;
+/// Statuses counted one by one; any other lands in the `other` column.
+const STATUSES: [u16; 18] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 502, 503,
+];
+const MAX_BUCKETS: usize = 16;
+/// Request latency bounds, in nanoseconds (0.5 ms … 10 s).
+const LATENCY_BOUNDS_NS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+/// Group-commit batch size bounds, in orders.
+const BATCH_BOUNDS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/// A Prometheus histogram over fixed bounds, in integer units (scaled when rendered).
+pub struct Histogram {
+    bounds: &'static [u64],
+    counts: [AtomicU64; MAX_BUCKETS],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    const fn new(bounds: &'static [u64]) -> Self {
+        assert!(bounds.len() < MAX_BUCKETS);
+        Histogram {
+            bounds,
+            counts: [const { AtomicU64::new(0) }; MAX_BUCKETS],
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: u64) {
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// `name_bucket{labels,le=..}` (cumulative), `name_sum`, `name_count`; values × `scale`.
+    fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
+                *bound as f64 * scale
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{} {}",
+            braces(labels),
+            self.sum.load(Relaxed) as f64 * scale
+        );
+        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    }
+}
+
+/// Several histograms over the same bounds, read as one: counts per bucket, total, sum.
+fn merged(histograms: &[&Histogram]) -> (Vec<u64>, u64, u64) {
+    let bounds = histograms.first().map_or(0, |h| h.bounds.len());
+    let mut buckets = vec![0; bounds + 1];
+    let (mut count, mut sum) = (0, 0);
+    for h in histograms {
+        for (slot, c) in buckets.iter_mut().zip(&h.counts) {
+            *slot += c.load(Relaxed);
+        }
+        count += h.count.load(Relaxed);
+        sum += h.sum.load(Relaxed);
+    }
+    (buckets, count, sum)
+}
+
+/// The upper bound of the bucket holding quantile `q` (the last finite bound if beyond).
+fn quantile(bounds: &[u64], buckets: &[u64], count: u64, q: f64) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    let rank = (q * count as f64).ceil() as u64;
+    let mut seen = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return bounds.get(i).or(bounds.last()).copied().unwrap_or(0);
+        }
+    }
+    bounds.last().copied().unwrap_or(0)
+}
+
 pub struct Metrics {
     purchases: [AtomicU64; OUTCOMES.len()],
-    commit_batches: AtomicU64,
-    committed_rows: AtomicU64,
-    largest_batch: AtomicU64,
+    requests: [[AtomicU64; STATUSES.len() + 1]; MAX_ROUTES],
+    latency: [Histogram; MAX_ROUTES],
+    rate_limited: [AtomicU64; 2],
+    commit_batches: Histogram,
+    store_queue_depth: AtomicU64,
+    producer_queue: AtomicU64,
+    consumer_lag: AtomicU64,
+}
+
+/// What the admin page shows (`GET /api/admin/stats`), cumulative since start.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub purchases: serde_json::Map<String, serde_json::Value>,
+    pub requests: RequestSummary,
+    pub purchase_latency: LatencySummary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestSummary {
+    pub total: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+}
+
+/// Per-process values read when rendering.
+pub struct Snapshot<'a> {
+    pub routes: &'a [&'a str],
+    /// `(sale id, stock, remaining)`.
+    pub per_sale: &'a [(i64, u64, u64)],
+    pub purchases_in_flight: u64,
 }
 
 impl Metrics {
     const fn new() -> Self {
         Metrics {
             purchases: [const { AtomicU64::new(0) }; OUTCOMES.len()],
-            commit_batches: AtomicU64::new(0),
-            committed_rows: AtomicU64::new(0),
-            largest_batch: AtomicU64::new(0),
+            requests: [const { [const { AtomicU64::new(0) }; STATUSES.len() + 1] }; MAX_ROUTES],
+            latency: [const { Histogram::new(&LATENCY_BOUNDS_NS) }; MAX_ROUTES],
+            rate_limited: [const { AtomicU64::new(0) }; 2],
+            commit_batches: Histogram::new(&BATCH_BOUNDS),
+            store_queue_depth: AtomicU64::new(0),
+            producer_queue: AtomicU64::new(0),
+            consumer_lag: AtomicU64::new(0),
         }
     }
 
@@ -52,17 +219,82 @@ impl Metrics {
         self.purchases[index].fetch_add(1, Relaxed);
     }
 
-    pub fn observe_commit(&self, rows: usize) {
-        self.commit_batches.fetch_add(1, Relaxed);
-        self.committed_rows.fetch_add(rows as u64, Relaxed);
-        self.largest_batch.fetch_max(rows as u64, Relaxed);
+    /// One answered request; `route` indexes the HTTP layer's route table.
+    pub fn observe_request(&self, route: usize, status: u16, elapsed: Duration) {
+        let route = route.min(MAX_ROUTES - 1);
+        let column = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len());
+        self.requests[route][column].fetch_add(1, Relaxed);
+        self.latency[route].observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    /// Prometheus text exposition; `per_sale` is `(sale id, stock, remaining)`.
-    pub fn render(&self, per_sale: &[(i64, u64, u64)]) -> String {
-        let mut out = String::with_capacity(2048);
-        out.push_str(
-            "# HELP seckill_purchases_total Purchase attempts by outcome.\n# TYPE seckill_purchases_total counter\n",
+    pub fn observe_rate_limited(&self, scope: Scope) {
+        self.rate_limited[scope as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn observe_commit(&self, rows: usize) {
+        self.commit_batches.observe(rows as u64);
+    }
+
+    pub fn set_store_queue_depth(&self, depth: usize) {
+        self.store_queue_depth.store(depth as u64, Relaxed);
+    }
+
+    pub fn set_producer_queue(&self, messages: u64) {
+        self.producer_queue.store(messages, Relaxed);
+    }
+
+    pub fn set_consumer_lag(&self, messages: u64) {
+        self.consumer_lag.store(messages, Relaxed);
+    }
+
+    /// The admin page's numbers; `purchase_routes` are the route slots that sell.
+    pub fn summary(&self, purchase_routes: &[usize]) -> Summary {
+        let purchases = OUTCOMES
+            .iter()
+            .zip(&self.purchases)
+            .map(|(name, count)| ((*name).to_owned(), count.load(Relaxed).into()))
+            .collect();
+        let (mut total, mut client_errors, mut server_errors) = (0, 0, 0);
+        for row in &self.requests {
+            for (column, count) in row.iter().enumerate() {
+                let count = count.load(Relaxed);
+                total += count;
+                match STATUSES.get(column) {
+                    Some(400..=499) => client_errors += count,
+                    Some(500..=599) => server_errors += count,
+                    _ => {}
+                }
+            }
+        }
+        let histograms: Vec<&Histogram> = purchase_routes.iter().filter_map(|&r| self.latency.get(r)).collect();
+        let (buckets, count, sum) = merged(&histograms);
+        let seconds = |ns: u64| ns as f64 / 1e9;
+        Summary {
+            purchases,
+            requests: RequestSummary {
+                total,
+                client_errors,
+                server_errors,
+            },
+            purchase_latency: LatencySummary {
+                count,
+                sum_seconds: seconds(sum),
+                p50_seconds: seconds(quantile(&LATENCY_BOUNDS_NS, &buckets, count, 0.50)),
+                p99_seconds: seconds(quantile(&LATENCY_BOUNDS_NS, &buckets, count, 0.99)),
+            },
+        }
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, snapshot: &Snapshot<'_>) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let route_name = |i: usize| snapshot.routes.get(i).copied().unwrap_or("other");
+
+        header(
+            &mut out,
+            "seckill_purchases_total",
+            "counter",
+            "Purchase attempts by outcome.",
         );
         for (name, count) in OUTCOMES.iter().zip(&self.purchases) {
             let _ = writeln!(
@@ -71,26 +303,147 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
-        let _ = write!(
-            out,
-            "# HELP seckill_commit_batches_total Group-commit transactions.\n# TYPE seckill_commit_batches_total counter\n\
-             seckill_commit_batches_total {}\n\
-             # HELP seckill_committed_rows_total Rows written by group commit.\n# TYPE seckill_committed_rows_total counter\n\
-             seckill_committed_rows_total {}\n\
-             # HELP seckill_commit_batch_max Largest group-commit batch so far.\n# TYPE seckill_commit_batch_max gauge\n\
-             seckill_commit_batch_max {}\n",
-            self.commit_batches.load(Relaxed),
-            self.committed_rows.load(Relaxed),
-            self.largest_batch.load(Relaxed),
+
+        header(
+            &mut out,
+            "seckill_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route and status.",
         );
-        out.push_str("# HELP seckill_stock_remaining Units left per sale.\n# TYPE seckill_stock_remaining gauge\n");
-        for (id, _, remaining) in per_sale {
+        for (route, row) in self.requests.iter().enumerate() {
+            for (column, count) in row.iter().enumerate() {
+                let count = count.load(Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let status = STATUSES.get(column).map_or("other".to_owned(), u16::to_string);
+                let _ = writeln!(
+                    out,
+                    "seckill_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                    route_name(route)
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "seckill_http_request_duration_seconds",
+            "histogram",
+            "Time from request to response head, by route.",
+        );
+        for (route, histogram) in self.latency.iter().enumerate() {
+            if histogram.count() > 0 {
+                let labels = format!("route=\"{}\"", route_name(route));
+                histogram.render(&mut out, "seckill_http_request_duration_seconds", &labels, 1e-9);
+            }
+        }
+
+        header(
+            &mut out,
+            "seckill_rate_limited_total",
+            "counter",
+            "Requests refused 429, by limit.",
+        );
+        for (scope, count) in ["ip", "user"].iter().zip(&self.rate_limited) {
+            let _ = writeln!(
+                out,
+                "seckill_rate_limited_total{{scope=\"{scope}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+
+        header(
+            &mut out,
+            "seckill_purchases_in_flight",
+            "gauge",
+            "Purchases being processed now.",
+        );
+        let _ = writeln!(out, "seckill_purchases_in_flight {}", snapshot.purchases_in_flight);
+
+        header(&mut out, "seckill_stock_remaining", "gauge", "Units left per sale.");
+        for (id, _, remaining) in snapshot.per_sale {
             let _ = writeln!(out, "seckill_stock_remaining{{sale=\"{id}\"}} {remaining}");
         }
-        out.push_str("# HELP seckill_stock_initial Initial stock per sale.\n# TYPE seckill_stock_initial gauge\n");
-        for (id, stock, _) in per_sale {
+        header(&mut out, "seckill_stock_initial", "gauge", "Initial stock per sale.");
+        for (id, stock, _) in snapshot.per_sale {
             let _ = writeln!(out, "seckill_stock_initial{{sale=\"{id}\"}} {stock}");
         }
+
+        header(
+            &mut out,
+            "seckill_commit_batch_size",
+            "histogram",
+            "Orders per group commit (SQLite writer, or the Kafka consumer's MySQL batch).",
+        );
+        self.commit_batches
+            .render(&mut out, "seckill_commit_batch_size", "", 1.0);
+
+        header(
+            &mut out,
+            "seckill_store_queue_depth",
+            "gauge",
+            "Orders waiting for the embedded store's writer (at its last batch).",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_store_queue_depth {}",
+            self.store_queue_depth.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "seckill_kafka_producer_queue_messages",
+            "gauge",
+            "Messages in the Kafka producer's queue, not yet acknowledged (librdkafka statistics).",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_kafka_producer_queue_messages {}",
+            self.producer_queue.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "seckill_kafka_consumer_lag_messages",
+            "gauge",
+            "Orders in the log not yet stored by this process's consumer, over its partitions.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_kafka_consumer_lag_messages {}",
+            self.consumer_lag.load(Relaxed)
+        );
         out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_quantiles_pick_the_bucket() {
+        static BOUNDS: [u64; 3] = [10, 20, 30];
+        let h = Histogram::new(&BOUNDS);
+        for v in [5, 15, 15, 25, 100] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "", 1.0);
+        assert!(out.contains("x_bucket{le=\"10\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"20\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"30\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 5\n"), "{out}");
+        assert!(out.contains("x_sum 160\nx_count 5\n"), "{out}");
+        let (buckets, count, _) = merged(&[&h]);
+        assert_eq!(quantile(&BOUNDS, &buckets, count, 0.5), 20);
+        assert_eq!(quantile(&BOUNDS, &buckets, count, 0.2), 10);
+        assert_eq!(
+            quantile(&BOUNDS, &buckets, count, 0.99),
+            30,
+            "beyond the last bound: the last bound"
+        );
     }
 }

@@ -8,12 +8,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{DistributedConfig, ServeConfig};
+use crate::config::{Backend, DistributedConfig, ServeConfig};
 use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::gate::{MemoryGate, RedisGate, StockGate};
 use crate::http::extract::AdminToken;
+use crate::http::identity::Authenticator;
+use crate::http::limit::{Limiter, RateLimits, Scope};
+use crate::http::purchase_token::PurchaseTokens;
 use crate::http::{router, AppState};
 use crate::log::KafkaLog;
 use crate::store::{DistributedStore, MySqlStore, OrderStore, SqliteStore};
@@ -119,15 +122,37 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 impl<G: StockGate, S: OrderStore> Application<G, S> {
     async fn bind(config: &ServeConfig, engine: Engine<G, S>, background: Background<G, S>) -> Result<Self, ApiError> {
-        if config.admin_token.as_deref().is_none_or(str::is_empty) {
+        if config.admin_token.as_ref().is_none_or(|t| t.expose().is_empty()) {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
+        let ttl = Duration::from_secs(config.purchase_token_ttl_secs);
+        let purchase_tokens = match config.purchase_token_secret.as_ref().filter(|s| !s.expose().is_empty()) {
+            Some(secret) => PurchaseTokens::new(secret.expose().as_bytes(), ttl),
+            None => {
+                if config.require_purchase_token && config.backend == Backend::Distributed {
+                    tracing::warn!(
+                        "SECKILL_PURCHASE_TOKEN_SECRET is not set: each instance signs with its own random key, \
+                         so a token only works on the instance that issued it"
+                    );
+                }
+                PurchaseTokens::with_random_key(ttl)
+            }
+        };
+        let limits = RateLimits {
+            ip: Limiter::new(Scope::Ip, config.rate_limit_ip, config.rate_limit_ip_burst),
+            user: Limiter::new(Scope::User, config.rate_limit_user, config.rate_limit_user_burst),
+            trust_forwarded_for: config.trust_forwarded_for,
+        };
         let listener = listen(config.listen)
             .map_err(|e| ApiError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let state = Arc::new(AppState {
             engine: engine.with_max_in_flight(config.max_inflight_purchases),
             admin: AdminToken::new(config.admin_token.clone()),
             body_timeout: Duration::from_millis(config.request_body_timeout_ms),
+            auth: Authenticator::from_config(config)?,
+            limits,
+            purchase_tokens,
+            require_purchase_token: config.require_purchase_token,
         });
         Ok(Application {
             listener,
@@ -149,8 +174,9 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = (self.background)(Arc::clone(&self.state), stop_rx);
-        let app = router(Arc::clone(&self.state));
+        let mut tasks = (self.background)(Arc::clone(&self.state), stop_rx.clone());
+        tasks.push(tokio::spawn(prune_rate_limits(Arc::clone(&self.state), stop_rx)));
+        let app = router(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         self.state.engine.shutdown().await;
         let _ = stop.send(true);
@@ -158,6 +184,19 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             let _ = task.await;
         }
         served
+    }
+}
+
+/// Forgets rate-limit buckets of clients gone quiet, so a crowd of one-time IPs does not pile up.
+async fn prune_rate_limits<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>, stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = every.tick() => state.limits.prune(),
+        }
     }
 }
 

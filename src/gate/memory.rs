@@ -120,6 +120,11 @@ impl StockGate for MemoryGate {
         Ok(0)
     }
 
+    /// In process: ready whenever it runs.
+    async fn ready(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
         Ok(self.sales.get(&sale).map(|g| g.remaining.load(Ordering::Acquire)))
     }

@@ -61,6 +61,9 @@ pub trait StockGate: Send + Sync + 'static {
     /// Reservations not yet confirmed durable (the auditor's third column).
     fn open_reservations(&self, sale: SaleId) -> impl Future<Output = Result<u64, ApiError>> + Send;
 
+    /// The gate's backend answers (`/readyz`).
+    fn ready(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
+
     /// Units left, or `None` for a sale the gate does not know.
     fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
 }

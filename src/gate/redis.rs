@@ -332,6 +332,13 @@ impl StockGate for RedisGate {
         self.conn.clone().zcard(&keys.pending).await.map_err(unavailable)
     }
 
+    async fn ready(&self) -> Result<(), ApiError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
         let keys = self.keys(sale);
         let n: Option<i64> = self

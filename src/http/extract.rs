@@ -10,21 +10,34 @@ use subtle::ConstantTimeEq;
 use std::sync::Arc;
 
 use super::AppState;
+use crate::config::Secret;
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::gate::StockGate;
 use crate::store::OrderStore;
 
-/// The buyer, from `X-User-Id` (set by a trusted gateway in front of the engine).
+/// The buyer, identified as `--auth` says (`X-User-Id` from a trusted gateway, or a JWT), and
+/// within the per-buyer rate limit.
 pub struct Buyer(pub UserId);
 
-impl<S: Send + Sync> FromRequestParts<S> for Buyer {
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Buyer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let raw = parts.headers.get("x-user-id").ok_or(ApiError::MissingUserId)?;
-        let raw = raw.to_str().map_err(|_| ApiError::InvalidUserId)?;
-        UserId::parse(raw).map(Buyer)
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        let user = app.auth.require(&parts.headers)?;
+        app.limits.user.check(&user)?;
+        Ok(Buyer(user))
+    }
+}
+
+/// A request that carries the admin token.
+pub struct Admin;
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        app.admin.check(&parts.headers).map(|()| Admin)
     }
 }
 
@@ -54,15 +67,15 @@ impl<T: DeserializeOwned, G: StockGate, S: OrderStore> FromRequest<Arc<AppState<
 }
 
 /// The admin token, compared in constant time. `None` disables the admin routes.
-pub struct AdminToken(Option<String>);
+pub struct AdminToken(Option<Secret>);
 
 impl AdminToken {
-    pub fn new(token: Option<String>) -> Self {
-        AdminToken(token.filter(|t| !t.is_empty()))
+    pub fn new(token: Option<Secret>) -> Self {
+        AdminToken(token.filter(|t| !t.expose().is_empty()))
     }
 
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let expected = self.0.as_deref().ok_or(ApiError::AdminDisabled)?;
+        let expected = self.0.as_ref().ok_or(ApiError::AdminDisabled)?.expose();
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

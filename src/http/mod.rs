@@ -12,21 +12,31 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::domain::{NewSaleRequest, SaleId, SaleSpec, UserId};
+use crate::config::AuthMode;
+use crate::domain::{format_millis, now_millis, NewSaleRequest, SaleId, SaleSpec, UserId};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::gate::StockGate;
-use crate::metrics::METRICS;
+use crate::metrics::{Snapshot, METRICS};
 use crate::store::OrderStore;
 
 pub mod extract;
+pub mod identity;
+pub mod limit;
+pub mod observe;
+pub mod openapi;
+pub mod purchase_token;
 
-use extract::{AdminToken, Buyer, JsonBody, PathParams};
+use extract::{Admin, AdminToken, Buyer, JsonBody, PathParams};
+use identity::Authenticator;
+use limit::RateLimits;
+use purchase_token::PurchaseTokens;
 
 /// The largest request body accepted (413 beyond).
 pub const BODY_LIMIT: usize = 1 << 20;
 
 const PAGE: &str = include_str!("page.html");
+const ADMIN_PAGE: &str = include_str!("admin.html");
 const SEED_SOLD_OUT: &str = r#"{"messages":"抢完了","ok":false,"code":"sold_out"}"#;
 
 pub struct AppState<G, S> {
@@ -34,30 +44,91 @@ pub struct AppState<G, S> {
     pub admin: AdminToken,
     /// How long a request body may take to arrive (408 past it).
     pub body_timeout: std::time::Duration,
+    pub auth: Authenticator,
+    pub limits: RateLimits,
+    pub purchase_tokens: PurchaseTokens,
+    /// Purchases must carry a token from `GET /api/sales/{id}/token`.
+    pub require_purchase_token: bool,
 }
 
 type Shared<G, S> = State<Arc<AppState<G, S>>>;
 
+/// Every route, as the metrics' `route` label; the index is the metrics' slot.
+pub const ROUTES: [&str; 17] = [
+    "/",
+    "/admin",
+    "/seckill/getCount",
+    "/seckill/seckill",
+    "/api/sales",
+    "/api/sales/{id}",
+    "/api/sales/{id}/audit",
+    "/api/sales/{id}/token",
+    "/api/sales/{id}/purchase",
+    "/api/sales/{id}/orders/{user_id}",
+    "/api/admin/stats",
+    "/api/openapi.json",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    // Not routes: the slots of unmatched requests.
+    "unmatched",
+    "other",
+];
+const _: () = assert!(ROUTES.len() <= crate::metrics::MAX_ROUTES);
+/// Route slots of the buy path (the admin page's latency figures).
+pub const PURCHASE_ROUTES: [usize; 2] = [3, 8];
+/// Route slots exempt from the per-IP limit: monitoring must see an engine under attack.
+pub const UNLIMITED_ROUTES: [usize; 3] = [12, 13, 14];
+
+/// The metrics slot of requests no route matched (404s, mostly).
+pub const UNMATCHED: usize = ROUTES.len() - 2;
+
+/// The metrics slot of a matched route path.
+pub fn route_index(matched: &str) -> usize {
+    ROUTES[..ROUTES.len() - 2]
+        .iter()
+        .position(|r| *r == matched)
+        .unwrap_or(ROUTES.len() - 1)
+}
+
 pub fn router<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/admin", get(admin_page))
         .route("/seckill/getCount", get(seed_get_count::<G, S>))
         .route("/seckill/seckill", post(seed_purchase::<G, S>))
         .route("/api/sales", get(list_sales::<G, S>).post(create_sale::<G, S>))
         .route("/api/sales/{id}", get(get_sale::<G, S>))
         .route("/api/sales/{id}/audit", get(audit::<G, S>))
+        .route("/api/sales/{id}/token", get(purchase_token::<G, S>))
         .route("/api/sales/{id}/purchase", post(purchase::<G, S>))
         .route("/api/sales/{id}/orders/{user_id}", get(orders_of::<G, S>))
+        .route("/api/admin/stats", get(admin_stats::<G, S>))
+        .route("/api/openapi.json", get(openapi_document))
         .route("/metrics", get(metrics::<G, S>))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz::<G, S>))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            observe::observe::<G, S>,
+        ))
         .with_state(state)
 }
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+/// The page holds no data; everything it shows comes from admin routes that need the token.
+async fn admin_page() -> Html<&'static str> {
+    Html(ADMIN_PAGE)
+}
+
+async fn openapi_document() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi::DOCUMENT).into_response()
 }
 
 /// Seed: `{"num": remaining}` of the demo sale.
@@ -68,8 +139,27 @@ async fn seed_get_count<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -
 
 /// Seed: a new anonymous buyer of the demo sale. The seed answered 200 with a message either
 /// way; we keep that, add `ok`/`code`/`order_id`, and use real statuses only for our faults.
-async fn seed_purchase<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
-    match app.engine.purchase_anonymous().await {
+/// A buyer who names themselves (or must: `--auth jwt`, purchase tokens) buys as themselves.
+async fn seed_purchase<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let must_identify = app.auth.mode() == AuthMode::Jwt || app.require_purchase_token;
+    let buyer = if must_identify {
+        Some(app.auth.require(&headers)?)
+    } else {
+        app.auth.identify(&headers)?
+    };
+    let outcome = match buyer {
+        Some(user) => {
+            let sale = app.engine.demo_sale();
+            app.limits.user.check(&user)?;
+            check_purchase_token(&app, &headers, sale, &user)?;
+            app.engine.purchase(sale, user).await
+        }
+        None => app.engine.purchase_anonymous().await,
+    };
+    match outcome {
         Ok(c) => Ok(Json(json!({
             "messages": format!("购买成功，还剩下{}个", c.remaining),
             "ok": true,
@@ -80,11 +170,11 @@ async fn seed_purchase<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) ->
         .into_response()),
         // The seed's sold-out answer, pre-rendered: it is what a stampede mostly gets.
         Err(ApiError::SoldOut) => Ok(([(header::CONTENT_TYPE, "application/json")], SEED_SOLD_OUT).into_response()),
-        Err(e @ (ApiError::NotStarted | ApiError::Ended)) => {
-            let messages = if matches!(e, ApiError::NotStarted) {
-                "活动还没开始"
-            } else {
-                "活动已结束"
+        Err(e @ (ApiError::NotStarted | ApiError::Ended | ApiError::AlreadyPurchased)) => {
+            let messages = match e {
+                ApiError::NotStarted => "活动还没开始",
+                ApiError::Ended => "活动已结束",
+                _ => "你已经买过了",
             };
             Ok(Json(json!({ "messages": messages, "ok": false, "code": e.code() })).into_response())
         }
@@ -96,12 +186,12 @@ async fn list_sales<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Re
     Ok(Json(json!({ "sales": app.engine.sales().await? })).into_response())
 }
 
+/// `Admin` comes before the body: a caller without the token learns nothing about the body.
 async fn create_sale<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
-    headers: HeaderMap,
+    _: Admin,
     JsonBody(request): JsonBody<NewSaleRequest>,
 ) -> Result<Response, ApiError> {
-    app.admin.check(&headers)?;
     let sale = app.engine.create_sale(SaleSpec::parse(request)?).await?;
     tracing::info!(sale = %sale.id, stock = sale.stock, "sale created");
     Ok((StatusCode::CREATED, Json(sale)).into_response())
@@ -124,10 +214,85 @@ async fn audit<G: StockGate, S: OrderStore>(
 async fn purchase<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams(id): PathParams<String>,
+    headers: HeaderMap,
     Buyer(user): Buyer,
 ) -> Result<Response, ApiError> {
-    let confirmation = app.engine.purchase(SaleId::parse(&id)?, user).await?;
+    let sale = SaleId::parse(&id)?;
+    check_purchase_token(&app, &headers, sale, &user)?;
+    let confirmation = app.engine.purchase(sale, user).await?;
     Ok((StatusCode::CREATED, Json(confirmation)).into_response())
+}
+
+fn check_purchase_token<G, S>(
+    app: &AppState<G, S>,
+    headers: &HeaderMap,
+    sale: SaleId,
+    user: &UserId,
+) -> Result<(), ApiError> {
+    if !app.require_purchase_token {
+        return Ok(());
+    }
+    let token = headers
+        .get("x-purchase-token")
+        .ok_or(ApiError::PurchaseTokenRequired)?
+        .to_str()
+        .map_err(|_| ApiError::InvalidPurchaseToken)?;
+    app.purchase_tokens.verify(token, sale, user, now_millis())
+}
+
+/// The hidden purchase path: a token for this buyer and sale, handed out only while it is live.
+async fn purchase_token<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+    Buyer(user): Buyer,
+) -> Result<Response, ApiError> {
+    let sale = SaleId::parse(&id)?;
+    app.engine.check_live(sale).await?;
+    let (token, expires) = app.purchase_tokens.issue(sale, &user, now_millis());
+    Ok(Json(json!({
+        "token": token,
+        "sale_id": sale,
+        "user_id": user,
+        "expires_at": format_millis(expires),
+    }))
+    .into_response())
+}
+
+/// What the admin page polls: the sales and the counters behind purchases/s, latency, errors.
+async fn admin_stats<G: StockGate, S: OrderStore>(State(app): Shared<G, S>, _: Admin) -> Result<Response, ApiError> {
+    let sales = app.engine.sales().await?;
+    let summary = METRICS.summary(&PURCHASE_ROUTES);
+    Ok(Json(json!({
+        "server_time": format_millis(now_millis()),
+        "sales": sales,
+        "purchases": summary.purchases,
+        "requests": summary.requests,
+        "purchase_latency": summary.purchase_latency,
+        "purchases_in_flight": app.engine.in_flight(),
+    }))
+    .into_response())
+}
+
+/// Ready when every backend answers; otherwise 503 naming what does not.
+async fn readyz<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
+    let (gate, store) = app.engine.ready().await;
+    let failures: Vec<String> = [("gate", gate), ("store", store)]
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {}", fault_text(&e))))
+        .collect();
+    if failures.is_empty() {
+        Ok(Json(json!({ "status": "ready", "checks": { "gate": "ok", "store": "ok" } })).into_response())
+    } else {
+        Err(ApiError::NotReady(failures.join("; ")))
+    }
+}
+
+/// The cause inside a backend error, for `/readyz`'s message.
+fn fault_text(e: &ApiError) -> String {
+    match e {
+        ApiError::Unavailable(cause) | ApiError::Internal(cause) => cause.clone(),
+        other => other.to_string(),
+    }
 }
 
 async fn orders_of<G: StockGate, S: OrderStore>(
@@ -144,7 +309,11 @@ async fn orders_of<G: StockGate, S: OrderStore>(
 }
 
 async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
-    let body = METRICS.render(&app.engine.stock_levels().await?);
+    let body = METRICS.render(&Snapshot {
+        routes: &ROUTES,
+        per_sale: &app.engine.stock_levels().await?,
+        purchases_in_flight: app.engine.in_flight() as u64,
+    });
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

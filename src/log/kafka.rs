@@ -48,7 +48,12 @@ const DELIVERY_GRACE: Duration = Duration::from_millis(500);
 
 struct AckContext;
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the producer queue for `/metrics`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::METRICS.set_producer_queue(statistics.msg_cnt);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<oneshot::Sender<Delivered>>;
@@ -126,6 +131,7 @@ impl KafkaLog {
             .set("request.timeout.ms", timeout.as_millis().clamp(1, 30_000).to_string())
             // Bounds the other requests too (producer id, metadata), 60 s by default.
             .set("socket.timeout.ms", timeout.as_millis().clamp(10, 300_000).to_string())
+            .set("statistics.interval.ms", "1000")
             .create_with_context(AckContext)
             .map_err(|e| ApiError::Unavailable(format!("kafka producer: {e}")))
     }
@@ -215,6 +221,20 @@ impl KafkaLog {
             }
             Err(_) => Err(ApiError::OutcomeUnknown),
         }
+    }
+
+    /// The broker answers a metadata request for the topic within `timeout` (readiness).
+    pub async fn ready(&self, timeout: Duration) -> Result<(), ApiError> {
+        let producer = self.producer.load_full();
+        let topic = self.topic.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+                .map_err(|e| ApiError::Unavailable(format!("kafka: {e}")))
+        });
+        answer.await.map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
     /// Waits until every queued order is acknowledged or failed (graceful shutdown).

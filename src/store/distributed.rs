@@ -6,6 +6,9 @@ use crate::domain::{Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 use crate::log::KafkaLog;
 
+/// How long `/readyz` waits for the broker's metadata.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct DistributedStore {
     pub log: std::sync::Arc<KafkaLog>,
     pub mysql: MySqlStore,
@@ -43,6 +46,11 @@ impl OrderStore for DistributedStore {
 
     async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
         self.mysql.audit(sale).await
+    }
+
+    async fn ready(&self) -> Result<(), ApiError> {
+        let (mysql, kafka) = tokio::join!(self.mysql.ready(), self.log.ready(READY_TIMEOUT));
+        mysql.and(kafka)
     }
 
     async fn close(&self) {

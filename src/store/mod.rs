@@ -55,4 +55,7 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Flushes what is queued and stops accepting orders (graceful shutdown).
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// The store's backends answer and its writer runs (`/readyz`).
+    fn ready(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
 }

@@ -191,6 +191,14 @@ impl MySqlStore {
         })
     }
 
+    pub async fn ready(&self) -> Result<(), ApiError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

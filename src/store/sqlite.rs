@@ -269,6 +269,13 @@ impl OrderStore for SqliteStore {
         .await
     }
 
+    async fn ready(&self) -> Result<(), ApiError> {
+        if self.sender.is_closed() {
+            return Err(internal("the group-commit writer stopped"));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
     async fn close(&self) {
         if self.sender.send(Command::Close).await.is_err() {
             return; // already closed
@@ -291,6 +298,7 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay
                 Err(_) => break,
             }
         }
+        METRICS.set_store_queue_depth(commands.len());
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }

@@ -322,6 +322,8 @@ pub struct Options {
     pub commit_delay_ms: u64,
     /// More `serve` flags.
     pub extra_args: Vec<String>,
+    /// More environment variables (secrets, which are refused as flags).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -375,10 +377,12 @@ impl TestServer {
                     .unwrap_or(Stdio::null()),
             )
             .kill_on_drop(true);
+        // Secrets go by environment: the engine refuses them as flags.
         if let Some(token) = options.admin_token {
-            cmd.arg("--admin-token").arg(token);
+            cmd.env("SECKILL_ADMIN_TOKEN", token);
         }
         cmd.args(&options.extra_args);
+        cmd.envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(services) = &options.distributed {
             cmd.arg("--backend").arg("distributed").args(services.args());
             if options.no_consumer {
