@@ -1,0 +1,344 @@
+//! The operator's admin page (`GET /admin`) in a real headless Chromium (Debian's `chromium` +
+//! `chromium-driver`, installed by `.ci/run`): token sign-in, creating a sale, and the live view
+//! following it as it sells out.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::helpers::{Options, TestServer, ADMIN_TOKEN};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The page polls its stats this often in the tests (the default is 1 s).
+const PAGE: &str = "/admin?interval_ms=200";
+
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "the page test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
+        );
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let profile = std::env::temp_dir().join(format!("seckill-chromium-{port}"));
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                // The machines have no internet: keep Chromium from reaching for it.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--window-size=1200,1400", format!("--user-data-dir={}", profile.display())]
+            }
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = None;
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        _driver: driver,
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot start a Chromium session: {last_error:?}");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn displayed(&self, css: &str) -> bool {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let input = self.client.find(Locator::Css(css)).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// `document.body.dataset.points`: how many stats polls the chart has recorded.
+    async fn points(&self) -> u64 {
+        self.js("return Number(document.body.dataset.points || 0)")
+            .await
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Polls until `check` holds (the page updates itself on timers), for up to 10 s.
+    async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
+        for _ in 0..100 {
+            if check(self).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; the page shows: auth {:?}, create {:?}, remaining {:?}, rate {:?}, sales {:?}, points {}",
+            self.text("#auth-error").await,
+            self.text("#create-result").await,
+            self.text("#remaining").await,
+            self.text("#rate").await,
+            self.text("#sales").await,
+            self.points().await,
+        );
+    }
+
+    /// Signs in with the right token and waits for the first stats poll.
+    async fn sign_in(&self, app: &TestServer) {
+        self.client.goto(&app.url(PAGE)).await.unwrap();
+        self.type_into("#token", ADMIN_TOKEN).await;
+        self.click("#sign-in").await;
+        self.wait_for("the live view after signing in", async |b| b.points().await >= 1)
+            .await;
+        assert!(
+            self.displayed("#create-sale").await,
+            "the dashboard shows once signed in"
+        );
+    }
+
+    /// Fills the create-sale form (start and end left empty) and submits it.
+    async fn create_sale(&self, name: &str, stock: &str, limit: &str) {
+        self.type_into("#sale-name", name).await;
+        self.type_into("#sale-stock", stock).await;
+        self.type_into("#sale-limit", limit).await;
+        self.click("#create-sale").await;
+    }
+}
+
+/// What the server itself answers to `GET /api/admin/stats` with `token`.
+async fn stats_with(app: &TestServer, token: &str) -> (u16, Value) {
+    let resp = app
+        .client
+        .get(app.url("/api/admin/stats"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sell() {
+    let app = TestServer::spawn_with(Options {
+        demo_stock: 100,
+        ..Options::new()
+    })
+    .await;
+    let (status, refusal) = stats_with(&app, "not-the-token").await;
+    assert_eq!(status, 403, "{refusal}");
+    assert_eq!(refusal["error"]["code"], "forbidden", "{refusal}");
+    let refusal = refusal["error"]["message"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    browser.client.goto(&app.url(PAGE)).await.unwrap();
+
+    // A wrong token: the server's message, and still the sign-in form.
+    browser.type_into("#token", "not-the-token").await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_for("the refusal of the wrong token", async |b| {
+            b.text("#auth-error").await == refusal
+        })
+        .await;
+    assert!(browser.displayed("#token").await, "back on the sign-in form");
+    assert!(
+        !browser.displayed("#create-sale").await,
+        "no dashboard without the token"
+    );
+    assert_eq!(browser.points().await, 0);
+
+    // The right one: kept for this tab only.
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("#sign-in").await;
+    browser.wait_for("the live view", async |b| b.points().await >= 1).await;
+    assert_eq!(browser.text("#auth-error").await, "");
+    let stored = browser
+        .js("return [sessionStorage.getItem('seckill-admin-token'), JSON.stringify(localStorage)]")
+        .await;
+    assert_eq!(stored[0], ADMIN_TOKEN, "the token is in sessionStorage");
+    assert!(
+        !stored[1].as_str().unwrap().contains(ADMIN_TOKEN),
+        "the token is not in localStorage: {stored}"
+    );
+
+    // Create a sale of 5.
+    browser.create_sale("admin page sale", "5", "1").await;
+    browser
+        .wait_for("the sale to be created", async |b| {
+            b.text("#create-result").await.starts_with("created sale ")
+        })
+        .await;
+    let shown = browser.text("#create-result").await;
+    let id: i64 = shown
+        .strip_prefix("created sale ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no sale id in {shown:?}"));
+    let (status, sale) = app.get(&format!("/api/sales/{id}")).await;
+    assert_eq!(status, 200, "{sale}");
+    assert_eq!(sale["name"], "admin page sale");
+    assert_eq!(sale["stock"], 5);
+    assert_eq!(sale["per_user_limit"], 1);
+    assert!(sale["starts_at"].is_null() && sale["ends_at"].is_null(), "{sale}");
+
+    // The newest sale is the one followed: its row and the headline show the full stock.
+    let row = format!("[data-sale-id=\"{id}\"]");
+    let row_remaining = format!("{row} .remaining");
+    let row_status = format!("{row} .status");
+    browser
+        .wait_for("the new sale in the live view", async |b| {
+            b.text("#remaining").await == "5" && b.text(&row_remaining).await == "5"
+        })
+        .await;
+    assert_eq!(browser.text(&row_status).await, "live");
+
+    // Record every value `#rate` takes: a purchase burst shows in one poll interval only.
+    browser
+        .js("window.maxRate = 0;
+             new MutationObserver(() => {
+               const v = parseFloat(document.getElementById('rate').textContent);
+               if (v > window.maxRate) window.maxRate = v;
+             }).observe(document.getElementById('rate'), { childList: true, characterData: true, subtree: true });")
+        .await;
+    let points_before = browser.points().await;
+
+    for user in ["u1", "u2", "u3"] {
+        let (status, order) = app.buy(id, user).await;
+        assert_eq!(status, 201, "{order}");
+    }
+    browser
+        .wait_for("remaining 2 in the headline and the table", async |b| {
+            b.text("#remaining").await == "2" && b.text(&row_remaining).await == "2"
+        })
+        .await;
+    browser
+        .wait_for("a non-zero purchase rate", async |b| {
+            b.js("return window.maxRate").await.as_f64().unwrap_or(0.0) > 0.0
+        })
+        .await;
+    browser
+        .wait_for("the chart to move", async |b| b.points().await > points_before + 2)
+        .await;
+    assert!(
+        browser.text("#successes").await.parse::<u64>().unwrap() >= 3,
+        "successes counted"
+    );
+    let p99 = browser.text("#p99").await;
+    assert!(p99.parse::<f64>().is_ok(), "p99 latency in ms: {p99:?}");
+    assert_eq!(browser.text("#errors").await, "0", "no server errors");
+
+    // Something is drawn on the canvas.
+    let inked = browser
+        .js("const c = document.getElementById('chart');
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+             return n;")
+        .await;
+    assert!(inked.as_u64().unwrap() > 0, "the chart is drawn");
+
+    // Sell the rest, and one more buyer finds it sold out.
+    for user in ["u4", "u5"] {
+        let (status, order) = app.buy(id, user).await;
+        assert_eq!(status, 201, "{order}");
+    }
+    let (status, refused) = app.buy(id, "u6").await;
+    assert_eq!(status, 410, "{refused}");
+    browser
+        .wait_for("sold out in the table", async |b| {
+            b.text(&row_status).await == "sold_out" && b.text("#remaining").await == "0"
+        })
+        .await;
+    browser
+        .wait_for("the refusal counted", async |b| {
+            b.text("#refusals").await.parse::<u64>().unwrap_or(0) >= 1
+        })
+        .await;
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_shows_validation_errors() {
+    let app = TestServer::spawn().await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app).await;
+
+    // The page shows the server's own message for each refusal.
+    for (stock, limit) in [("-1", "1"), ("5", "0")] {
+        let (status, expected) = app
+            .create_sale(json!({ "name": "invalid", "stock": stock.parse::<i64>().unwrap(),
+                                 "per_user_limit": limit.parse::<i64>().unwrap() }))
+            .await;
+        assert_eq!(status, 400, "{expected}");
+        assert_eq!(expected["error"]["code"], "invalid_sale", "{expected}");
+        let message = expected["error"]["message"].as_str().unwrap().to_owned();
+
+        browser.create_sale("invalid", stock, limit).await;
+        browser
+            .wait_for("the validation error", async |b| {
+                b.text("#create-result").await.contains(&message)
+            })
+            .await;
+    }
+    let (_, sales) = app.get("/api/sales").await;
+    assert!(
+        sales["sales"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "invalid"),
+        "nothing was created: {sales}"
+    );
+    assert!(browser.displayed("#create-sale").await, "still signed in");
+    browser.client.clone().close().await.unwrap();
+}
