@@ -7,6 +7,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
+// The engine's allocator, so the ratio compares servers, not allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3099".into());

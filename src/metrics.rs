@@ -86,36 +86,31 @@ impl Histogram {
     fn count(&self) -> u64 {
         self.count.load(Relaxed)
     }
+}
 
-    /// `name_bucket{labels,le=..}` (cumulative), `name_sum`, `name_count`; values × `scale`.
-    fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
-                *bound as f64 * scale
-            );
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = |l: &str| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{{{l}}}")
-            }
-        };
+/// `name_bucket{labels,le=..}` (cumulative), `name_sum`, `name_count` of histograms (shards of
+/// one, over the same bounds) read as one; values × `scale`.
+fn render_histogram(shards: &[&Histogram], out: &mut String, name: &str, labels: &str, scale: f64) {
+    let bounds = shards.first().map_or(&[][..], |h| h.bounds);
+    let (buckets, count, sum) = merged(shards);
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, in_bucket) in bounds.iter().zip(&buckets) {
+        cumulative += in_bucket;
         let _ = writeln!(
             out,
-            "{name}_sum{} {}",
-            braces(labels),
-            self.sum.load(Relaxed) as f64 * scale
+            "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
+            *bound as f64 * scale
         );
-        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
     }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", sum as f64 * scale);
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 /// Several histograms over the same bounds, read as one: counts per bucket, total, sum.
@@ -149,10 +144,35 @@ fn quantile(bounds: &[u64], buckets: &[u64], count: u64, q: f64) -> u64 {
     bounds.last().copied().unwrap_or(0)
 }
 
-pub struct Metrics {
+/// Counters each worker thread bumps: one shard per thread (round-robin), aligned apart, so two
+/// cores never fight over a cache line on the hot path. Reading sums the shards.
+const SHARDS: usize = 8;
+
+#[repr(align(128))]
+struct Shard {
     purchases: [AtomicU64; OUTCOMES.len()],
     requests: [[AtomicU64; STATUSES.len() + 1]; MAX_ROUTES],
     latency: [Histogram; MAX_ROUTES],
+}
+
+impl Shard {
+    const fn new() -> Self {
+        Shard {
+            purchases: [const { AtomicU64::new(0) }; OUTCOMES.len()],
+            requests: [const { [const { AtomicU64::new(0) }; STATUSES.len() + 1] }; MAX_ROUTES],
+            latency: [const { Histogram::new(&LATENCY_BOUNDS_NS) }; MAX_ROUTES],
+        }
+    }
+}
+
+static NEXT_SHARD: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SHARD: usize = (NEXT_SHARD.fetch_add(1, Relaxed) as usize) % SHARDS;
+}
+
+pub struct Metrics {
+    shards: [Shard; SHARDS],
     rate_limited: [AtomicU64; 2],
     commit_batches: Histogram,
     store_queue_depth: AtomicU64,
@@ -194,9 +214,7 @@ pub struct Snapshot<'a> {
 impl Metrics {
     const fn new() -> Self {
         Metrics {
-            purchases: [const { AtomicU64::new(0) }; OUTCOMES.len()],
-            requests: [const { [const { AtomicU64::new(0) }; STATUSES.len() + 1] }; MAX_ROUTES],
-            latency: [const { Histogram::new(&LATENCY_BOUNDS_NS) }; MAX_ROUTES],
+            shards: [const { Shard::new() }; SHARDS],
             rate_limited: [const { AtomicU64::new(0) }; 2],
             commit_batches: Histogram::new(&BATCH_BOUNDS),
             store_queue_depth: AtomicU64::new(0),
@@ -216,15 +234,35 @@ impl Metrics {
             Err(ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::OutcomeUnknown) => 6,
             Err(_) => 7,
         };
-        self.purchases[index].fetch_add(1, Relaxed);
+        self.shard().purchases[index].fetch_add(1, Relaxed);
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|s| *s)]
+    }
+
+    fn purchases(&self, outcome: usize) -> u64 {
+        self.shards.iter().map(|s| s.purchases[outcome].load(Relaxed)).sum()
+    }
+
+    fn requests(&self, route: usize, column: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.requests[route][column].load(Relaxed))
+            .sum()
+    }
+
+    fn latency(&self, route: usize) -> Vec<&Histogram> {
+        self.shards.iter().map(|s| &s.latency[route]).collect()
     }
 
     /// One answered request; `route` indexes the HTTP layer's route table.
     pub fn observe_request(&self, route: usize, status: u16, elapsed: Duration) {
         let route = route.min(MAX_ROUTES - 1);
         let column = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len());
-        self.requests[route][column].fetch_add(1, Relaxed);
-        self.latency[route].observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        let shard = self.shard();
+        shard.requests[route][column].fetch_add(1, Relaxed);
+        shard.latency[route].observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
     pub fn observe_rate_limited(&self, scope: Scope) {
@@ -251,13 +289,13 @@ impl Metrics {
     pub fn summary(&self, purchase_routes: &[usize]) -> Summary {
         let purchases = OUTCOMES
             .iter()
-            .zip(&self.purchases)
-            .map(|(name, count)| ((*name).to_owned(), count.load(Relaxed).into()))
+            .enumerate()
+            .map(|(i, name)| ((*name).to_owned(), self.purchases(i).into()))
             .collect();
         let (mut total, mut client_errors, mut server_errors) = (0, 0, 0);
-        for row in &self.requests {
-            for (column, count) in row.iter().enumerate() {
-                let count = count.load(Relaxed);
+        for route in 0..MAX_ROUTES {
+            for column in 0..=STATUSES.len() {
+                let count = self.requests(route, column);
                 total += count;
                 match STATUSES.get(column) {
                     Some(400..=499) => client_errors += count,
@@ -266,7 +304,11 @@ impl Metrics {
                 }
             }
         }
-        let histograms: Vec<&Histogram> = purchase_routes.iter().filter_map(|&r| self.latency.get(r)).collect();
+        let histograms: Vec<&Histogram> = purchase_routes
+            .iter()
+            .filter(|&&r| r < MAX_ROUTES)
+            .flat_map(|&r| self.latency(r))
+            .collect();
         let (buckets, count, sum) = merged(&histograms);
         let seconds = |ns: u64| ns as f64 / 1e9;
         Summary {
@@ -296,11 +338,11 @@ impl Metrics {
             "counter",
             "Purchase attempts by outcome.",
         );
-        for (name, count) in OUTCOMES.iter().zip(&self.purchases) {
+        for (i, name) in OUTCOMES.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "seckill_purchases_total{{outcome=\"{name}\"}} {}",
-                count.load(Relaxed)
+                self.purchases(i)
             );
         }
 
@@ -310,9 +352,9 @@ impl Metrics {
             "counter",
             "HTTP requests answered, by route and status.",
         );
-        for (route, row) in self.requests.iter().enumerate() {
-            for (column, count) in row.iter().enumerate() {
-                let count = count.load(Relaxed);
+        for route in 0..MAX_ROUTES {
+            for column in 0..=STATUSES.len() {
+                let count = self.requests(route, column);
                 if count == 0 {
                     continue;
                 }
@@ -331,10 +373,17 @@ impl Metrics {
             "histogram",
             "Time from request to response head, by route.",
         );
-        for (route, histogram) in self.latency.iter().enumerate() {
-            if histogram.count() > 0 {
+        for route in 0..MAX_ROUTES {
+            let shards = self.latency(route);
+            if shards.iter().any(|h| h.count() > 0) {
                 let labels = format!("route=\"{}\"", route_name(route));
-                histogram.render(&mut out, "seckill_http_request_duration_seconds", &labels, 1e-9);
+                render_histogram(
+                    &shards,
+                    &mut out,
+                    "seckill_http_request_duration_seconds",
+                    &labels,
+                    1e-9,
+                );
             }
         }
 
@@ -375,8 +424,7 @@ impl Metrics {
             "histogram",
             "Orders per group commit (SQLite writer, or the Kafka consumer's MySQL batch).",
         );
-        self.commit_batches
-            .render(&mut out, "seckill_commit_batch_size", "", 1.0);
+        render_histogram(&[&self.commit_batches], &mut out, "seckill_commit_batch_size", "", 1.0);
 
         header(
             &mut out,
@@ -431,7 +479,7 @@ mod tests {
             h.observe(v);
         }
         let mut out = String::new();
-        h.render(&mut out, "x", "", 1.0);
+        render_histogram(&[&h, &Histogram::new(&BOUNDS)], &mut out, "x", "", 1.0);
         assert!(out.contains("x_bucket{le=\"10\"} 1\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"20\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"30\"} 4\n"), "{out}");

@@ -138,11 +138,11 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
                 PurchaseTokens::with_random_key(ttl)
             }
         };
-        let limits = RateLimits {
+        let limits = Arc::new(RateLimits {
             ip: Limiter::new(Scope::Ip, config.rate_limit_ip, config.rate_limit_ip_burst),
             user: Limiter::new(Scope::User, config.rate_limit_user, config.rate_limit_user_burst),
             trust_forwarded_for: config.trust_forwarded_for,
-        };
+        });
         let listener = listen(config.listen)
             .map_err(|e| ApiError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let state = Arc::new(AppState {
@@ -176,8 +176,14 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = (self.background)(Arc::clone(&self.state), stop_rx.clone());
         tasks.push(tokio::spawn(prune_rate_limits(Arc::clone(&self.state), stop_rx)));
-        let app = router(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let app = router(Arc::clone(&self.state));
+        // The peer address costs an extension per request: only the per-IP limit needs it.
+        let served = if self.state.limits.ip.enabled() {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+        } else {
+            axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+        };
         self.state.engine.shutdown().await;
         let _ = stop.send(true);
         for task in tasks {

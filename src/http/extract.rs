@@ -3,14 +3,14 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use std::sync::Arc;
 
 use super::AppState;
-use crate::config::Secret;
+use crate::config::{AuthMode, Secret};
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::gate::StockGate;
@@ -27,6 +27,41 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Buye
         let user = app.auth.require(&parts.headers)?;
         app.limits.user.check(&user)?;
         Ok(Buyer(user))
+    }
+}
+
+/// The seed's buyer: anonymous unless they name themselves, and named they must be under
+/// `--auth jwt` or with purchase tokens required.
+pub struct MaybeBuyer(pub Option<UserId>);
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for MaybeBuyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        let must_identify = app.auth.mode() == AuthMode::Jwt || app.require_purchase_token;
+        let user = if must_identify {
+            Some(app.auth.require(&parts.headers)?)
+        } else {
+            app.auth.identify(&parts.headers)?
+        };
+        if let Some(user) = &user {
+            app.limits.user.check(user)?;
+        }
+        Ok(MaybeBuyer(user))
+    }
+}
+
+/// `X-Purchase-Token`, read only when purchases need one.
+pub struct PurchaseToken(pub Option<HeaderValue>);
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for PurchaseToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        let token = app
+            .require_purchase_token
+            .then(|| parts.headers.get("x-purchase-token").cloned());
+        Ok(PurchaseToken(token.flatten()))
     }
 }
 

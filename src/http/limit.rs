@@ -36,6 +36,10 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         Limiter { inner, scope }
     }
 
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
     pub fn check(&self, key: &K) -> Result<(), ApiError> {
         let Some(limiter) = &self.inner else { return Ok(()) };
         limiter.check_key(key).map_err(|not_until| {

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::handler::HandlerWithoutStateExt;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_layer::Layer;
 
-use crate::config::AuthMode;
 use crate::domain::{format_millis, now_millis, NewSaleRequest, SaleId, SaleSpec, UserId};
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -27,7 +28,7 @@ pub mod observe;
 pub mod openapi;
 pub mod purchase_token;
 
-use extract::{Admin, AdminToken, Buyer, JsonBody, PathParams};
+use extract::{Admin, AdminToken, Buyer, JsonBody, MaybeBuyer, PathParams, PurchaseToken};
 use identity::Authenticator;
 use limit::RateLimits;
 use purchase_token::PurchaseTokens;
@@ -45,7 +46,7 @@ pub struct AppState<G, S> {
     /// How long a request body may take to arrive (408 past it).
     pub body_timeout: std::time::Duration,
     pub auth: Authenticator,
-    pub limits: RateLimits,
+    pub limits: Arc<RateLimits>,
     pub purchase_tokens: PurchaseTokens,
     /// Purchases must carry a token from `GET /api/sales/{id}/token`.
     pub require_purchase_token: bool,
@@ -92,29 +93,70 @@ pub fn route_index(matched: &str) -> usize {
 }
 
 pub fn router<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>) -> Router {
+    // Each route gets the observing layer with its own metrics slot, fixed here once.
+    let limits = Arc::clone(&state.limits);
+    let observe = move |path: &str| {
+        let slot = route_index(path);
+        debug_assert!(slot < UNMATCHED, "{path} is missing from ROUTES");
+        observe::ObserveLayer::new(Arc::clone(&limits), slot)
+    };
+    let not_found = observe::ObserveLayer::new(Arc::clone(&state.limits), UNMATCHED).layer(
+        HandlerWithoutStateExt::into_service(|| async { ApiError::RouteNotFound }),
+    );
     Router::new()
-        .route("/", get(page))
-        .route("/admin", get(admin_page))
-        .route("/seckill/getCount", get(seed_get_count::<G, S>))
-        .route("/seckill/seckill", post(seed_purchase::<G, S>))
-        .route("/api/sales", get(list_sales::<G, S>).post(create_sale::<G, S>))
-        .route("/api/sales/{id}", get(get_sale::<G, S>))
-        .route("/api/sales/{id}/audit", get(audit::<G, S>))
-        .route("/api/sales/{id}/token", get(purchase_token::<G, S>))
-        .route("/api/sales/{id}/purchase", post(purchase::<G, S>))
-        .route("/api/sales/{id}/orders/{user_id}", get(orders_of::<G, S>))
-        .route("/api/admin/stats", get(admin_stats::<G, S>))
-        .route("/api/openapi.json", get(openapi_document))
-        .route("/metrics", get(metrics::<G, S>))
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/readyz", get(readyz::<G, S>))
-        .fallback(|| async { ApiError::RouteNotFound })
+        .route("/", get(page).layer(observe("/")))
+        .route("/admin", get(admin_page).layer(observe("/admin")))
+        .route(
+            "/seckill/getCount",
+            get(seed_get_count::<G, S>).layer(observe("/seckill/getCount")),
+        )
+        .route(
+            "/seckill/seckill",
+            post(seed_purchase::<G, S>).layer(observe("/seckill/seckill")),
+        )
+        .route(
+            "/api/sales",
+            get(list_sales::<G, S>)
+                .post(create_sale::<G, S>)
+                .layer(observe("/api/sales")),
+        )
+        .route(
+            "/api/sales/{id}",
+            get(get_sale::<G, S>).layer(observe("/api/sales/{id}")),
+        )
+        .route(
+            "/api/sales/{id}/audit",
+            get(audit::<G, S>).layer(observe("/api/sales/{id}/audit")),
+        )
+        .route(
+            "/api/sales/{id}/token",
+            get(purchase_token::<G, S>).layer(observe("/api/sales/{id}/token")),
+        )
+        .route(
+            "/api/sales/{id}/purchase",
+            post(purchase::<G, S>).layer(observe("/api/sales/{id}/purchase")),
+        )
+        .route(
+            "/api/sales/{id}/orders/{user_id}",
+            get(orders_of::<G, S>).layer(observe("/api/sales/{id}/orders/{user_id}")),
+        )
+        .route(
+            "/api/admin/stats",
+            get(admin_stats::<G, S>).layer(observe("/api/admin/stats")),
+        )
+        .route(
+            "/api/openapi.json",
+            get(openapi_document).layer(observe("/api/openapi.json")),
+        )
+        .route("/metrics", get(metrics::<G, S>).layer(observe("/metrics")))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }).layer(observe("/healthz")),
+        )
+        .route("/readyz", get(readyz::<G, S>).layer(observe("/readyz")))
+        .fallback_service(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            observe::observe::<G, S>,
-        ))
         .with_state(state)
 }
 
@@ -142,19 +184,13 @@ async fn seed_get_count<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -
 /// A buyer who names themselves (or must: `--auth jwt`, purchase tokens) buys as themselves.
 async fn seed_purchase<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
-    headers: HeaderMap,
+    MaybeBuyer(buyer): MaybeBuyer,
+    PurchaseToken(token): PurchaseToken,
 ) -> Result<Response, ApiError> {
-    let must_identify = app.auth.mode() == AuthMode::Jwt || app.require_purchase_token;
-    let buyer = if must_identify {
-        Some(app.auth.require(&headers)?)
-    } else {
-        app.auth.identify(&headers)?
-    };
     let outcome = match buyer {
         Some(user) => {
             let sale = app.engine.demo_sale();
-            app.limits.user.check(&user)?;
-            check_purchase_token(&app, &headers, sale, &user)?;
+            check_purchase_token(&app, token.as_ref(), sale, &user)?;
             app.engine.purchase(sale, user).await
         }
         None => app.engine.purchase_anonymous().await,
@@ -214,26 +250,25 @@ async fn audit<G: StockGate, S: OrderStore>(
 async fn purchase<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams(id): PathParams<String>,
-    headers: HeaderMap,
     Buyer(user): Buyer,
+    PurchaseToken(token): PurchaseToken,
 ) -> Result<Response, ApiError> {
     let sale = SaleId::parse(&id)?;
-    check_purchase_token(&app, &headers, sale, &user)?;
+    check_purchase_token(&app, token.as_ref(), sale, &user)?;
     let confirmation = app.engine.purchase(sale, user).await?;
     Ok((StatusCode::CREATED, Json(confirmation)).into_response())
 }
 
 fn check_purchase_token<G, S>(
     app: &AppState<G, S>,
-    headers: &HeaderMap,
+    token: Option<&HeaderValue>,
     sale: SaleId,
     user: &UserId,
 ) -> Result<(), ApiError> {
     if !app.require_purchase_token {
         return Ok(());
     }
-    let token = headers
-        .get("x-purchase-token")
+    let token = token
         .ok_or(ApiError::PurchaseTokenRequired)?
         .to_str()
         .map_err(|_| ApiError::InvalidPurchaseToken)?;
