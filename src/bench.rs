@@ -59,6 +59,14 @@ pub struct BenchConfig {
     /// Skip the invariant checks (pure load).
     #[arg(long)]
     pub no_check: bool,
+    /// With `--users`: identify each buyer by an HS256 JWT signed with this key (an engine run
+    /// with `--auth jwt` and the same `SECKILL_JWT_SECRET`) instead of `X-User-Id`.
+    #[arg(long, env = "SECKILL_BENCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// With `--users`: fetch a purchase token (`GET /api/sales/{id}/token`) before each purchase
+    /// and send it, as a buyer must on an engine run with `--require-purchase-token`.
+    #[arg(long)]
+    pub purchase_token: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -135,10 +143,10 @@ impl Target {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, user: Option<&str>) -> anyhow::Result<(StatusCode, Bytes)> {
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(u) = user {
-            req = req.header("x-user-id", u);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let resp = self.client.request(req.body(Full::new(Bytes::new()))?).await?;
         let status = resp.status();
@@ -147,7 +155,7 @@ impl Target {
     }
 
     pub(crate) async fn json(&self, path: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.send(Method::GET, path, None).await?;
+        let (status, body) = self.send(Method::GET, path, &[]).await?;
         if !status.is_success() {
             bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));
         }
@@ -182,6 +190,53 @@ struct WorkerResult {
     per_user: HashMap<u64, u32>,
     /// (seconds since the start when the request was due, latency in ms), for `--plot`.
     samples: Vec<(f32, f32)>,
+}
+
+/// One buyer's purchase as `--jwt-secret` / `--purchase-token` say: identity by header or JWT,
+/// and the token fetched first when asked.
+async fn buy_as(
+    target: &Target,
+    path: &str,
+    sale: i64,
+    user: &str,
+    jwt_key: Option<&jsonwebtoken::EncodingKey>,
+    purchase_token: bool,
+) -> Outcome {
+    let bearer;
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
+    match jwt_key {
+        Some(key) => {
+            let claims = serde_json::json!({ "sub": user, "exp": chrono::Utc::now().timestamp() + 3600 });
+            match jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key) {
+                Ok(token) => bearer = format!("Bearer {token}"),
+                Err(_) => return Outcome::Error,
+            }
+            headers.push(("authorization", &bearer));
+        }
+        None => headers.push(("x-user-id", user)),
+    }
+    let token;
+    if purchase_token {
+        match target
+            .send(Method::GET, &format!("/api/sales/{sale}/token"), &headers)
+            .await
+        {
+            Ok((status, body)) if status == StatusCode::OK => {
+                let issued: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                match issued["token"].as_str() {
+                    Some(t) => token = t.to_owned(),
+                    None => return Outcome::Error,
+                }
+                headers.push(("x-purchase-token", &token));
+            }
+            Ok((status, body)) => return classify(false, status, &body),
+            Err(_) => return Outcome::Error,
+        }
+    }
+    match target.send(Method::POST, path, &headers).await {
+        Ok((status, body)) => classify(false, status, &body),
+        Err(_) => Outcome::Error,
+    }
 }
 
 /// Runs the bench and prints the summary; `Ok(false)` when an invariant is violated.
@@ -226,6 +281,12 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         );
         let (requests, users, rate) = (config.requests, config.users, config.rate);
         let keep_samples = config.plot.is_some();
+        let jwt_key = config
+            .jwt_secret
+            .as_ref()
+            .filter(|k| !k.is_empty())
+            .map(|k| jsonwebtoken::EncodingKey::from_secret(k.as_bytes()));
+        let purchase_token = config.purchase_token;
         workers.push(tokio::spawn(async move {
             let mut result = WorkerResult {
                 counts: Counts::default(),
@@ -256,9 +317,12 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
                     }
                     None => ("/seckill/seckill".to_owned(), None),
                 };
-                let outcome = match target.send(Method::POST, &path, user.map(|(_, s)| s)).await {
-                    Ok((status, body)) => classify(seed, status, &body),
-                    Err(_) => Outcome::Error,
+                let outcome = match user {
+                    Some((_, id)) => buy_as(&target, &path, sale, id, jwt_key.as_ref(), purchase_token).await,
+                    None => match target.send(Method::POST, &path, &[]).await {
+                        Ok((status, body)) => classify(seed, status, &body),
+                        Err(_) => Outcome::Error,
+                    },
                 };
                 let micros = due.elapsed().as_micros().max(1) as u64;
                 let _ = result.histogram.record(micros.min(3_600_000_000));
@@ -387,7 +451,12 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         mode: if seed {
             "seed (anonymous buyers)".into()
         } else {
-            format!("per-user ({} users)", config.users.unwrap_or(0))
+            format!(
+                "per-user ({} users{}{})",
+                config.users.unwrap_or(0),
+                if config.jwt_secret.is_some() { ", JWT" } else { "" },
+                if config.purchase_token { ", purchase tokens" } else { "" }
+            )
         },
         sale,
         requests: sent,
