@@ -2,16 +2,12 @@
 //! `chromium-driver`, installed by `.ci/run`): token sign-in, creating a sale, and the live view
 //! following it as it sells out.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 use crate::helpers::{Options, TestServer, ADMIN_TOKEN};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The page polls its stats this often in the tests (the default is 1 s).
 const PAGE: &str = "/admin?interval_ms=200";
@@ -23,51 +19,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Self {
-        assert!(
-            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-            "the page test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
-        );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver");
-        let profile = std::env::temp_dir().join(format!("seckill-chromium-{port}"));
-        let caps = json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                // The machines have no internet: keep Chromium from reaching for it.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                         "--disable-sync", "--window-size=1200,1400", format!("--user-data-dir={}", profile.display())]
-            }
-        });
-        let caps = caps.as_object().unwrap().clone();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut last_error = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => {
-                    return Browser {
-                        client,
-                        _driver: driver,
-                    }
-                }
-                Err(e) => last_error = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let (client, driver) = crate::browser::start().await;
+        Browser {
+            client,
+            _driver: driver,
         }
-        panic!("cannot start a Chromium session: {last_error:?}");
     }
 
     async fn text(&self, css: &str) -> String {

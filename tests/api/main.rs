@@ -3,6 +3,7 @@
 
 mod admin_page;
 mod bench;
+mod browser;
 mod concurrency;
 mod deploy;
 mod distributed;

@@ -1,16 +1,12 @@
 //! The buyer's page in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
 //! installed by `.ci/run`): countdown, button opening on time, buying, sold-out.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::json;
 
 use crate::helpers::{rfc3339_in, TestServer};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 struct Browser {
     client: Client,
@@ -19,51 +15,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Self {
-        assert!(
-            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-            "the page test needs Debian's chromium and chromium-driver: `bash .ci/run` installs them"
-        );
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver");
-        let profile = std::env::temp_dir().join(format!("seckill-chromium-{port}"));
-        let caps = json!({
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                // The machines have no internet: keep Chromium from reaching for it.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                         "--disable-sync", format!("--user-data-dir={}", profile.display())]
-            }
-        });
-        let caps = caps.as_object().unwrap().clone();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut last_error = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => {
-                    return Browser {
-                        client,
-                        _driver: driver,
-                    }
-                }
-                Err(e) => last_error = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let (client, driver) = crate::browser::start().await;
+        Browser {
+            client,
+            _driver: driver,
         }
-        panic!("cannot start a Chromium session: {last_error:?}");
     }
 
     async fn text(&self, id: &str) -> String {

@@ -29,26 +29,21 @@ fn hs256(secret: &str, sub: &str, expires_in: i64) -> String {
     .expect("sign")
 }
 
-async fn post(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = app.client.post(app.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("POST");
+/// Status, headers and JSON body of a request with these headers.
+async fn send(request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    let request = headers.iter().fold(request, |r, (name, value)| r.header(*name, *value));
+    let response = request.send().await.expect("request");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn post(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(app.client.post(app.url(path)), headers).await
+}
+
 async fn get_with(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = app.client.get(app.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("GET");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.json().await.unwrap_or(Value::Null))
+    send(app.client.get(app.url(path)), headers).await
 }
 
 #[tokio::test]
