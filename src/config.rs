@@ -256,6 +256,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// A service URL fit for logs and error messages: a password in it becomes `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {cause}")]
@@ -410,6 +425,17 @@ mod tests {
             .try_get_matches_from(["seckill", "serve"])
             .expect("parses");
         assert!(refuse_secrets_on_command_line(matches.subcommand().expect("serve").1).is_ok());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("mysql://root:s3cret@db:3306/x"),
+            "mysql://root:***@db:3306/x"
+        );
+        assert_eq!(redact_url("redis://:pw@r:6379/0"), "redis://:***@r:6379/0");
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
     }
 
     #[test]

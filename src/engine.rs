@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::domain::{format_millis, now_millis, Order, Sale, SaleId, SaleRules, SaleSpec, SaleStatus, UserId};
 use crate::error::ApiError;
 use crate::gate::StockGate;
+use crate::health::Check;
 use crate::metrics::METRICS;
 use crate::store::{OrderStore, StoreAudit, StoredOrder};
 
@@ -169,9 +170,18 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         Ok(())
     }
 
-    /// Both backends answer: `Ok` or the first failure's cause per backend.
-    pub async fn ready(&self) -> (Result<(), ApiError>, Result<(), ApiError>) {
-        tokio::join!(self.gate.ready(), self.store.ready())
+    /// Every backend's check, each bounded in time (a hung backend is a failed check).
+    pub async fn ready(&self) -> Vec<Check> {
+        const WITHIN: std::time::Duration = std::time::Duration::from_millis(2500);
+        let timed_out = || ApiError::Unavailable(format!("no answer within {WITHIN:?}"));
+        let (gate, store) = tokio::join!(
+            tokio::time::timeout(WITHIN, self.gate.ready()),
+            tokio::time::timeout(WITHIN, self.store.ready())
+        );
+        [(gate, "gate"), (store, "store")]
+            .into_iter()
+            .flat_map(|(checks, name)| checks.unwrap_or_else(|_| vec![Check::required(name, Err(timed_out()))]))
+            .collect()
     }
 
     pub fn gate(&self) -> &G {
@@ -325,12 +335,29 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     /// `(id, stock, remaining)` of every sale, for `/metrics`.
-    pub async fn stock_levels(&self) -> Result<Vec<(i64, u64, u64)>, ApiError> {
-        let mut out = Vec::new();
-        for view in self.sales().await? {
-            out.push((view.id.0, view.stock, view.remaining));
+    /// Best effort: `/metrics` must answer while a backend is down (that is when it is read).
+    /// Sales come from the store when it answers, else from this process's cache; a sale whose
+    /// remaining stock the gate cannot tell right now is left out.
+    pub async fn stock_levels(&self) -> Vec<(i64, u64, u64)> {
+        // A scrape must not hang on a backend that does not answer: each step is bounded.
+        const STEP: std::time::Duration = std::time::Duration::from_millis(500);
+        if let Ok(Ok(sales)) = tokio::time::timeout(STEP, self.store.sales()).await {
+            for sale in sales {
+                if !self.cached().contains_key(&sale.id) {
+                    let _ = tokio::time::timeout(STEP, self.find_sale(sale.id)).await;
+                }
+            }
         }
-        Ok(out)
+        let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
+        let remaining = futures::future::join_all(all.iter().map(|sale| self.gate.remaining(sale.id)));
+        let remaining = tokio::time::timeout(STEP, remaining).await.unwrap_or_default();
+        all.iter()
+            .zip(remaining)
+            .filter_map(|(sale, r)| match r {
+                Ok(Some(remaining)) => Some((sale.id.0, sale.stock, remaining)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Flushes the store: every order accepted before this call is durable when it returns.

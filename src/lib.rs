@@ -31,6 +31,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod gate;
+pub mod health;
 pub mod http;
 pub mod log;
 pub mod metrics;

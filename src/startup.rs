@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Backend, DistributedConfig, ServeConfig};
+use crate::config::{redact_url, Backend, DistributedConfig, ServeConfig};
 use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -67,7 +67,7 @@ impl DistributedApp {
             Duration::from_millis(d.kafka_timeout_ms),
         )?);
         let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
-        tracing::info!(redis = %d.redis_url, kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
+        tracing::info!(redis = %redact_url(&d.redis_url), database = %redact_url(&d.database_url), kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
         let publish_delay = Duration::from_millis(config.commit_delay_ms);
         let store = DistributedStore {
             log,

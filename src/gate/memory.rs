@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use super::{Reservation, StockGate};
 use crate::domain::{Millis, Refusal, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
+use crate::health::Check;
 
 /// In-process gate. Lock-free on the sold-out path (one atomic load); a purchase takes one
 /// shard lock of the buyer map, which also serialises concurrent requests of the same buyer.
@@ -121,8 +122,8 @@ impl StockGate for MemoryGate {
     }
 
     /// In process: ready whenever it runs.
-    async fn ready(&self) -> Result<(), ApiError> {
-        Ok(())
+    async fn ready(&self) -> Vec<Check> {
+        vec![Check::required("gate", Ok(()))]
     }
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {

@@ -8,6 +8,7 @@ use std::future::Future;
 
 use crate::domain::{Millis, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
+use crate::health::Check;
 
 pub mod memory;
 pub mod redis;
@@ -62,7 +63,7 @@ pub trait StockGate: Send + Sync + 'static {
     fn open_reservations(&self, sale: SaleId) -> impl Future<Output = Result<u64, ApiError>> + Send;
 
     /// The gate's backend answers (`/readyz`).
-    fn ready(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn ready(&self) -> impl Future<Output = Vec<Check>> + Send;
 
     /// Units left, or `None` for a sale the gate does not know.
     fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::{Reservation, StockGate};
 use crate::domain::{Millis, Order, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
+use crate::health::Check;
 
 /// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
 /// unit returned by another instance or the reconciler is offered again promptly.
@@ -118,7 +119,7 @@ impl RedisGate {
             .set_number_of_retries(1);
         let conn = tokio::time::timeout(timeout * 3, ConnectionManager::new_with_config(client, config))
             .await
-            .map_err(|_| ApiError::Unavailable(format!("redis: no answer from {url}")))?
+            .map_err(|_| ApiError::Unavailable(format!("redis: no answer from {}", crate::config::redact_url(url))))?
             .map_err(unavailable)?;
         let (confirmations, pending) = mpsc::channel(65_536);
         let gate = RedisGate {
@@ -332,11 +333,9 @@ impl StockGate for RedisGate {
         self.conn.clone().zcard(&keys.pending).await.map_err(unavailable)
     }
 
-    async fn ready(&self) -> Result<(), ApiError> {
-        redis::cmd("PING")
-            .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+    async fn ready(&self) -> Vec<Check> {
+        let ping = redis::cmd("PING").query_async::<()>(&mut self.conn.clone()).await;
+        vec![Check::required("redis", ping.map_err(unavailable))]
     }
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {

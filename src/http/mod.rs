@@ -308,18 +308,39 @@ async fn admin_stats<G: StockGate, S: OrderStore>(State(app): Shared<G, S>, _: A
     .into_response())
 }
 
-/// Ready when every backend answers; otherwise 503 naming what does not.
+/// Ready (200) while every backend on the buy path answers; `degraded` (200) when only an
+/// optional one does not; otherwise 503 `not_ready` naming what does not.
 async fn readyz<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
-    let (gate, store) = app.engine.ready().await;
-    let failures: Vec<String> = [("gate", gate), ("store", store)]
-        .into_iter()
-        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {}", fault_text(&e))))
+    let checks = app.engine.ready().await;
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|c| c.required)
+        .filter_map(|c| {
+            c.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {}", c.name, fault_text(e)))
+        })
         .collect();
-    if failures.is_empty() {
-        Ok(Json(json!({ "status": "ready", "checks": { "gate": "ok", "store": "ok" } })).into_response())
-    } else {
-        Err(ApiError::NotReady(failures.join("; ")))
+    if !failures.is_empty() {
+        return Err(ApiError::NotReady(failures.join("; ")));
     }
+    let status = if checks.iter().all(|c| c.result.is_ok()) {
+        "ready"
+    } else {
+        "degraded"
+    };
+    let detail: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|c| {
+            let state = match &c.result {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("unavailable: {}", fault_text(e)),
+            };
+            (c.name.to_owned(), state.into())
+        })
+        .collect();
+    Ok(Json(json!({ "status": status, "checks": detail })).into_response())
 }
 
 /// The cause inside a backend error, for `/readyz`'s message.
@@ -346,7 +367,7 @@ async fn orders_of<G: StockGate, S: OrderStore>(
 async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     let body = METRICS.render(&Snapshot {
         routes: &ROUTES,
-        per_sale: &app.engine.stock_levels().await?,
+        per_sale: &app.engine.stock_levels().await,
         purchases_in_flight: app.engine.in_flight() as u64,
     });
     Ok((

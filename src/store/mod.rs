@@ -8,6 +8,7 @@ use std::future::Future;
 
 use crate::domain::{Millis, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
+use crate::health::Check;
 
 pub mod distributed;
 pub mod mysql;
@@ -57,5 +58,5 @@ pub trait OrderStore: Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = ()> + Send;
 
     /// The store's backends answer and its writer runs (`/readyz`).
-    fn ready(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn ready(&self) -> impl Future<Output = Vec<Check>> + Send;
 }

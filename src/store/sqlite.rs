@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{OrderStore, StoreAudit, StoredOrder};
 use crate::domain::{now_millis, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
+use crate::health::Check;
 use crate::metrics::METRICS;
 
 /// The most orders one transaction commits.
@@ -269,11 +270,13 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn ready(&self) -> Result<(), ApiError> {
-        if self.sender.is_closed() {
-            return Err(internal("the group-commit writer stopped"));
-        }
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    async fn ready(&self) -> Vec<Check> {
+        let result = if self.sender.is_closed() {
+            Err(internal("the group-commit writer stopped"))
+        } else {
+            self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        };
+        vec![Check::required("sqlite", result)]
     }
 
     async fn close(&self) {

@@ -167,12 +167,22 @@ async fn a_paused_broker_gets_503_promptly_and_loses_nothing_confirmed() {
 
     services.broker.pause();
     let started = Instant::now();
-    let during = join_all((0..50).map(|i| {
+    let purchases = join_all((0..50).map(|i| {
         let app = Arc::clone(&app);
         async move { app.buy(sale, &format!("during-{i}")).await }
-    }))
-    .await;
+    }));
+    // Meanwhile the unacknowledged orders show in /metrics (librdkafka's statistics, each second).
+    let queued = app.wait_metric(
+        "seckill_kafka_producer_queue_messages",
+        Duration::from_millis(1400),
+        |q| q >= 1.0,
+    );
+    let (during, queued) = tokio::join!(purchases, queued);
     let waited = started.elapsed();
+    assert!(
+        queued.is_some_and(|q| q >= 1.0),
+        "producer queue while the broker is paused: {queued:?}"
+    );
     for (status, body) in &during {
         assert_eq!(*status, 503, "{body}");
         assert!(
@@ -444,7 +454,26 @@ async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
     mysql.kill();
     let during = buy_many(500, 1000).await;
     assert_eq!(during, 500, "purchases must not need MySQL");
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the consumer retries meanwhile
+    // The consumer retries meanwhile, committing nothing: /metrics shows the lag building up.
+    let lag = app
+        .wait_metric("seckill_kafka_consumer_lag_messages", Duration::from_secs(10), |l| {
+            l >= 500.0
+        })
+        .await;
+    assert!(
+        lag.is_some_and(|l| l >= 500.0),
+        "consumer lag during the outage: {lag:?}"
+    );
+    // Not on the buy path: the instance still sells, so it stays in the load balancer, degraded.
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("degraded")), "{ready}");
+    assert!(
+        ready["checks"]["mysql"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("unavailable")),
+        "{ready}"
+    );
+    assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
     mysql.restart().await;
 
     let audit = wait_stored(&app, sale, 1000, Duration::from_secs(60)).await;
@@ -454,4 +483,10 @@ async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
         "{audit}"
     );
     assert_eq!(audit["consistent"], true, "{audit}");
+    let lag = app
+        .wait_metric("seckill_kafka_consumer_lag_messages", Duration::from_secs(10), |l| {
+            l == 0.0
+        })
+        .await;
+    assert_eq!(lag, Some(0.0), "the lag drains once MySQL is back");
 }

@@ -521,6 +521,34 @@ impl TestServer {
         sale["id"].as_i64().expect("id")
     }
 
+    /// A label-less sample of `/metrics` (a gauge or counter), if exported.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Polls `/metrics` every 100 ms until `name` satisfies `check` or `within` passes; returns
+    /// the last value seen.
+    pub async fn wait_metric(&self, name: &str, within: Duration, check: impl Fn(f64) -> bool) -> Option<f64> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let value = self.metric(name).await;
+            if value.is_some_and(&check) || std::time::Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn audit(&self, sale: i64) -> Value {
         let (status, audit) = self.get(&format!("/api/sales/{sale}/audit")).await;
         assert_eq!(status, 200, "{audit}");

@@ -29,6 +29,11 @@ fn hs256(secret: &str, sub: &str, expires_in: i64) -> String {
     .expect("sign")
 }
 
+async fn scrape(app: &TestServer) -> String {
+    let response = app.client.get(app.url("/metrics")).send().await.expect("GET");
+    response.text().await.expect("text")
+}
+
 /// Status, headers and JSON body of a request with these headers.
 async fn send(request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
     let request = headers.iter().fold(request, |r, (name, value)| r.header(*name, *value));
@@ -180,15 +185,7 @@ async fn a_burst_from_one_ip_gets_429_with_retry_after_and_monitoring_is_exempt(
             .expect("GET");
         assert_eq!(response.status(), 200, "{path}");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&app).await;
     assert_eq!(
         sample(&metrics, "seckill_rate_limited_total", &[("scope", "ip")]),
         Some(limited.len() as f64)
@@ -365,16 +362,7 @@ fn assert_exposition_format(text: &str) {
 async fn metrics_parse_as_prometheus_text_and_move_with_purchases() {
     let app = TestServer::spawn().await;
     let sale = app.live_sale(10, 1).await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("GET")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = || scrape(&app);
     let before = scrape().await;
     assert_exposition_format(&before);
     for user in ["m1", "m2", "m3"] {
@@ -446,7 +434,7 @@ async fn readyz_turns_503_when_a_backend_is_down_and_logs_it_with_the_request_id
     let (status, headers, body) = get_with(&app, "/readyz", &[]).await;
     assert_error(status, &body, 503, "not_ready");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| m.contains("gate")),
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("redis")),
         "{body}"
     );
     let (status, _, _) = get_with(&app, "/healthz", &[]).await;
