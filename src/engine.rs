@@ -334,11 +334,10 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         })
     }
 
-    /// `(id, stock, remaining)` of every sale, for `/metrics`.
-    /// Best effort: `/metrics` must answer while a backend is down (that is when it is read).
-    /// Sales come from the store when it answers, else from this process's cache; a sale whose
-    /// remaining stock the gate cannot tell right now is left out.
-    pub async fn stock_levels(&self) -> Vec<(i64, u64, u64)> {
+    /// Best effort, for `/metrics` and the admin page, which must answer while a backend is
+    /// down (that is when they are read). Sales come from the store when it answers, else from
+    /// this process's cache; a sale whose remaining stock the gate cannot tell now is left out.
+    pub async fn sales_best_effort(&self) -> Vec<SaleView> {
         // A scrape must not hang on a backend that does not answer: each step is bounded.
         const STEP: std::time::Duration = std::time::Duration::from_millis(500);
         if let Ok(Ok(sales)) = tokio::time::timeout(STEP, self.store.sales()).await {
@@ -349,15 +348,15 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             }
         }
         let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
-        let remaining = futures::future::join_all(all.iter().map(|sale| self.gate.remaining(sale.id)));
-        let remaining = tokio::time::timeout(STEP, remaining).await.unwrap_or_default();
-        all.iter()
-            .zip(remaining)
-            .filter_map(|(sale, r)| match r {
-                Ok(Some(remaining)) => Some((sale.id.0, sale.stock, remaining)),
-                _ => None,
-            })
-            .collect()
+        let views = futures::future::join_all(all.iter().map(|sale| self.view(sale)));
+        let views = tokio::time::timeout(STEP, views).await.unwrap_or_default();
+        views.into_iter().filter_map(Result::ok).collect()
+    }
+
+    /// `(id, stock, remaining)` of every sale, for `/metrics`.
+    pub async fn stock_levels(&self) -> Vec<(i64, u64, u64)> {
+        let views = self.sales_best_effort().await;
+        views.iter().map(|v| (v.id.0, v.stock, v.remaining)).collect()
     }
 
     /// Flushes the store: every order accepted before this call is durable when it returns.
