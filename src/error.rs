@@ -56,6 +56,8 @@ pub enum ApiError {
     InvalidPurchaseToken,
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("a buyer may only read their own orders")]
+    NotYourOrders,
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
     #[error("the order could not be confirmed in time and may still be recorded; check GET /api/sales/{{id}}/orders/{{user}} before retrying")]
@@ -80,7 +82,7 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            PurchaseTokenRequired | InvalidPurchaseToken => StatusCode::FORBIDDEN,
+            PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders => StatusCode::FORBIDDEN,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | Unavailable(_) | OutcomeUnknown | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) | InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,6 +116,7 @@ impl ApiError {
             PurchaseTokenRequired => "purchase_token_required",
             InvalidPurchaseToken => "invalid_purchase_token",
             NotReady(_) => "not_ready",
+            NotYourOrders => "not_your_orders",
             Unavailable(_) => "unavailable",
             OutcomeUnknown => "outcome_unknown",
             Internal(_) => "internal",

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_layer::Layer;
 
+use crate::config::AuthMode;
 use crate::domain::{format_millis, now_millis, NewSaleRequest, SaleId, SaleSpec, UserId};
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -351,12 +352,24 @@ fn fault_text(e: &ApiError) -> String {
     }
 }
 
+/// A buyer's orders. With JWTs (`--auth jwt`, or `either` when one is sent) only that buyer may
+/// read them; behind a trusted gateway (`header`) the gateway decides.
 async fn orders_of<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams((id, user)): PathParams<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let sale = SaleId::parse(&id)?;
     let user = UserId::parse(&user)?;
+    if app.auth.mode() != AuthMode::Header {
+        let caller = match app.auth.mode() {
+            AuthMode::Jwt => Some(app.auth.require(&headers)?),
+            _ => app.auth.identify(&headers)?,
+        };
+        if caller.is_some_and(|caller| caller != user) {
+            return Err(ApiError::NotYourOrders);
+        }
+    }
     let orders = app.engine.orders_of(sale, &user).await?;
     if orders.is_empty() {
         return Err(ApiError::OrderNotFound);

@@ -55,7 +55,11 @@ impl OrderStore for DistributedStore {
         let mysql = async {
             tokio::time::timeout(READY_TIMEOUT, self.mysql.ready())
                 .await
-                .unwrap_or_else(|_| Err(ApiError::Unavailable(format!("mysql: no answer within {READY_TIMEOUT:?}"))))
+                .unwrap_or_else(|_| {
+                    Err(ApiError::Unavailable(format!(
+                        "mysql: no answer within {READY_TIMEOUT:?}"
+                    )))
+                })
         };
         let (mysql, kafka) = tokio::join!(mysql, self.log.ready(READY_TIMEOUT));
         vec![Check::required("kafka", kafka), Check::optional("mysql", mysql)]

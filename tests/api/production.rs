@@ -81,6 +81,20 @@ async fn a_signed_jwt_names_the_buyer_and_forged_or_expired_ones_get_401() {
     assert_error(status, &body, 401, "token_required");
     let audit = app.audit(sale).await;
     assert_eq!(audit["stored"], 1, "only alice bought: {audit}");
+
+    // Only alice reads alice's orders.
+    let orders = format!("/api/sales/{sale}/orders/alice");
+    let (status, _, body) = get_with(&app, &orders, &[("authorization", &good)]).await;
+    assert_eq!(
+        (status, body["orders"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{body}"
+    );
+    let mallory = format!("Bearer {}", hs256(JWT_SECRET, "mallory", 60));
+    let (status, _, body) = get_with(&app, &orders, &[("authorization", &mallory)]).await;
+    assert_error(status, &body, 403, "not_your_orders");
+    let (status, _, body) = get_with(&app, &orders, &[("x-user-id", "alice")]).await;
+    assert_error(status, &body, 401, "token_required");
 }
 
 #[tokio::test]
