@@ -248,6 +248,10 @@ pub struct ConsumerConfig {
     /// Log format on stderr.
     #[arg(long, env = "SECKILL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve `/metrics` (consumer lag, batch sizes) and `/healthz` here; unset: no HTTP at all.
+    #[arg(long, env = "SECKILL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

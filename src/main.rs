@@ -37,7 +37,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Consumer(config) => {
             init_tracing(config.log_format);
-            seckill::startup::run_consumer(&config.distributed, seckill::shutdown::signal())
+            seckill::startup::run_consumer(&config, seckill::shutdown::signal())
                 .await
                 .context("consumer")
         }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{redact_url, Backend, DistributedConfig, ServeConfig};
+use crate::config::{redact_url, Backend, ConsumerConfig, ServeConfig};
 use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -105,15 +105,35 @@ impl DistributedApp {
     }
 }
 
-/// Runs the consumer alone (`seckill consumer`) until `shutdown` resolves.
+/// Runs the consumer alone (`seckill consumer`) until `shutdown` resolves, with its `/metrics`
+/// on `--metrics-listen` when set.
 pub async fn run_consumer(
-    d: &DistributedConfig,
+    config: &ConsumerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApiError> {
+    let d = &config.distributed;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = listen(addr).map_err(|e| ApiError::Internal(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener.local_addr().unwrap_or(addr);
+            // Scripts and tests read this line to find the port when listening on port 0.
+            println!("seckill consumer metrics on http://{local}");
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, crate::http::metrics_router()).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let timeout = Duration::from_millis(d.backend_timeout_ms);
     let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
     KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
-    consumer::run(ConsumerSettings::from(d), mysql, shutdown).await
+    let result = consumer::run(ConsumerSettings::from(d), mysql, shutdown).await;
+    if let Some(server) = metrics {
+        server.abort();
+    }
+    result
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

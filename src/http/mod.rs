@@ -377,15 +377,30 @@ async fn orders_of<G: StockGate, S: OrderStore>(
     Ok(Json(json!({ "sale_id": sale, "user_id": user, "status": "confirmed", "orders": orders })).into_response())
 }
 
+/// The separate consumer's HTTP surface (`seckill consumer --metrics-listen`): its metrics and
+/// liveness, nothing else.
+pub fn metrics_router() -> Router {
+    let consumer_metrics = || async {
+        let body = METRICS.render(&Snapshot {
+            routes: &ROUTES,
+            per_sale: &[],
+            purchases_in_flight: 0,
+        });
+        ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body)
+    };
+    Router::new()
+        .route("/metrics", get(consumer_metrics))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .fallback(|| async { ApiError::RouteNotFound })
+}
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
     let body = METRICS.render(&Snapshot {
         routes: &ROUTES,
         per_sale: &app.engine.stock_levels().await,
         purchases_in_flight: app.engine.in_flight() as u64,
     });
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response())
 }

@@ -609,3 +609,65 @@ fn the_readme_table_documents_every_serve_setting() {
     missing.dedup();
     assert!(missing.is_empty(), "README config table lacks: {missing:?}");
 }
+
+#[tokio::test]
+async fn a_separate_consumer_serves_its_own_metrics() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options {
+        no_consumer: true,
+        ..Options::distributed(&services)
+    })
+    .await;
+    let mut consumer = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .arg("consumer")
+        .args(services.args())
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("SECKILL_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn seckill consumer");
+    let stdout = consumer.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the consumer announces its metrics address")
+        .expect("read")
+        .expect("a line");
+    let base = line
+        .strip_prefix("seckill consumer metrics on ")
+        .expect("address line")
+        .trim()
+        .to_owned();
+
+    let sale = app.live_sale(100, 1).await;
+    for i in 0..30 {
+        assert_eq!(app.buy(sale, &format!("c-{i}")).await.0, 201);
+    }
+    // The consumer, not the engine, commits these orders to MySQL: its /metrics shows them.
+    let mut committed = 0.0;
+    for _ in 0..100 {
+        let text = app
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text");
+        committed = sample(&text, "seckill_commit_batch_size_sum", &[]).unwrap_or(0.0);
+        if committed >= 30.0 {
+            assert!(
+                sample(&text, "seckill_kafka_consumer_lag_messages", &[]).is_some(),
+                "{text}"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(committed, 30.0, "rows the consumer committed");
+    let health = app.client.get(format!("{base}/healthz")).send().await.expect("GET");
+    assert_eq!(health.status(), 200);
+}
