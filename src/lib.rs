@@ -5,7 +5,11 @@
 //! the order is durable.
 //!
 //! The buy path, top to bottom:
-//! 1. [`http`] parses the request into domain types ([`domain::UserId`], [`domain::SaleId`]).
+//! 0. [`http::observe`] gives the request its id, applies the per-IP limit and, on the way out,
+//!    counts it by route and status in [`metrics`] and logs a server fault with its cause.
+//! 1. [`http`] parses the request into domain types ([`domain::UserId`], [`domain::SaleId`]):
+//!    the buyer from `X-User-Id` or a JWT ([`http::identity`]), within the per-buyer limit
+//!    ([`http::limit`]), with a purchase token when required ([`http::purchase_token`]).
 //! 2. [`engine::Engine::purchase`] asks the [`gate::StockGate`] for a unit: an atomic decision
 //!    on the sale window, the stock and the per-user limit. Sold out costs one atomic load.
 //! 3. The [`store::OrderStore`] makes the order durable (embedded: SQLite, group commit: one
@@ -21,7 +25,9 @@
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
 //! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
 //! [`shutdown`] drains purchases and flushes the store on SIGTERM; [`bench`] is the load
-//! generator that checks the invariants after the load.
+//! generator that checks the invariants after the load. [`config`] reads flags, `SECKILL_*`
+//! variables and the TOML file, and keeps secrets off the command line; [`health`] is what
+//! `/readyz` asks each backend.
 
 pub mod audit;
 pub mod bench;
