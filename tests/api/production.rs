@@ -294,6 +294,10 @@ async fn every_response_carries_a_request_id() {
         let id = response.headers()["x-request-id"].to_str().expect("ascii").to_owned();
         assert!(!id.is_empty() && seen.insert(id), "{path}: ids must be unique");
     }
+    // A wrong method's 405 too.
+    let (status, headers, _) = send(app.client.delete(app.url("/api/sales")), &[]).await;
+    assert_eq!(status, 405);
+    assert!(headers.contains_key("x-request-id"), "405 without a request id");
     let (_, headers, _) = post(&app, "/seckill/seckill", &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(headers["x-request-id"], "trace-abc-123", "a caller's id flows through");
     let too_long = "x".repeat(300);
