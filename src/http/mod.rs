@@ -415,3 +415,33 @@ async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Resul
     });
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first string literal in `text`.
+    fn first_literal(text: &str) -> Option<&str> {
+        let start = text.find('"')? + 1;
+        let len = text[start..].find('"')?;
+        Some(&text[start..start + len])
+    }
+
+    #[test]
+    fn every_route_is_observed_under_its_own_metrics_slot() {
+        let source = include_str!("mod.rs");
+        let start = source.find("pub fn router<").expect("router");
+        let end = start + source[start..].find(".fallback_service(").expect("fallback");
+        let routes: Vec<&str> = source[start..end].split(".route(").skip(1).collect();
+        assert_eq!(routes.len(), UNMATCHED, "ROUTES lists {UNMATCHED} routes");
+        for route in routes {
+            let path = first_literal(route).expect("a path");
+            let observed = route
+                .split_once("observe(")
+                .and_then(|(_, rest)| first_literal(rest))
+                .unwrap_or_else(|| panic!("{path} is not observed"));
+            assert_eq!(observed, path, "{path} reports under another route's slot");
+            assert!(route_index(path) < UNMATCHED, "{path} is missing from ROUTES");
+        }
+    }
+}
