@@ -78,20 +78,57 @@ pub const ROUTES: [&str; 17] = [
 ];
 const _: () = assert!(ROUTES.len() <= crate::metrics::MAX_ROUTES);
 /// Route slots of the buy path (the admin page's latency figures).
-pub const PURCHASE_ROUTES: [usize; 2] = [3, 8];
+pub const PURCHASE_ROUTES: [usize; 2] = [slot("/seckill/seckill"), slot("/api/sales/{id}/purchase")];
 /// Route slots exempt from the per-IP limit: monitoring must see an engine under attack.
-pub const UNLIMITED_ROUTES: [usize; 3] = [12, 13, 14];
+pub const UNLIMITED_ROUTES: [usize; 3] = [slot("/metrics"), slot("/healthz"), slot("/readyz")];
 
 /// The metrics slot of requests no route matched (404s, mostly).
 pub const UNMATCHED: usize = ROUTES.len() - 2;
 
-/// The metrics slot of a matched route path.
-pub fn route_index(matched: &str) -> usize {
-    ROUTES[..ROUTES.len() - 2]
-        .iter()
-        .position(|r| *r == matched)
-        .unwrap_or(ROUTES.len() - 1)
+/// The metrics slot of a route path; a path that is no route gets the last slot (`other`).
+pub fn route_index(path: &str) -> usize {
+    slot(path)
 }
+
+/// [`route_index`] at compile time: a slot constant naming a path that is not in [`ROUTES`]
+/// fails the build.
+const fn slot(path: &str) -> usize {
+    let mut i = 0;
+    while i < UNMATCHED {
+        if same(ROUTES[i].as_bytes(), path.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    ROUTES.len() - 1
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < PURCHASE_ROUTES.len() {
+        assert!(PURCHASE_ROUTES[i] < UNMATCHED, "a purchase route is missing from ROUTES");
+        i += 1;
+    }
+    let mut i = 0;
+    while i < UNLIMITED_ROUTES.len() {
+        assert!(UNLIMITED_ROUTES[i] < UNMATCHED, "an unlimited route is missing from ROUTES");
+        i += 1;
+    }
+};
 
 pub fn router<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>) -> Router {
     // Each route gets the observing layer with its own metrics slot, fixed here once.
