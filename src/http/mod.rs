@@ -120,12 +120,18 @@ const fn same(a: &[u8], b: &[u8]) -> bool {
 const _: () = {
     let mut i = 0;
     while i < PURCHASE_ROUTES.len() {
-        assert!(PURCHASE_ROUTES[i] < UNMATCHED, "a purchase route is missing from ROUTES");
+        assert!(
+            PURCHASE_ROUTES[i] < UNMATCHED,
+            "a purchase route is missing from ROUTES"
+        );
         i += 1;
     }
     let mut i = 0;
     while i < UNLIMITED_ROUTES.len() {
-        assert!(UNLIMITED_ROUTES[i] < UNMATCHED, "an unlimited route is missing from ROUTES");
+        assert!(
+            UNLIMITED_ROUTES[i] < UNMATCHED,
+            "an unlimited route is missing from ROUTES"
+        );
         i += 1;
     }
 };
