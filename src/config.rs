@@ -173,6 +173,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl ServeConfig {
+    /// An empty secret (`SECKILL_ADMIN_TOKEN=`) is no secret: treated as unset, here once.
+    pub fn drop_empty_secrets(&mut self) {
+        for secret in [
+            &mut self.admin_token,
+            &mut self.jwt_secret,
+            &mut self.purchase_token_secret,
+        ] {
+            if secret.as_ref().is_some_and(|s| s.0.is_empty()) {
+                *secret = None;
+            }
+        }
+    }
+}
+
 /// Settings that may only come from the environment or the config file: a command line is
 /// visible to every user of the machine (`ps`).
 pub const SECRET_SETTINGS: [&str; 3] = ["admin_token", "jwt_secret", "purchase_token_secret"];
@@ -312,7 +327,11 @@ pub fn load(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
     if let Some((_, sub)) = matches.subcommand() {
         refuse_secrets_on_command_line(sub)?;
     }
-    Ok(Cli::from_arg_matches(&matches)?)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Serve(config) = &mut cli.command {
+        config.drop_empty_secrets();
+    }
+    Ok(cli)
 }
 
 fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigError> {
@@ -440,6 +459,18 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@r:6379/0"), "redis://:***@r:6379/0");
         assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
         assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
+    }
+
+    #[test]
+    fn empty_secrets_count_as_unset() {
+        let Command::Serve(mut config) = Cli::parse_from(["seckill", "serve"]).command else {
+            panic!("serve");
+        };
+        config.admin_token = Some("".parse().expect("infallible"));
+        config.jwt_secret = Some("k".parse().expect("infallible"));
+        config.drop_empty_secrets();
+        assert!(config.admin_token.is_none());
+        assert!(config.jwt_secret.is_some());
     }
 
     #[test]

@@ -280,13 +280,20 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         Ok(sale)
     }
 
-    /// Every sale, including those other instances created since this one started.
-    pub async fn sales(&self) -> Result<Vec<SaleView>, ApiError> {
+    /// Loads into the cache (and the gate) the sales other instances created since this one
+    /// started.
+    async fn refresh_catalogue(&self) -> Result<(), ApiError> {
         for sale in self.store.sales().await? {
             if !self.cached().contains_key(&sale.id) {
                 self.find_sale(sale.id).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Every sale, including those other instances created since this one started.
+    pub async fn sales(&self) -> Result<Vec<SaleView>, ApiError> {
+        self.refresh_catalogue().await?;
         let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
         let mut views = Vec::with_capacity(all.len());
         for sale in &all {
@@ -340,13 +347,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     pub async fn sales_best_effort(&self) -> Vec<SaleView> {
         // A scrape must not hang on a backend that does not answer: each step is bounded.
         const STEP: std::time::Duration = std::time::Duration::from_millis(500);
-        if let Ok(Ok(sales)) = tokio::time::timeout(STEP, self.store.sales()).await {
-            for sale in sales {
-                if !self.cached().contains_key(&sale.id) {
-                    let _ = tokio::time::timeout(STEP, self.find_sale(sale.id)).await;
-                }
-            }
-        }
+        let _ = tokio::time::timeout(STEP, self.refresh_catalogue()).await;
         let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
         let views = futures::future::join_all(all.iter().map(|sale| self.view(sale)));
         let views = tokio::time::timeout(STEP, views).await.unwrap_or_default();

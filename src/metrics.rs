@@ -53,11 +53,11 @@ const LATENCY_BOUNDS_NS: [u64; 14] = [
 /// Group-commit batch size bounds, in orders.
 const BATCH_BOUNDS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
 
-/// A Prometheus histogram over fixed bounds, in integer units (scaled when rendered).
+/// A Prometheus histogram over fixed bounds, in integer units (scaled when rendered). Its
+/// total is the sum of its buckets: one atomic fewer per observation.
 pub struct Histogram {
     bounds: &'static [u64],
     counts: [AtomicU64; MAX_BUCKETS],
-    count: AtomicU64,
     sum: AtomicU64,
 }
 
@@ -67,7 +67,6 @@ impl Histogram {
         Histogram {
             bounds,
             counts: [const { AtomicU64::new(0) }; MAX_BUCKETS],
-            count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
         }
     }
@@ -79,12 +78,11 @@ impl Histogram {
             .position(|&b| value <= b)
             .unwrap_or(self.bounds.len());
         self.counts[bucket].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
         self.sum.fetch_add(value, Relaxed);
     }
 
     fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 }
 
@@ -120,9 +118,10 @@ fn merged(histograms: &[&Histogram]) -> (Vec<u64>, u64, u64) {
     let (mut count, mut sum) = (0, 0);
     for h in histograms {
         for (slot, c) in buckets.iter_mut().zip(&h.counts) {
-            *slot += c.load(Relaxed);
+            let c = c.load(Relaxed);
+            *slot += c;
+            count += c;
         }
-        count += h.count.load(Relaxed);
         sum += h.sum.load(Relaxed);
     }
     (buckets, count, sum)

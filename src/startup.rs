@@ -142,11 +142,11 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 impl<G: StockGate, S: OrderStore> Application<G, S> {
     async fn bind(config: &ServeConfig, engine: Engine<G, S>, background: Background<G, S>) -> Result<Self, ApiError> {
-        if config.admin_token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+        if config.admin_token.is_none() {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
         let ttl = Duration::from_secs(config.purchase_token_ttl_secs);
-        let purchase_tokens = match config.purchase_token_secret.as_ref().filter(|s| !s.expose().is_empty()) {
+        let purchase_tokens = match &config.purchase_token_secret {
             Some(secret) => PurchaseTokens::new(secret.expose().as_bytes(), ttl),
             None => {
                 if config.require_purchase_token && config.backend == Backend::Distributed {
@@ -195,7 +195,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
     ) -> std::io::Result<()> {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = (self.background)(Arc::clone(&self.state), stop_rx.clone());
-        tasks.push(tokio::spawn(prune_rate_limits(Arc::clone(&self.state), stop_rx)));
+        tasks.push(tokio::spawn(prune_rate_limits(Arc::clone(&self.state.limits), stop_rx)));
         let app = router(Arc::clone(&self.state));
         // The peer address costs an extension per request: only the per-IP limit needs it.
         let served = if self.state.limits.ip.enabled() {
@@ -214,14 +214,14 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
 }
 
 /// Forgets rate-limit buckets of clients gone quiet, so a crowd of one-time IPs does not pile up.
-async fn prune_rate_limits<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>, stop: watch::Receiver<bool>) {
+async fn prune_rate_limits(limits: Arc<RateLimits>, stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
     let stopped = stopped(stop);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            _ = every.tick() => state.limits.prune(),
+            _ = every.tick() => limits.prune(),
         }
     }
 }

@@ -29,7 +29,6 @@ impl Authenticator {
         let hs256 = config
             .jwt_secret
             .as_ref()
-            .filter(|s| !s.expose().is_empty())
             .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
         let rs256 =
             match &config.jwt_public_key_file {

@@ -30,28 +30,38 @@ static ID_PREFIX: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simpl
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Ids a thread takes from [`NEXT_ID`] at once, so threads do not share the counter's cache line.
 const ID_BLOCK: u64 = 1024;
-
-thread_local! {
-    /// This thread's block of ids: (next, end).
-    static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-}
-
 const ID_ARENA_BYTES: usize = 16 * 1024;
 
-thread_local! {
-    static ID_ARENA: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+/// One thread's id minting: its block of counter values and the arena the ids are written into
+/// and shared from, so minting an id allocates nothing (one arena per ~500 ids).
+struct IdMinter {
+    next: u64,
+    end: u64,
+    arena: bytes::BytesMut,
 }
 
-fn next_id() -> u64 {
-    IDS.with(|ids| {
-        let (mut next, mut end) = ids.get();
-        if next == end {
-            next = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
-            end = next + ID_BLOCK;
+impl IdMinter {
+    fn mint(&mut self) -> HeaderValue {
+        if self.next == self.end {
+            self.next = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            self.end = self.next + ID_BLOCK;
         }
-        ids.set((next + 1, end));
-        next
-    })
+        let n = self.next;
+        self.next += 1;
+        if self.arena.capacity() - self.arena.len() < 40 {
+            self.arena = bytes::BytesMut::with_capacity(ID_ARENA_BYTES);
+        }
+        self.arena.extend_from_slice(ID_PREFIX.as_bytes());
+        self.arena.extend_from_slice(b"-");
+        self.arena.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        HeaderValue::from_maybe_shared(self.arena.split().freeze())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+}
+
+thread_local! {
+    static IDS: std::cell::RefCell<IdMinter> =
+        std::cell::RefCell::new(IdMinter { next: 0, end: 0, arena: bytes::BytesMut::new() });
 }
 
 /// A caller's id is kept when it is short and printable, so a gateway's trace id flows through.
@@ -62,31 +72,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return given.clone();
         }
     }
-    let n = next_id();
-    // `<prefix>-<n>` written into this thread's arena and shared from there: no allocation per
-    // request (one per ~500 ids), which on the sold-out path is measurable.
-    ID_ARENA.with(|arena| {
-        let mut arena = arena.borrow_mut();
-        if arena.capacity() - arena.len() < 40 {
-            *arena = bytes::BytesMut::with_capacity(ID_ARENA_BYTES);
-        }
-        arena.extend_from_slice(ID_PREFIX.as_bytes());
-        arena.extend_from_slice(b"-");
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut rest = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        arena.extend_from_slice(&digits[i..]);
-        let id = arena.split().freeze();
-        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-    })
+    IDS.with(|ids| ids.borrow_mut().mint())
 }
 
 fn client_ip(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
