@@ -21,6 +21,11 @@ ensure_chromium() {
   fi
 }
 
+ensure_openssl() {
+  # The RS256 test makes its key pair with the openssl command.
+  command -v openssl >/dev/null || { echo "installing openssl (RS256 test keys)"; apt_install openssl; }
+}
+
 ensure_wrk() {
   command -v wrk >/dev/null || { echo "installing wrk (benchmarks)"; apt_install wrk; }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs and starts what the tests need when it is
-# missing (Chromium for the page test; Redis, MariaDB and the tansu broker for the distributed
+# missing (Chromium for the page tests, openssl for RS256 keys; Redis, MariaDB and the tansu broker for the distributed
 # mode), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 ensure_chromium
+ensure_openssl
 ensure_redis
 ensure_mariadb
 ensure_tansu
