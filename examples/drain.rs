@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let started = Instant::now();
     loop {
-        let stored = store.audit(SaleId(1)).await?.stored;
+        let stored = store.audit(SaleId(1), 1).await?.stored;
         if stored as usize >= orders {
             break;
         }

@@ -247,8 +247,21 @@ pub enum SaleStatus {
     Ended,
 }
 
-/// A confirmed purchase. `seq` is the buyer's n-th unit of this sale (1..=per_user_limit),
-/// so `(sale_id, user_id, seq)` is unique and a redelivered order can never count twice.
+/// What one buyer holds in one sale: what the gate is rebuilt from.
+///
+/// `held` counts the units the buyer holds now (checked against the per-user limit);
+/// `last_seq` is the highest unit number ever handed to them. The two differ once a unit goes
+/// back to the sale: `held` goes down, `last_seq` never does, so a `seq` is never reused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    pub user: UserId,
+    pub held: u32,
+    pub last_seq: u32,
+}
+
+/// A confirmed purchase. `seq` numbers the buyer's reservations in this sale (1, 2, ...) and is
+/// never handed out twice, so `(sale_id, user_id, seq)` is unique and a redelivered order can
+/// never count twice.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Order {
     pub order_id: uuid::Uuid,

@@ -61,7 +61,12 @@ pub struct Audit {
     /// Units reserved at the gate whose orders are not confirmed yet.
     pub open_reservations: u64,
     pub duplicates: u64,
-    /// remaining + stored + open_reservations == stock, and no duplicate.
+    /// Orders the store kept apart because another order held their `(sale, user, seq)`.
+    pub conflicts: u64,
+    /// Buyers holding more units than the per-user limit.
+    pub over_limit: u64,
+    /// remaining + stored + conflicts + open_reservations == stock, and no duplicate, conflict
+    /// or buyer over the limit.
     pub consistent: bool,
 }
 
@@ -324,11 +329,17 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// Compares the gate with the store. At rest (consumer drained, reconciler done) every unit
     /// is either remaining, stored once, or held by an open reservation:
-    /// remaining + stored + open == stock, with no duplicate.
+    /// remaining + stored + open == stock, with no duplicate, conflict or buyer over the limit.
     pub async fn audit(&self, sale: SaleId) -> Result<Audit, ApiError> {
         let view = self.sale(sale).await?;
-        let StoreAudit { stored, duplicates } = self.store.audit(sale).await?;
+        let StoreAudit {
+            stored,
+            duplicates,
+            conflicts,
+            over_limit,
+        } = self.store.audit(sale, view.per_user_limit).await?;
         let open_reservations = self.gate.open_reservations(sale).await?;
+        let balanced = view.remaining + stored + conflicts + open_reservations == view.stock;
         Ok(Audit {
             sale_id: sale,
             stock: view.stock,
@@ -337,7 +348,9 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             stored,
             open_reservations,
             duplicates,
-            consistent: duplicates == 0 && view.remaining + stored + open_reservations == view.stock,
+            conflicts,
+            over_limit,
+            consistent: balanced && duplicates == 0 && conflicts == 0 && over_limit == 0,
         })
     }
 

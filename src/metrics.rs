@@ -177,6 +177,7 @@ pub struct Metrics {
     store_queue_depth: AtomicU64,
     producer_queue: AtomicU64,
     consumer_lag: AtomicU64,
+    order_conflicts: AtomicU64,
 }
 
 /// What the admin page shows (`GET /api/admin/stats`), cumulative since start.
@@ -219,6 +220,7 @@ impl Metrics {
             store_queue_depth: AtomicU64::new(0),
             producer_queue: AtomicU64::new(0),
             consumer_lag: AtomicU64::new(0),
+            order_conflicts: AtomicU64::new(0),
         }
     }
 
@@ -270,6 +272,11 @@ impl Metrics {
 
     pub fn observe_commit(&self, rows: usize) {
         self.commit_batches.observe(rows as u64);
+    }
+
+    /// Orders a store met whose `(sale, user, seq)` another order held (a fault, never 0 by design).
+    pub fn observe_order_conflicts(&self, orders: u64) {
+        self.order_conflicts.fetch_add(orders, Relaxed);
     }
 
     pub fn set_store_queue_depth(&self, depth: usize) {
@@ -425,6 +432,17 @@ impl Metrics {
         );
         render_histogram(&[&self.commit_batches], &mut out, "seckill_commit_batch_size", "", 1.0);
 
+        header(
+            &mut out,
+            "seckill_order_conflicts_total",
+            "counter",
+            "Orders whose (sale, user, seq) another order held: refused (embedded) or kept apart (distributed). A fault: alert on any.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_order_conflicts_total {}",
+            self.order_conflicts.load(Relaxed)
+        );
         header(
             &mut out,
             "seckill_store_queue_depth",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::{Reservation, StockGate};
-use crate::domain::{Millis, Refusal, SaleId, SaleRules, UserId};
+use crate::domain::{Holding, Millis, Refusal, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 
@@ -20,7 +20,15 @@ pub struct MemoryGate {
 struct SaleGate {
     rules: SaleRules,
     remaining: AtomicU64,
-    holders: DashMap<UserId, u32>,
+    holders: DashMap<UserId, Held>,
+}
+
+/// One buyer's units: `held` now (against the limit) and the last `seq` handed out, which a
+/// release never lowers, so no `seq` is handed out twice.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    held: u32,
+    last_seq: u32,
 }
 
 impl MemoryGate {
@@ -43,7 +51,10 @@ impl MemoryGate {
         // Stampede fast path: once the stock is gone, no write lock is taken; a shard read
         // tells a buyer who already holds their units so, rather than "sold out".
         if sale.remaining.load(Ordering::Acquire) == 0 {
-            let at_limit = sale.holders.get(user).is_some_and(|n| *n >= sale.rules.per_user_limit);
+            let at_limit = sale
+                .holders
+                .get(user)
+                .is_some_and(|h| h.held >= sale.rules.per_user_limit);
             return Err(if at_limit {
                 Refusal::AlreadyPurchased
             } else {
@@ -51,8 +62,8 @@ impl MemoryGate {
             });
         }
         // The entry guard holds this buyer's shard: the same buyer's concurrent requests queue here.
-        let mut held = sale.holders.entry(user.clone()).or_insert(0);
-        if *held >= sale.rules.per_user_limit {
+        let mut entry = sale.holders.entry(user.clone()).or_default();
+        if entry.held >= sale.rules.per_user_limit {
             return Err(Refusal::AlreadyPurchased);
         }
         match sale
@@ -60,20 +71,22 @@ impl MemoryGate {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
         {
             Ok(before) => {
-                *held += 1;
+                entry.held += 1;
+                entry.last_seq += 1;
                 Ok(Reservation {
                     order_id: uuid::Uuid::now_v7(),
                     sale_id,
                     user_id: user.clone(),
-                    seq: *held,
+                    seq: entry.last_seq,
                     remaining: before - 1,
                 })
             }
             Err(_) => {
-                let empty = *held == 0;
-                drop(held);
-                if empty {
-                    sale.holders.remove_if(user, |_, n| *n == 0);
+                // A buyer who never got a unit leaves no entry behind.
+                let never_held = entry.last_seq == 0;
+                drop(entry);
+                if never_held {
+                    sale.holders.remove_if(user, |_, h| h.last_seq == 0);
                 }
                 Err(Refusal::SoldOut)
             }
@@ -82,12 +95,21 @@ impl MemoryGate {
 }
 
 impl StockGate for MemoryGate {
-    async fn load_sale(&self, rules: SaleRules, holders: Vec<(UserId, u32)>) -> Result<(), ApiError> {
-        let held: u64 = holders.iter().map(|(_, n)| u64::from(*n)).sum();
+    async fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> Result<(), ApiError> {
+        let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
         let gate = SaleGate {
             rules,
             remaining: AtomicU64::new(rules.stock.saturating_sub(held)),
-            holders: holders.into_iter().collect(),
+            holders: holders
+                .into_iter()
+                .map(|h| {
+                    let held = Held {
+                        held: h.held,
+                        last_seq: h.last_seq.max(h.held),
+                    };
+                    (h.user, held)
+                })
+                .collect(),
         };
         self.sales.insert(rules.id, Arc::new(gate));
         Ok(())
@@ -108,10 +130,10 @@ impl StockGate for MemoryGate {
 
     async fn release(&self, reservation: &Reservation) -> Result<(), ApiError> {
         let sale = self.sale(reservation.sale_id)?;
-        if let Some(mut held) = sale.holders.get_mut(&reservation.user_id) {
-            *held = held.saturating_sub(1);
+        // The entry stays, with its `last_seq`: the buyer's next unit gets a new number.
+        if let Some(mut entry) = sale.holders.get_mut(&reservation.user_id) {
+            entry.held = entry.held.saturating_sub(1);
         }
-        sale.holders.remove_if(&reservation.user_id, |_, n| *n == 0);
         sale.remaining.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -150,7 +172,15 @@ mod tests {
         UserId::parse(&format!("u{n}")).unwrap()
     }
 
-    fn gate(stock: u64, limit: u32, holders: Vec<(UserId, u32)>) -> MemoryGate {
+    fn holding(user: UserId, held: u32) -> Holding {
+        Holding {
+            user,
+            held,
+            last_seq: held,
+        }
+    }
+
+    fn gate(stock: u64, limit: u32, holders: Vec<Holding>) -> MemoryGate {
         let gate = MemoryGate::new();
         futures::executor::block_on(gate.load_sale(rules(stock, limit), holders)).unwrap();
         gate
@@ -177,17 +207,44 @@ mod tests {
     }
 
     #[test]
-    fn release_returns_the_unit_and_the_buyers_slot() {
+    fn release_returns_the_unit_and_the_buyers_slot_under_a_new_seq() {
         let g = gate(1, 1, vec![]);
         let r = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
         futures::executor::block_on(g.release(&r)).unwrap();
         let again = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
-        assert_eq!((again.seq, again.remaining), (1, 0));
+        assert_eq!((again.seq, again.remaining), (2, 0));
+    }
+
+    #[test]
+    fn releasing_a_lower_seq_never_reissues_a_higher_one_still_held() {
+        // The buyer holds seq 1 and 2; seq 1 goes back (its store write failed). The next unit
+        // must not be seq 2 again: that one is stored, and a second order under it would be lost.
+        let g = gate(10, 3, vec![]);
+        let first = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
+        let second = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
+        futures::executor::block_on(g.release(&first)).unwrap();
+        let third = g.reserve_now(SaleId(1), &user(1), 1_500).unwrap();
+        assert_eq!((first.seq, second.seq, third.seq), (1, 2, 3));
+    }
+
+    #[test]
+    fn a_rebuilt_gate_continues_after_the_highest_stored_seq() {
+        // Stored: only seq 2 (seq 1 was released). Held 1, last seq 2: the next unit is seq 3.
+        let g = gate(
+            10,
+            3,
+            vec![Holding {
+                user: user(1),
+                held: 1,
+                last_seq: 2,
+            }],
+        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 1_500).unwrap().seq, 3);
     }
 
     #[test]
     fn load_sale_rebuilds_remaining_and_holders() {
-        let g = gate(10, 2, vec![(user(1), 2), (user(2), 1)]);
+        let g = gate(10, 2, vec![holding(user(1), 2), holding(user(2), 1)]);
         assert_eq!(futures::executor::block_on(g.remaining(SaleId(1))).unwrap(), Some(7));
         assert_eq!(
             g.reserve_now(SaleId(1), &user(1), 1_500),
@@ -223,15 +280,19 @@ mod tests {
 
     proptest! {
         /// Any sequence of purchases and releases keeps sold ≤ stock and held ≤ limit per buyer,
-        /// and sold + remaining == stock.
+        /// sold + remaining == stock, and never hands out one buyer's `seq` twice.
         #[test]
         fn interleavings_keep_the_invariants(stock in 0u64..20, limit in 1u32..4,
                                              ops in prop::collection::vec((0usize..6, any::<bool>()), 0..80)) {
             let g = gate(stock, limit, vec![]);
             let mut held: Vec<Reservation> = Vec::new();
+            let mut issued = std::collections::HashSet::new();
             for (buyer, buy) in ops {
                 if buy || held.is_empty() {
-                    if let Ok(r) = g.reserve_now(SaleId(1), &user(buyer), 1_500) { held.push(r); }
+                    if let Ok(r) = g.reserve_now(SaleId(1), &user(buyer), 1_500) {
+                        prop_assert!(issued.insert((r.user_id.clone(), r.seq)), "seq {} reissued", r.seq);
+                        held.push(r);
+                    }
                 } else {
                     let r = held.swap_remove(buyer % held.len());
                     futures::executor::block_on(g.release(&r)).unwrap();

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Millis, SaleId, SaleRules, UserId};
+use crate::domain::{Holding, Millis, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 
@@ -23,7 +23,7 @@ pub struct Reservation {
     pub order_id: uuid::Uuid,
     pub sale_id: SaleId,
     pub user_id: UserId,
-    /// The buyer's n-th unit of this sale (1-based).
+    /// The buyer's n-th reservation in this sale (1-based), never handed out twice.
     pub seq: u32,
     /// Stock left right after this reservation.
     pub remaining: u64,
@@ -31,12 +31,8 @@ pub struct Reservation {
 
 pub trait StockGate: Send + Sync + 'static {
     /// Registers a sale with the buyers who already hold units (from the store, on start-up or
-    /// creation): remaining = stock − units held.
-    fn load_sale(
-        &self,
-        rules: SaleRules,
-        holders: Vec<(UserId, u32)>,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// creation): remaining = stock − units held; each buyer's next `seq` follows their last.
+    fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Takes one unit for `user` if the sale is live, has stock, and the user is under the limit.
     /// The reservation carries a new order id (minted only when a unit is granted).

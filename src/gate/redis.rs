@@ -3,7 +3,9 @@
 //!
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0)
-//! - `<p>:{s<id>}:holders` hash: user → units held
+//! - `<p>:{s<id>}:holders` hash: user → units held (checked against the limit)
+//! - `<p>:{s<id>}:seqs`    hash: user → last `seq` handed out; never lowered, so a released unit
+//!   never makes the buyer's next order reuse a `seq` that another of their orders holds
 //! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
 //!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
 //! - `<p>:sales`           set of sale ids (what the reconciler scans)
@@ -18,7 +20,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
 use super::{Reservation, StockGate};
-use crate::domain::{Millis, Order, SaleId, SaleRules, UserId};
+use crate::domain::{Holding, Millis, Order, SaleId, SaleRules, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 
@@ -38,11 +40,13 @@ local remaining = tonumber(meta[4])
 if remaining <= 0 then return {-4, 0} end
 redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. (held + 1) .. ':' .. ARGV[1])
-return {remaining - 1, held + 1}
+local seq = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. seq .. ':' .. ARGV[1])
+return {remaining - 1, seq}
 "#;
 
-/// Idempotent: only a reservation still pending is returned to stock.
+/// Idempotent: only a reservation still pending is returned to stock. The buyer's `seqs` entry
+/// stays as it is.
 const RELEASE: &str = r#"
 if redis.call('ZREM', KEYS[3], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'remaining', 1)
@@ -55,7 +59,10 @@ const LOAD: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4],
            'remaining', ARGV[5])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 3 do
+  if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+end
 return 1
 "#;
 
@@ -67,6 +74,7 @@ fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
 struct SaleKeys {
     meta: String,
     holders: String,
+    seqs: String,
     pending: String,
     sold_out_until: AtomicI64,
 }
@@ -77,6 +85,7 @@ impl SaleKeys {
         SaleKeys {
             meta: format!("{base}:meta"),
             holders: format!("{base}:holders"),
+            seqs: format!("{base}:seqs"),
             pending: format!("{base}:pending"),
             sold_out_until: AtomicI64::new(0),
         }
@@ -230,20 +239,21 @@ fn opt(ms: Option<Millis>) -> String {
 }
 
 impl StockGate for RedisGate {
-    async fn load_sale(&self, rules: SaleRules, holders: Vec<(UserId, u32)>) -> Result<(), ApiError> {
+    async fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> Result<(), ApiError> {
         let keys = self.keys(rules.id);
-        let held: u64 = holders.iter().map(|(_, n)| u64::from(*n)).sum();
+        let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
         let mut invocation = self.load.prepare_invoke();
         invocation
             .key(&keys.meta)
             .key(&keys.holders)
+            .key(&keys.seqs)
             .arg(rules.stock)
             .arg(opt(rules.starts_at))
             .arg(opt(rules.ends_at))
             .arg(rules.per_user_limit)
             .arg(rules.stock.saturating_sub(held));
-        for (user, n) in &holders {
-            invocation.arg(user.as_str()).arg(*n);
+        for h in &holders {
+            invocation.arg(h.user.as_str()).arg(h.held).arg(h.last_seq.max(h.held));
         }
         let _: i64 = invocation
             .invoke_async(&mut self.conn.clone())
@@ -273,6 +283,7 @@ impl StockGate for RedisGate {
             .key(&keys.meta)
             .key(&keys.holders)
             .key(&keys.pending)
+            .key(&keys.seqs)
             .arg(user.as_str())
             .arg(now)
             .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))

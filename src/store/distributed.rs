@@ -2,7 +2,7 @@
 //! the consumer later writes it to MySQL, where the catalogue and the reads live.
 
 use super::{MySqlStore, OrderStore, StoreAudit, StoredOrder};
-use crate::domain::{Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{Holding, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 use crate::log::KafkaLog;
@@ -41,12 +41,12 @@ impl OrderStore for DistributedStore {
         self.mysql.orders_of(sale, user).await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<(UserId, u32)>, ApiError> {
+    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
         self.mysql.holders(sale).await
     }
 
-    async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
-        self.mysql.audit(sale).await
+    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
+        self.mysql.audit(sale, per_user_limit).await
     }
 
     /// Kafka is on the buy path; MySQL is not (orders wait in the log while it is down), so an

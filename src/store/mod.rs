@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Millis, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{Holding, Millis, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 
@@ -32,6 +32,10 @@ pub struct StoreAudit {
     pub stored: u64,
     /// Rows beyond the first for the same `(sale, user, seq)`: must be 0.
     pub duplicates: u64,
+    /// Orders kept apart because another order held their `(sale, user, seq)`: must be 0.
+    pub conflicts: u64,
+    /// Buyers holding more units than the per-user limit: must be 0.
+    pub over_limit: u64,
 }
 
 pub trait OrderStore: Send + Sync + 'static {
@@ -48,11 +52,12 @@ pub trait OrderStore: Send + Sync + 'static {
     fn orders_of(&self, sale: SaleId, user: &UserId)
         -> impl Future<Output = Result<Vec<StoredOrder>, ApiError>> + Send;
 
-    /// Every buyer of a sale with the units they hold: what the gate is rebuilt from.
-    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<(UserId, u32)>, ApiError>> + Send;
+    /// Every buyer of a sale with the units they hold and their highest `seq`: what the gate is
+    /// rebuilt from.
+    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<Holding>, ApiError>> + Send;
 
     /// What the store holds for a sale, for the auditor.
-    fn audit(&self, sale: SaleId) -> impl Future<Output = Result<StoreAudit, ApiError>> + Send;
+    fn audit(&self, sale: SaleId, per_user_limit: u32) -> impl Future<Output = Result<StoreAudit, ApiError>> + Send;
 
     /// Flushes what is queued and stops accepting orders (graceful shutdown).
     fn close(&self) -> impl Future<Output = ()> + Send;

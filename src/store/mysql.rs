@@ -9,11 +9,61 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{StoreAudit, StoredOrder};
-use crate::domain::{now_millis, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 
 /// Rows per `INSERT` statement (5 placeholders each, far below MySQL's 65,535).
 const ROWS_PER_INSERT: usize = 2_000;
+
+/// `INSERT IGNORE INTO <table>` of `orders` (both order tables have the same first columns).
+fn insert_rows<'a>(table: &str, orders: &'a [Order]) -> QueryBuilder<'a, sqlx::MySql> {
+    let mut insert = QueryBuilder::new(format!(
+        "INSERT IGNORE INTO {table} (order_id, sale_id, user_id, seq, created_at) "
+    ));
+    insert.push_values(orders, |mut row, o| {
+        row.push_bind(o.order_id.hyphenated().to_string())
+            .push_bind(o.sale_id.0)
+            .push_bind(o.user_id.as_str())
+            .push_bind(o.seq)
+            .push_bind(o.created_at);
+    });
+    insert
+}
+
+/// Orders of `chunk` that `INSERT IGNORE` skipped although their id is not stored: another order
+/// holds their `(sale, user, seq)`. They go to `order_conflicts`, loudly.
+async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Order]) -> Result<(), ApiError> {
+    let mut select = QueryBuilder::new("SELECT order_id FROM orders WHERE order_id IN ");
+    select.push_tuples(chunk, |mut row, o| {
+        row.push_bind(o.order_id.hyphenated().to_string());
+    });
+    let stored: std::collections::HashSet<String> = select
+        .build_query_scalar::<String>()
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .collect();
+    let conflicts: Vec<Order> = chunk
+        .iter()
+        .filter(|o| !stored.contains(&o.order_id.hyphenated().to_string()))
+        .cloned()
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    for o in &conflicts {
+        tracing::error!(order = %o.order_id, sale = %o.sale_id, user = %o.user_id, seq = o.seq,
+            "order conflict: another order holds this (sale, user, seq); kept in order_conflicts");
+    }
+    crate::metrics::METRICS.observe_order_conflicts(conflicts.len() as u64);
+    insert_rows("order_conflicts", &conflicts)
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
 
 #[derive(Clone)]
 pub struct MySqlStore {
@@ -70,26 +120,25 @@ impl MySqlStore {
         Ok(MySqlStore { pool })
     }
 
-    /// Stores a batch of orders from the log; duplicates are ignored. Returns rows newly stored.
+    /// Stores a batch of orders from the log. A copy of a stored order (same `order_id`) is
+    /// ignored; an order whose `(sale, user, seq)` another order holds is a conflict: it is kept
+    /// in `order_conflicts` and logged, never dropped. Returns rows newly stored in `orders`.
     pub async fn insert_orders(&self, orders: &[Order]) -> Result<u64, ApiError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut inserted = 0;
         for chunk in orders.chunks(ROWS_PER_INSERT) {
-            let mut insert =
-                QueryBuilder::new("INSERT IGNORE INTO orders (order_id, sale_id, user_id, seq, created_at) ");
-            insert.push_values(chunk, |mut row, o| {
-                row.push_bind(o.order_id.hyphenated().to_string())
-                    .push_bind(o.sale_id.0)
-                    .push_bind(o.user_id.as_str())
-                    .push_bind(o.seq)
-                    .push_bind(o.created_at);
-            });
-            inserted += insert
+            let rows = insert_rows("orders", chunk)
                 .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
+            inserted += rows;
+            // Every row new: the common case costs nothing more. Otherwise tell copies (their
+            // order id is stored) from conflicts (it is not).
+            if rows < chunk.len() as u64 {
+                keep_conflicts(&mut tx, chunk).await?;
+            }
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(inserted)
@@ -163,31 +212,53 @@ impl MySqlStore {
             .map_err(unavailable)
     }
 
-    pub async fn holders(&self, sale: SaleId) -> Result<Vec<(UserId, u32)>, ApiError> {
-        let rows = sqlx::query("SELECT user_id, COUNT(*) AS n FROM orders WHERE sale_id = ? GROUP BY user_id")
-            .bind(sale.0)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    /// Conflicting orders count too: each took a unit from the gate.
+    pub async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT user_id, COUNT(*) AS n, MAX(seq) AS last_seq FROM (
+                 SELECT user_id, seq FROM orders WHERE sale_id = ?
+                 UNION ALL SELECT user_id, seq FROM order_conflicts WHERE sale_id = ?
+             ) AS held GROUP BY user_id",
+        )
+        .bind(sale.0)
+        .bind(sale.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter()
-            .map(|r| Ok((UserId::trusted(r.try_get("user_id")?), r.try_get::<i64, _>("n")? as u32)))
+            .map(|r| {
+                Ok(Holding {
+                    user: UserId::trusted(r.try_get("user_id")?),
+                    held: r.try_get::<i64, _>("n")? as u32,
+                    last_seq: r.try_get::<i32, _>("last_seq")? as u32,
+                })
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(unavailable)
     }
 
-    pub async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
+    pub async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS stored, COUNT(*) - COUNT(DISTINCT user_id, seq) AS duplicates FROM orders WHERE sale_id = ?",
+            "SELECT COUNT(*) AS stored, COUNT(*) - COUNT(DISTINCT user_id, seq) AS duplicates,
+                    (SELECT COUNT(*) FROM order_conflicts WHERE sale_id = ?) AS conflicts,
+                    (SELECT COUNT(*) FROM (
+                         SELECT user_id FROM orders WHERE sale_id = ? GROUP BY user_id HAVING COUNT(*) > ?
+                     ) AS beyond_limit) AS over_limit
+             FROM orders WHERE sale_id = ?",
         )
+        .bind(sale.0)
+        .bind(sale.0)
+        .bind(per_user_limit)
         .bind(sale.0)
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
-        let stored: i64 = row.try_get("stored").map_err(unavailable)?;
-        let duplicates: i64 = row.try_get("duplicates").map_err(unavailable)?;
+        let count = |name: &str| row.try_get::<i64, _>(name).map(|n| n as u64).map_err(unavailable);
         Ok(StoreAudit {
-            stored: stored as u64,
-            duplicates: duplicates as u64,
+            stored: count("stored")?,
+            duplicates: count("duplicates")?,
+            conflicts: count("conflicts")?,
+            over_limit: count("over_limit")?,
         })
     }
 

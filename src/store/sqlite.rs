@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{OrderStore, StoreAudit, StoredOrder};
-use crate::domain::{now_millis, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::error::ApiError;
 use crate::health::Check;
 use crate::metrics::METRICS;
@@ -241,28 +241,42 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<(UserId, u32)>, ApiError> {
-        let rows: Vec<(String, u32)> = self
+    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
+        let rows: Vec<(String, u32, u32)> = self
             .read(move |c| {
-                let mut stmt =
-                    c.prepare_cached("SELECT user_id, COUNT(*) FROM orders WHERE sale_id = ?1 GROUP BY user_id")?;
-                let rows = stmt.query_map([sale.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT user_id, COUNT(*), MAX(seq) FROM orders WHERE sale_id = ?1 GROUP BY user_id",
+                )?;
+                let rows = stmt.query_map([sale.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                 rows.collect()
             })
             .await?;
         // Stored ids were validated on the way in; the store is trusted.
-        Ok(rows.into_iter().map(|(u, n)| (UserId::trusted(u), n)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(user, held, last_seq)| Holding {
+                user: UserId::trusted(user),
+                held,
+                last_seq,
+            })
+            .collect())
     }
 
-    async fn audit(&self, sale: SaleId) -> Result<StoreAudit, ApiError> {
+    /// Conflicts are refused at `record` (never acknowledged), so none is ever kept.
+    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
         self.read(move |c| {
             c.query_row(
-                "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq) FROM orders WHERE sale_id = ?1",
-                [sale.0],
+                "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq),
+                        (SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE sale_id = ?1
+                                               GROUP BY user_id HAVING COUNT(*) > ?2))
+                 FROM orders WHERE sale_id = ?1",
+                params![sale.0, per_user_limit],
                 |r| {
                     Ok(StoreAudit {
                         stored: r.get::<_, i64>(0)? as u64,
                         duplicates: r.get::<_, i64>(1)? as u64,
+                        conflicts: 0,
+                        over_limit: r.get::<_, i64>(2)? as u64,
                     })
                 },
             )
@@ -313,6 +327,19 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay
     tracing::info!("order store closed; every queued order is committed");
 }
 
+/// Why one order's row was refused. A `(sale, user, seq)` another order holds is a conflict: the
+/// gate never hands out a seq twice, so it is logged loudly and counted; the buyer is not told
+/// "success" for it and its unit goes back.
+fn refused(order: &Order, e: rusqlite::Error) -> String {
+    let message = e.to_string();
+    if message.contains("orders.seq") {
+        tracing::error!(order = %order.order_id, sale = %order.sale_id, user = %order.user_id, seq = order.seq,
+            "order conflict: another order holds this (sale, user, seq); refused");
+        METRICS.observe_order_conflicts(1);
+    }
+    message
+}
+
 /// Inserts the batch in one transaction. A row that fails (say a duplicate) fails alone;
 /// a failed commit fails every row, and none of them is stored.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
@@ -334,7 +361,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
                                 order.created_at
                             ])
                             .map(|_| ())
-                            .map_err(|e| e.to_string()),
+                            .map_err(|e| refused(order, e)),
                     ),
                     Command::CreateSale { spec, .. } => {
                         let created_at = now_millis();
