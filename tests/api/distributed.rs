@@ -490,3 +490,126 @@ async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
         .await;
     assert_eq!(lag, Some(0.0), "the lag drains once MySQL is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_whose_count_redis_lost_gets_a_new_seq_and_every_order_is_kept() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(10, 1).await;
+    let (status, first) = app.buy(sale, "forgotten").await;
+    assert_eq!((status, first["seq"].as_u64()), (201, Some(1)), "{first}");
+    wait_stored(&app, sale, 1, Duration::from_secs(30)).await;
+
+    // Redis loses the buyer's unit count, not their last seq: the next unit gets seq 2, the
+    // order is stored, and the auditor reports the buyer over the limit.
+    services.redis_del(&[services.gate_key(sale, "holders")]).await;
+    let (status, second) = app.buy(sale, "forgotten").await;
+    assert_eq!((status, second["seq"].as_u64()), (201, Some(2)), "{second}");
+    let audit = wait_stored(&app, sale, 2, Duration::from_secs(30)).await;
+    assert_eq!(
+        (audit["over_limit"].as_u64(), audit["consistent"].as_bool()),
+        (Some(1), Some(false)),
+        "{audit}"
+    );
+
+    // Redis loses everything about the buyer: seq 1 is handed out again. The store keeps the
+    // order apart as a conflict, and the auditor counts it; nothing answered 201 is dropped.
+    services
+        .redis_del(&[services.gate_key(sale, "holders"), services.gate_key(sale, "seqs")])
+        .await;
+    let (status, third) = app.buy(sale, "forgotten").await;
+    assert_eq!(status, 201, "{third}");
+    let started = Instant::now();
+    let audit = loop {
+        let audit = app.audit(sale).await;
+        if audit["conflicts"] == 1 || started.elapsed() > Duration::from_secs(30) {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (audit["conflicts"].as_u64(), audit["consistent"].as_bool()),
+        (Some(1), Some(false)),
+        "{audit}"
+    );
+    let stored = services.stored_order_ids(sale, "orders").await;
+    let conflicts = services.stored_order_ids(sale, "order_conflicts").await;
+    for answer in [&first, &second] {
+        assert!(
+            stored.contains(answer["order_id"].as_str().unwrap()),
+            "{answer} not stored"
+        );
+    }
+    assert!(
+        conflicts.contains(third["order_id"].as_str().unwrap()),
+        "{third} not kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn units_released_during_broker_outages_never_make_a_buyer_reuse_a_seq() {
+    let (mut services, proxy) = Services::behind_proxy().await;
+    services.kafka_timeout_ms = 1500;
+    services.reconcile_after_ms = 3000;
+    let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let sale = app.live_sale(100_000, 3).await;
+
+    // The network to the broker fails three times for 2 s: orders queued meanwhile are not
+    // persisted, so their units go back while the same buyers' other orders are stored.
+    let outages = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            proxy.cut();
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            proxy.restore();
+        }
+        proxy
+    });
+    // 400 buyers, each sending 3 purchases 100–1,200 ms apart on a schedule (not waiting for
+    // the previous answer, as a client retrying does), starting over the first 4 s: during an
+    // outage one buyer's purchases overlap, and a lower seq is released while a higher one is
+    // stored.
+    let answers = join_all((0..400u64).map(|i| {
+        let app = Arc::clone(&app);
+        async move {
+            let user = format!("out-{i}");
+            let mut at = (i % 40) * 100;
+            let mut purchases = Vec::new();
+            for k in 0..3u64 {
+                at += 100 + (i * 7_919 + k * 104_729) % 1_100;
+                let (app, user) = (&app, &user);
+                purchases.push(async move {
+                    tokio::time::sleep(Duration::from_millis(at)).await;
+                    let (status, body) = app.buy(sale, user).await;
+                    (user.clone(), status, body)
+                });
+            }
+            join_all(purchases).await
+        }
+    }))
+    .await;
+    let _proxy = outages.await.unwrap();
+
+    let confirmed: Vec<&(String, u16, serde_json::Value)> = answers
+        .iter()
+        .flatten()
+        .filter(|(_, status, _)| *status == 201)
+        .collect();
+    let refused = answers.iter().flatten().filter(|(_, status, _)| *status == 503).count();
+    assert!(refused > 0, "no purchase met an outage: the test proves nothing");
+    let mut seqs = std::collections::HashSet::new();
+    for (user, _, body) in &confirmed {
+        let seq = body["seq"].as_u64().unwrap();
+        assert!(seqs.insert((user.clone(), seq)), "{user} was answered seq {seq} twice");
+    }
+    let audit = wait_settled(&app, sale).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["conflicts"], 0, "{audit}");
+    let stored = services.stored_order_ids(sale, "orders").await;
+    for (user, _, body) in &confirmed {
+        assert!(
+            stored.contains(body["order_id"].as_str().unwrap()),
+            "{user}'s confirmed order {body} is not stored"
+        );
+    }
+}

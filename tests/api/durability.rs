@@ -150,3 +150,106 @@ async fn sigterm_drains_in_flight_purchases_and_exits_cleanly() {
     assert!(audit["stored"].as_u64().unwrap() >= successes.load(Ordering::Relaxed));
     assert!(successes.load(Ordering::Relaxed) > 0);
 }
+
+/// A tiny deterministic jitter (no RNG needed): 1..5 for any `n`.
+fn jitter_ms(n: u64) -> u64 {
+    1 + n.wrapping_mul(2_654_435_761) % 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_that_fills_and_frees_never_makes_a_buyer_reuse_a_seq_or_locks_them_out() {
+    let disk = Arc::new(crate::helpers::Tmpfs::mount(16));
+    let options = Options {
+        data_dir: Some(disk.path().to_path_buf()),
+        ..Options::new()
+    };
+    let app = Arc::new(TestServer::spawn_with(options.clone()).await);
+    let sale = app.live_sale(1_000_000, 3).await;
+
+    // The disk is filled and freed every 1–5 ms while 3,000 buyers each fire 3 purchases at once:
+    // now and then one buyer's purchases land in different group commits, a lower seq failing
+    // while a higher one is stored. (Before seqs were never reused, the next unit of such a
+    // buyer reused a stored seq: 500 for good. It takes a few such buyers per run to show.)
+    let stop = Arc::new(AtomicBool::new(false));
+    let chaos = {
+        let (disk, stop) = (Arc::clone(&disk), Arc::clone(&stop));
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                disk.fill();
+                std::thread::sleep(Duration::from_millis(jitter_ms(n)));
+                disk.free();
+                std::thread::sleep(Duration::from_millis(jitter_ms(n + 1)));
+                n += 2;
+            }
+            disk.free();
+        })
+    };
+    let answers = futures::future::join_all((0..3_000u64).map(|i| {
+        let app = Arc::clone(&app);
+        async move {
+            tokio::time::sleep(Duration::from_millis(i)).await;
+            let user = format!("disk-{i}");
+            let three = futures::future::join_all((0..3).map(|_| app.buy(sale, &user))).await;
+            (user, three)
+        }
+    }))
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    chaos.await.unwrap();
+
+    let mut confirmed = std::collections::HashMap::<String, Vec<(u64, String)>>::new();
+    for (user, three) in &answers {
+        for (status, body) in three {
+            if *status == 201 {
+                let unit = (
+                    body["seq"].as_u64().unwrap(),
+                    body["order_id"].as_str().unwrap().to_owned(),
+                );
+                confirmed.entry(user.clone()).or_default().push(unit);
+            }
+        }
+    }
+    let failed = answers.iter().flat_map(|(_, t)| t).filter(|(s, _)| *s >= 500).count();
+    assert!(failed > 0, "no purchase met a full disk: the test proves nothing");
+
+    // With the disk free again, every buyer tops up to exactly the limit: no seq is taken twice,
+    // nobody is locked out, every confirmed order is stored. And again after a restart.
+    let app = Arc::into_inner(app).expect("one owner");
+    let mut app = app;
+    for round in 0..2 {
+        for (user, _) in &answers {
+            let mut held = confirmed.get(user).map_or(0, Vec::len);
+            loop {
+                let (status, body) = app.buy(sale, user).await;
+                match status {
+                    201 if round == 0 => {
+                        held += 1;
+                        let unit = (
+                            body["seq"].as_u64().unwrap(),
+                            body["order_id"].as_str().unwrap().to_owned(),
+                        );
+                        confirmed.entry(user.clone()).or_default().push(unit);
+                    }
+                    409 => break,
+                    _ => panic!("round {round}: {user} holding {held} got {status}: {body}"),
+                }
+            }
+            assert_eq!(held, 3, "{user}");
+            let (status, orders) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
+            assert_eq!(status, 200, "{orders}");
+            let stored: std::collections::HashSet<(u64, String)> = orders["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| (o["seq"].as_u64().unwrap(), o["order_id"].as_str().unwrap().to_owned()))
+                .collect();
+            let answered: std::collections::HashSet<(u64, String)> = confirmed[user].iter().cloned().collect();
+            assert_eq!(stored, answered, "{user}: stored orders differ from the confirmed ones");
+        }
+        assert_eq!(app.audit(sale).await["consistent"], true);
+        if round == 0 {
+            app = app.restart(options.clone()).await;
+        }
+    }
+}

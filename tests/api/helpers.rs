@@ -56,8 +56,22 @@ impl Drop for Cleanup {
 
 impl Services {
     pub async fn start() -> Self {
+        Self::with_broker(Broker::start(None).await)
+    }
+
+    /// Like [`Services::start`], with every connection to the broker through a [`Proxy`] the
+    /// test can cut (returned too).
+    pub async fn behind_proxy() -> (Self, Proxy) {
+        let port = free_port();
+        let broker_port = free_port();
+        let proxy = Proxy::start(port, format!("127.0.0.1:{broker_port}")).await;
+        let broker = Broker::start(Some((broker_port, port))).await;
+        (Self::with_broker(broker), proxy)
+    }
+
+    fn with_broker(broker: Broker) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let broker = std::sync::Arc::new(Broker::start().await);
+        let broker = std::sync::Arc::new(broker);
         Services {
             _cleanup: std::sync::Arc::new(Cleanup {
                 database: format!("seckill_test_{id}"),
@@ -115,21 +129,25 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub async fn start() -> Self {
+    /// On a free port, or on `(port, advertised port)` when clients must reach it another way.
+    pub async fn start(ports: Option<(u16, u16)>) -> Self {
         let tansu = std::env::var("SECKILL_TANSU").ok().or_else(|| {
             let home = std::env::var("HOME").ok()?;
             let path = format!("{home}/.cargo/bin/tansu");
             std::path::Path::new(&path).exists().then_some(path)
         });
         let tansu = tansu.unwrap_or_else(|| "tansu".into());
-        let port = free_port();
+        let (port, advertised) = ports.unwrap_or_else(|| {
+            let port = free_port();
+            (port, port)
+        });
         let address = format!("127.0.0.1:{port}");
         let mut child = std::process::Command::new(&tansu)
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .arg("--listener-url")
             .arg(format!("tcp://{address}"))
             .arg("--advertised-listener-url")
-            .arg(format!("tcp://{address}"))
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,7 +159,7 @@ impl Broker {
             if tokio::net::TcpStream::connect(&address).await.is_ok() {
                 return Broker {
                     child: std::sync::Mutex::new(Some(child)),
-                    address,
+                    address: format!("127.0.0.1:{advertised}"),
                     pid,
                 };
             }
@@ -168,6 +186,68 @@ impl Broker {
 
     pub fn resume(&self) {
         self.signal("CONT");
+    }
+}
+
+/// A TCP proxy between the engine and a service that a test can cut: while cut, open
+/// connections are dropped and new ones closed at once, as when the network to it fails.
+pub struct Proxy {
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(port: u16, upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the proxy");
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let accept = {
+            let (cut, connections) = (std::sync::Arc::clone(&cut), std::sync::Arc::clone(&connections));
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    let mut open = connections.lock().expect("proxy connections");
+                    open.retain(|c| !c.is_finished());
+                    open.push(task.abort_handle());
+                }
+            })
+        };
+        Proxy {
+            cut,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().expect("proxy connections").drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }
 
@@ -324,6 +404,8 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// More environment variables (secrets, which are refused as flags).
     pub env: Vec<(String, String)>,
+    /// The store's `--data-dir`, when not the test's own temp dir (which keeps the server log).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -362,7 +444,7 @@ impl TestServer {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(data_dir)
+            .arg(options.data_dir.as_deref().unwrap_or(data_dir))
             .arg("--demo-stock")
             .arg(options.demo_stock.to_string())
             .arg("--commit-delay-ms")
@@ -568,4 +650,76 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
 
 pub fn rfc3339_in(seconds: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
+}
+
+impl Services {
+    /// Deletes keys from the test's Redis, as a partial data loss would.
+    pub async fn redis_del(&self, keys: &[String]) {
+        let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("DEL");
+    }
+
+    /// The Redis key of a sale's gate structure (`meta`, `holders`, `seqs`, `pending`).
+    pub fn gate_key(&self, sale: i64, name: &str) -> String {
+        format!("{}:{{s{sale}}}:{name}", self.redis_prefix)
+    }
+
+    /// The order ids MySQL holds for a sale in `table` (`orders` or `order_conflicts`).
+    pub async fn stored_order_ids(&self, sale: i64, table: &str) -> std::collections::HashSet<String> {
+        use sqlx::Connection;
+        let mut conn = sqlx::mysql::MySqlConnection::connect(&self.database_url)
+            .await
+            .expect("mysql");
+        let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT order_id FROM {table} WHERE sale_id = ?"))
+            .bind(sale)
+            .fetch_all(&mut conn)
+            .await
+            .expect("select order ids");
+        ids.into_iter().collect()
+    }
+}
+
+/// A small tmpfs of the test's own (root only): a disk that a test can fill and free.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(megabytes: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let chunk = vec![0u8; 256 * 1024];
+        if let Ok(mut file) = std::fs::File::create(self.dir.path().join("filler")) {
+            while file.write_all(&chunk).is_ok() {}
+        }
+    }
+
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }
