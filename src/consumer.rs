@@ -15,8 +15,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::backend::{BackendError, Role};
 use crate::domain::Order;
-use crate::error::ApiError;
 use crate::log::OrderEvent;
 use crate::metrics::METRICS;
 use crate::store::MySqlStore;
@@ -75,7 +75,7 @@ pub async fn run(
     settings: ConsumerSettings<'_>,
     store: MySqlStore,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ApiError> {
+) -> Result<(), BackendError> {
     let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", settings.brokers)
@@ -90,11 +90,11 @@ pub async fn run(
             .set("fetch.max.bytes", "134217728")
             .set("statistics.interval.ms", "1000")
             .create_with_context(LagContext)
-            .map_err(|e| ApiError::Unavailable(format!("kafka consumer: {e}")))?,
+            .map_err(|e| BackendError::unavailable(Role::Log, e))?,
     );
     consumer
         .subscribe(&[settings.topic])
-        .map_err(|e| ApiError::Unavailable(format!("kafka subscribe: {e}")))?;
+        .map_err(|e| BackendError::unavailable(Role::Log, e))?;
     tracing::info!(topic = settings.topic, group = settings.group, "consumer started");
     // Two batches in flight at most: reading stays ahead of writing, memory stays bounded.
     let (batches, pending) = mpsc::channel::<(Vec<Order>, Offsets)>(2);
@@ -183,7 +183,7 @@ async fn store_with_retry(store: &MySqlStore, orders: &[Order]) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, batch = orders.len(), retry_in_ms = backoff.as_millis() as u64, "storing orders failed");
+                tracing::warn!(error = %e.chain(), batch = orders.len(), retry_in_ms = backoff.as_millis() as u64, "storing orders failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

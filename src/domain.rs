@@ -6,8 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-
 /// Milliseconds since the Unix epoch: the one time unit the engine uses inside.
 pub type Millis = i64;
 
@@ -30,10 +28,11 @@ pub fn format_millis(ms: Millis) -> String {
 pub struct SaleId(pub i64);
 
 impl SaleId {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    /// `None` for anything but a positive integer: such a sale cannot exist.
+    pub fn parse(raw: &str) -> Option<Self> {
         match raw.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(SaleId(id)),
-            _ => Err(ApiError::SaleNotFound),
+            Ok(id) if id > 0 => Some(SaleId(id)),
+            _ => None,
         }
     }
 }
@@ -42,6 +41,15 @@ impl fmt::Display for SaleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// Why a buyer id was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UserIdError {
+    #[error("no buyer id")]
+    Missing,
+    #[error("a buyer id is 1 to 64 characters of A-Z a-z 0-9 _ - . : @")]
+    Invalid,
 }
 
 /// A buyer's identity: 1 to 64 characters of `[A-Za-z0-9_.:@-]`.
@@ -53,18 +61,18 @@ pub struct UserId(Arc<str>);
 impl UserId {
     pub const MAX_LEN: usize = 64;
 
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, UserIdError> {
         if raw.is_empty() {
-            return Err(ApiError::MissingUserId);
+            return Err(UserIdError::Missing);
         }
         let valid_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@');
         if raw.len() > Self::MAX_LEN || !raw.bytes().all(valid_char) {
-            return Err(ApiError::InvalidUserId);
+            return Err(UserIdError::Invalid);
         }
         Ok(UserId(Arc::from(raw)))
     }
 
-    /// Wraps an id the engine made itself (anonymous buyers of the seed's API).
+    /// Wraps an id the engine made itself or read back from its own store.
     pub(crate) fn trusted(id: String) -> Self {
         UserId(Arc::from(id))
     }
@@ -106,7 +114,12 @@ pub struct NewSaleRequest {
     pub per_user_limit: Option<i64>,
 }
 
-/// A validated sale to create.
+/// Why a sale cannot be created as asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSale(pub String);
+
+/// What a sale is: everything an admin decides when creating it. Validated once, here.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SaleSpec {
     pub name: String,
@@ -114,26 +127,22 @@ pub struct SaleSpec {
     pub starts_at: Option<Millis>,
     pub ends_at: Option<Millis>,
     pub per_user_limit: u32,
-    /// The demo sale is the one the seed's endpoints sell.
+    /// The demo sale is the one the classic `/seckill/*` API sells.
     pub demo: bool,
 }
 
 impl SaleSpec {
-    pub fn parse(req: NewSaleRequest) -> Result<Self, ApiError> {
+    pub fn parse(req: NewSaleRequest) -> Result<Self, InvalidSale> {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-            return Err(ApiError::InvalidSale(format!(
-                "name must be 1 to {MAX_NAME_LEN} characters"
-            )));
+            return Err(InvalidSale(format!("name must be 1 to {MAX_NAME_LEN} characters")));
         }
         if req.stock < 0 || req.stock as u64 > MAX_STOCK {
-            return Err(ApiError::InvalidSale(format!(
-                "stock must be between 0 and {MAX_STOCK}"
-            )));
+            return Err(InvalidSale(format!("stock must be between 0 and {MAX_STOCK}")));
         }
         let per_user_limit = req.per_user_limit.unwrap_or(1);
         if !(1..=MAX_PER_USER_LIMIT as i64).contains(&per_user_limit) {
-            return Err(ApiError::InvalidSale(format!(
+            return Err(InvalidSale(format!(
                 "per_user_limit must be between 1 and {MAX_PER_USER_LIMIT}"
             )));
         }
@@ -141,7 +150,7 @@ impl SaleSpec {
         let ends_at = req.ends_at.map(|t| t.timestamp_millis());
         if let (Some(s), Some(e)) = (starts_at, ends_at) {
             if e <= s {
-                return Err(ApiError::InvalidSale("ends_at must be after starts_at".into()));
+                return Err(InvalidSale("ends_at must be after starts_at".into()));
             }
         }
         Ok(SaleSpec {
@@ -153,60 +162,7 @@ impl SaleSpec {
             demo: false,
         })
     }
-}
 
-impl SaleSpec {
-    /// The sale this spec becomes once the store has given it an id.
-    pub fn into_sale(self, id: SaleId, created_at: Millis) -> Sale {
-        Sale {
-            id,
-            name: self.name,
-            stock: self.stock,
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
-            per_user_limit: self.per_user_limit,
-            demo: self.demo,
-            created_at,
-        }
-    }
-}
-
-/// A sale as the store keeps it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sale {
-    pub id: SaleId,
-    pub name: String,
-    pub stock: u64,
-    pub starts_at: Option<Millis>,
-    pub ends_at: Option<Millis>,
-    pub per_user_limit: u32,
-    pub demo: bool,
-    pub created_at: Millis,
-}
-
-/// The rules the stock gate enforces on every purchase of one sale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SaleRules {
-    pub id: SaleId,
-    pub stock: u64,
-    pub starts_at: Option<Millis>,
-    pub ends_at: Option<Millis>,
-    pub per_user_limit: u32,
-}
-
-impl From<&Sale> for SaleRules {
-    fn from(s: &Sale) -> Self {
-        SaleRules {
-            id: s.id,
-            stock: s.stock,
-            starts_at: s.starts_at,
-            ends_at: s.ends_at,
-            per_user_limit: s.per_user_limit,
-        }
-    }
-}
-
-impl SaleRules {
     /// Whether the sale window is closed at `now`, as the refusal a buyer gets.
     pub fn window_refusal(&self, now: Millis) -> Option<Refusal> {
         if self.starts_at.is_some_and(|s| now < s) {
@@ -228,14 +184,23 @@ impl SaleRules {
     }
 }
 
-/// Why the gate refused a purchase. Each maps to one API error.
+/// A sale as the store keeps it: its spec, and what the store gave it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sale {
+    pub id: SaleId,
+    pub spec: SaleSpec,
+    pub created_at: Millis,
+}
+
+/// Why the gate refused a purchase: the buyer's answer, not a fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     UnknownSale,
     NotStarted,
     Ended,
     SoldOut,
-    AlreadyPurchased,
+    /// The buyer already holds the per-user limit.
+    LimitReached,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -286,18 +251,18 @@ mod tests {
 
     #[test]
     fn user_id_refuses_empty_long_and_foreign_characters() {
-        assert!(matches!(UserId::parse(""), Err(ApiError::MissingUserId)));
-        assert!(matches!(UserId::parse(&"a".repeat(65)), Err(ApiError::InvalidUserId)));
+        assert_eq!(UserId::parse(""), Err(UserIdError::Missing));
+        assert_eq!(UserId::parse(&"a".repeat(65)), Err(UserIdError::Invalid));
         for bad in ["a b", "ä", "a/b", "a\u{0}", "用户", "a\"b"] {
-            assert!(matches!(UserId::parse(bad), Err(ApiError::InvalidUserId)), "{bad:?}");
+            assert_eq!(UserId::parse(bad), Err(UserIdError::Invalid), "{bad:?}");
         }
     }
 
     #[test]
     fn sale_id_is_a_positive_integer() {
-        assert_eq!(SaleId::parse("7").unwrap(), SaleId(7));
+        assert_eq!(SaleId::parse("7"), Some(SaleId(7)));
         for bad in ["0", "-1", "x", "", "99999999999999999999"] {
-            assert!(SaleId::parse(bad).is_err(), "{bad:?}");
+            assert_eq!(SaleId::parse(bad), None, "{bad:?}");
         }
     }
 
@@ -325,12 +290,13 @@ mod tests {
 
     #[test]
     fn status_follows_window_then_stock() {
-        let rules = SaleRules {
-            id: SaleId(1),
+        let rules = SaleSpec {
+            name: "phone".into(),
             stock: 5,
             starts_at: Some(100),
             ends_at: Some(200),
             per_user_limit: 1,
+            demo: false,
         };
         assert_eq!(rules.status(5, 99), SaleStatus::Upcoming);
         assert_eq!(rules.status(5, 100), SaleStatus::Live);

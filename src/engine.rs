@@ -7,14 +7,73 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::domain::{format_millis, now_millis, Order, Sale, SaleId, SaleRules, SaleSpec, SaleStatus, UserId};
-use crate::error::ApiError;
-use crate::gate::StockGate;
-use crate::health::Check;
-use crate::metrics::METRICS;
+use crate::backend::{BackendError, Check, Role};
+use crate::domain::{format_millis, now_millis, Order, Refusal, Sale, SaleId, SaleSpec, SaleStatus, UserId};
+use crate::gate::{ReserveError, StockGate};
+use crate::metrics::{PurchaseOutcome, METRICS};
 use crate::store::{OrderStore, StoreAudit, StoredOrder};
 
-/// Name of the sale created on first start; the seed's endpoints sell it.
+/// Why a purchase did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    /// The buyer's answer: sold out, not started, over the limit, ...
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+    /// More purchases in flight than the engine takes: shed at once, not queued.
+    #[error("too many purchases in flight")]
+    Overloaded,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<ReserveError> for PurchaseError {
+    fn from(e: ReserveError) -> Self {
+        match e {
+            ReserveError::Refused(r) => PurchaseError::Refused(r),
+            ReserveError::Backend(e) => PurchaseError::Backend(e),
+        }
+    }
+}
+
+impl From<Refusal> for PurchaseError {
+    fn from(r: Refusal) -> Self {
+        PurchaseError::Refused(r)
+    }
+}
+
+impl PurchaseError {
+    /// The `outcome` label of the purchase metrics.
+    fn outcome(&self) -> PurchaseOutcome {
+        match self {
+            PurchaseError::Refused(Refusal::SoldOut) => PurchaseOutcome::SoldOut,
+            PurchaseError::Refused(Refusal::LimitReached) => PurchaseOutcome::AlreadyPurchased,
+            PurchaseError::Refused(Refusal::NotStarted) => PurchaseOutcome::NotStarted,
+            PurchaseError::Refused(Refusal::Ended) => PurchaseOutcome::Ended,
+            PurchaseError::Refused(Refusal::UnknownSale) => PurchaseOutcome::SaleNotFound,
+            PurchaseError::Overloaded
+            | PurchaseError::Backend(
+                BackendError::Unavailable { .. }
+                | BackendError::OutcomeUnknown { .. }
+                | BackendError::Overloaded { .. }
+                | BackendError::Full { .. },
+            ) => PurchaseOutcome::Unavailable,
+            PurchaseError::Backend(BackendError::Fault { .. }) => PurchaseOutcome::Error,
+        }
+    }
+}
+
+/// Why a read found nothing or could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such sale")]
+    SaleNotFound,
+    #[error("no order for this buyer in this sale")]
+    OrderNotFound,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Name of the sale created on first start; the classic `/seckill/*` API sells it.
 pub const DEMO_SALE_NAME: &str = "第一个商品 (demo item)";
 
 pub struct Engine<G, S> {
@@ -90,8 +149,8 @@ pub struct OrderView {
     pub created_at: String,
 }
 
-/// Ids for the seed's anonymous buyers: a random per-process prefix and a counter, so ids never
-/// collide across restarts and cost no syscall each.
+/// Ids for the classic API's anonymous buyers: a random per-process prefix and a counter, so ids
+/// never collide across restarts and cost no syscall each.
 struct AnonymousIds {
     prefix: String,
     next: AtomicU64,
@@ -115,9 +174,9 @@ impl AnonymousIds {
 impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// Loads every sale from the store into the gate (remaining = stock − stored orders) and
     /// creates the demo sale on first start.
-    pub async fn start(gate: G, store: S, demo_stock: u64) -> Result<Self, ApiError> {
+    pub async fn start(gate: G, store: S, demo_stock: u64) -> Result<Self, BackendError> {
         let mut sales = store.sales().await?;
-        if !sales.iter().any(|s| s.demo) {
+        if !sales.iter().any(|s| s.spec.demo) {
             let spec = SaleSpec {
                 name: DEMO_SALE_NAME.into(),
                 stock: demo_stock,
@@ -128,16 +187,14 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             };
             sales.push(store.create_sale(spec).await?);
         }
-        let demo = sales
-            .iter()
-            .find(|s| s.demo)
-            .map(|s| s.id)
-            .ok_or(ApiError::SaleNotFound)?;
-        for sale in &sales {
-            gate.load_sale(SaleRules::from(sale), store.holders(sale.id).await?)
-                .await?;
+        let demo =
+            sales.iter().find(|s| s.spec.demo).map(|s| s.id).ok_or_else(|| {
+                BackendError::fault(Role::Store, "the demo sale was created but is not in the catalogue")
+            })?;
+        let sales: BTreeMap<SaleId, Arc<Sale>> = sales.into_iter().map(|s| (s.id, Arc::new(s))).collect();
+        for sale in sales.values() {
+            gate.load_sale(Arc::clone(sale), store.holders(sale.id).await?).await?;
         }
-        let sales = sales.into_iter().map(|s| (s.id, Arc::new(s))).collect();
         Ok(Engine {
             gate,
             store,
@@ -163,14 +220,18 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// Refuses, as a purchase would, unless the sale is open and not known to be sold out:
     /// what a buyer must pass to be handed a purchase token.
-    pub async fn check_live(&self, sale_id: SaleId) -> Result<(), ApiError> {
-        let sale = self.find_sale(sale_id).await?;
+    pub async fn check_live(&self, sale_id: SaleId) -> Result<(), PurchaseError> {
+        let sale = match self.find_sale(sale_id).await {
+            Ok(sale) => sale,
+            Err(EngineError::Backend(e)) => return Err(e.into()),
+            Err(_) => return Err(Refusal::UnknownSale.into()),
+        };
         let now = now_millis();
-        if let Some(refusal) = SaleRules::from(&*sale).window_refusal(now) {
+        if let Some(refusal) = sale.spec.window_refusal(now) {
             return Err(refusal.into());
         }
         if self.gate.known_sold_out(sale_id, now) {
-            return Err(ApiError::SoldOut);
+            return Err(Refusal::SoldOut.into());
         }
         Ok(())
     }
@@ -178,14 +239,16 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// Every backend's check, each bounded in time (a hung backend is a failed check).
     pub async fn ready(&self) -> Vec<Check> {
         const WITHIN: std::time::Duration = std::time::Duration::from_millis(2500);
-        let timed_out = || ApiError::Unavailable(format!("no answer within {WITHIN:?}"));
+        let timed_out = |role| BackendError::unavailable(role, format!("no answer within {WITHIN:?}"));
         let (gate, store) = tokio::join!(
             tokio::time::timeout(WITHIN, self.gate.ready()),
             tokio::time::timeout(WITHIN, self.store.ready())
         );
-        [(gate, "gate"), (store, "store")]
+        [(gate, "gate", Role::Gate), (store, "store", Role::Store)]
             .into_iter()
-            .flat_map(|(checks, name)| checks.unwrap_or_else(|_| vec![Check::required(name, Err(timed_out()))]))
+            .flat_map(|(checks, name, role)| {
+                checks.unwrap_or_else(|_| vec![Check::required(name, Err(timed_out(role)))])
+            })
             .collect()
     }
 
@@ -203,16 +266,19 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// The buy path: reserve at the gate, make the order durable, answer. A reservation whose
     /// order cannot be stored goes back to the gate, so a failure never eats stock.
-    pub async fn purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
+    pub async fn purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, PurchaseError> {
         let result = match self.in_flight.try_acquire() {
             Ok(_permit) => self.try_purchase(sale_id, user).await,
-            Err(_) => Err(ApiError::Overloaded),
+            Err(_) => Err(PurchaseError::Overloaded),
         };
-        METRICS.observe_purchase(result.as_ref().map(|_| ()));
+        METRICS.observe_purchase(match &result {
+            Ok(_) => PurchaseOutcome::Success,
+            Err(e) => e.outcome(),
+        });
         result
     }
 
-    async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, ApiError> {
+    async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, PurchaseError> {
         let now = now_millis();
         let reservation = self.gate.reserve(sale_id, &user, now).await?;
         let order = Order {
@@ -226,12 +292,15 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             Ok(()) => self.gate.confirm(&reservation),
             // The order may be durable after all (a broker that took it but did not answer):
             // releasing could sell the unit twice, so it stays reserved for the reconciler.
-            Err(e @ ApiError::OutcomeUnknown) => return Err(e),
+            Err(e @ BackendError::OutcomeUnknown { .. }) => {
+                tracing::warn!(order = %order.order_id, error = %e.chain(), "order possibly durable; left to the reconciler");
+                return Err(e.into());
+            }
             Err(e) => {
                 if let Err(release) = self.gate.release(&reservation).await {
-                    tracing::error!(error = %release, sale = %sale_id, "could not release a reservation");
+                    tracing::error!(error = %release.chain(), sale = %sale_id, "could not release a reservation");
                 }
-                return Err(e);
+                return Err(e.into());
             }
         }
         Ok(Confirmation {
@@ -245,41 +314,40 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         })
     }
 
-    /// The seed's `POST /seckill/seckill`: every call is a new buyer of the demo sale.
-    pub async fn purchase_anonymous(&self) -> Result<Confirmation, ApiError> {
+    /// The classic API's `POST /seckill/seckill`: every call is a new buyer of the demo sale.
+    pub async fn purchase_anonymous(&self) -> Result<Confirmation, PurchaseError> {
         // A new buyer cannot have bought before: once sold out, skip minting a buyer id.
         if self.gate.known_sold_out(self.demo, now_millis()) {
-            METRICS.observe_purchase(Err(&ApiError::SoldOut));
-            return Err(ApiError::SoldOut);
+            METRICS.observe_purchase(PurchaseOutcome::SoldOut);
+            return Err(Refusal::SoldOut.into());
         }
         self.purchase(self.demo, self.anonymous.next()).await
     }
 
-    pub async fn create_sale(&self, spec: SaleSpec) -> Result<SaleView, ApiError> {
-        let sale = self.store.create_sale(spec).await?;
-        self.gate.load_sale(SaleRules::from(&sale), Vec::new()).await?;
-        let sale = Arc::new(sale);
+    pub async fn create_sale(&self, spec: SaleSpec) -> Result<SaleView, BackendError> {
+        let sale = Arc::new(self.store.create_sale(spec).await?);
+        self.gate.load_sale(Arc::clone(&sale), Vec::new()).await?;
         self.cache().insert(sale.id, Arc::clone(&sale));
         self.view(&sale).await
     }
 
-    pub async fn remaining(&self, id: SaleId) -> Result<u64, ApiError> {
-        self.gate.remaining(id).await?.ok_or(ApiError::SaleNotFound)
+    pub async fn remaining(&self, id: SaleId) -> Result<u64, EngineError> {
+        self.gate.remaining(id).await?.ok_or(EngineError::SaleNotFound)
     }
 
-    pub async fn sale(&self, id: SaleId) -> Result<SaleView, ApiError> {
+    pub async fn sale(&self, id: SaleId) -> Result<SaleView, EngineError> {
         let sale = self.find_sale(id).await?;
-        self.view(&sale).await
+        Ok(self.view(&sale).await?)
     }
 
     /// From the cache, or from the store for a sale another instance created.
-    async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, ApiError> {
+    async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, EngineError> {
         if let Some(sale) = self.cached().get(&id).cloned() {
             return Ok(sale);
         }
-        let sale = Arc::new(self.store.sale(id).await?.ok_or(ApiError::SaleNotFound)?);
+        let sale = Arc::new(self.store.sale(id).await?.ok_or(EngineError::SaleNotFound)?);
         self.gate
-            .load_sale(SaleRules::from(&*sale), self.store.holders(id).await?)
+            .load_sale(Arc::clone(&sale), self.store.holders(id).await?)
             .await?;
         self.cache().insert(id, Arc::clone(&sale));
         Ok(sale)
@@ -287,7 +355,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// Loads into the cache (and the gate) the sales other instances created since this one
     /// started.
-    async fn refresh_catalogue(&self) -> Result<(), ApiError> {
+    async fn refresh_catalogue(&self) -> Result<(), EngineError> {
         for sale in self.store.sales().await? {
             if !self.cached().contains_key(&sale.id) {
                 self.find_sale(sale.id).await?;
@@ -297,7 +365,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     /// Every sale, including those other instances created since this one started.
-    pub async fn sales(&self) -> Result<Vec<SaleView>, ApiError> {
+    pub async fn sales(&self) -> Result<Vec<SaleView>, EngineError> {
         self.refresh_catalogue().await?;
         let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
         let mut views = Vec::with_capacity(all.len());
@@ -307,7 +375,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         Ok(views)
     }
 
-    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<OrderView>, ApiError> {
+    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
         self.find_sale(sale).await?;
         let orders = self.store.orders_of(sale, user).await?;
         Ok(orders
@@ -330,7 +398,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// Compares the gate with the store. At rest (consumer drained, reconciler done) every unit
     /// is either remaining, stored once, or held by an open reservation:
     /// remaining + stored + open == stock, with no duplicate, conflict or buyer over the limit.
-    pub async fn audit(&self, sale: SaleId) -> Result<Audit, ApiError> {
+    pub async fn audit(&self, sale: SaleId) -> Result<Audit, EngineError> {
         let view = self.sale(sale).await?;
         let StoreAudit {
             stored,
@@ -387,20 +455,21 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         self.sales.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn view(&self, sale: &Sale) -> Result<SaleView, ApiError> {
+    async fn view(&self, sale: &Sale) -> Result<SaleView, BackendError> {
         let remaining = self.gate.remaining(sale.id).await?.unwrap_or(0);
         let now = now_millis();
+        let spec = &sale.spec;
         Ok(SaleView {
             id: sale.id,
-            name: sale.name.clone(),
-            stock: sale.stock,
+            name: spec.name.clone(),
+            stock: spec.stock,
             remaining,
-            sold: sale.stock.saturating_sub(remaining),
-            per_user_limit: sale.per_user_limit,
-            starts_at: sale.starts_at.map(format_millis),
-            ends_at: sale.ends_at.map(format_millis),
-            status: SaleRules::from(sale).status(remaining, now),
-            demo: sale.demo,
+            sold: spec.stock.saturating_sub(remaining),
+            per_user_limit: spec.per_user_limit,
+            starts_at: spec.starts_at.map(format_millis),
+            ends_at: spec.ends_at.map(format_millis),
+            status: spec.status(remaining, now),
+            demo: spec.demo,
             server_time: format_millis(now),
         })
     }

@@ -30,14 +30,13 @@
 //! `/readyz` asks each backend.
 
 pub mod audit;
+pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod domain;
 pub mod engine;
-pub mod error;
 pub mod gate;
-pub mod health;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -58,7 +58,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn serve<G: StockGate, S: OrderStore>(
-    app: Result<Application<G, S>, seckill::error::ApiError>,
+    app: Result<Application<G, S>, seckill::startup::StartupError>,
 ) -> anyhow::Result<()> {
     let app = app.context("cannot start the engine")?;
     // Tests and scripts read this line to find the port when listening on port 0.

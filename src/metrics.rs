@@ -9,25 +9,69 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::http::limit::Scope;
-
 pub static METRICS: Metrics = Metrics::new();
 
-/// Outcomes of a purchase attempt, as the `outcome` label.
-pub const OUTCOMES: [&str; 8] = [
-    "success",
-    "sold_out",
-    "already_purchased",
-    "not_started",
-    "ended",
-    "sale_not_found",
-    "unavailable",
-    "error",
-];
+/// What became of a purchase attempt: the `outcome` label of `seckill_purchases_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    Success,
+    SoldOut,
+    AlreadyPurchased,
+    NotStarted,
+    Ended,
+    SaleNotFound,
+    /// A backend could not answer, or the engine shed the purchase: worth a retry.
+    Unavailable,
+    /// A fault of ours.
+    Error,
+}
+
+impl PurchaseOutcome {
+    pub const ALL: [PurchaseOutcome; 8] = [
+        PurchaseOutcome::Success,
+        PurchaseOutcome::SoldOut,
+        PurchaseOutcome::AlreadyPurchased,
+        PurchaseOutcome::NotStarted,
+        PurchaseOutcome::Ended,
+        PurchaseOutcome::SaleNotFound,
+        PurchaseOutcome::Unavailable,
+        PurchaseOutcome::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PurchaseOutcome::Success => "success",
+            PurchaseOutcome::SoldOut => "sold_out",
+            PurchaseOutcome::AlreadyPurchased => "already_purchased",
+            PurchaseOutcome::NotStarted => "not_started",
+            PurchaseOutcome::Ended => "ended",
+            PurchaseOutcome::SaleNotFound => "sale_not_found",
+            PurchaseOutcome::Unavailable => "unavailable",
+            PurchaseOutcome::Error => "error",
+        }
+    }
+}
+
+/// Which rate limit refused a request: the `scope` label of `seckill_rate_limited_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitScope {
+    Ip,
+    User,
+}
+
+impl RateLimitScope {
+    const ALL: [RateLimitScope; 2] = [RateLimitScope::Ip, RateLimitScope::User];
+
+    fn label(self) -> &'static str {
+        match self {
+            RateLimitScope::Ip => "ip",
+            RateLimitScope::User => "user",
+        }
+    }
+}
 
 /// Routes the HTTP layer may report; the last slot collects everything else.
-pub const MAX_ROUTES: usize = 24;
+pub const MAX_ROUTES: usize = 32;
 /// Statuses counted one by one; any other lands in the `other` column.
 const STATUSES: [u16; 18] = [
     200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 502, 503,
@@ -149,7 +193,7 @@ const SHARDS: usize = 8;
 
 #[repr(align(128))]
 struct Shard {
-    purchases: [AtomicU64; OUTCOMES.len()],
+    purchases: [AtomicU64; PurchaseOutcome::ALL.len()],
     requests: [[AtomicU64; STATUSES.len() + 1]; MAX_ROUTES],
     latency: [Histogram; MAX_ROUTES],
 }
@@ -157,7 +201,7 @@ struct Shard {
 impl Shard {
     const fn new() -> Self {
         Shard {
-            purchases: [const { AtomicU64::new(0) }; OUTCOMES.len()],
+            purchases: [const { AtomicU64::new(0) }; PurchaseOutcome::ALL.len()],
             requests: [const { [const { AtomicU64::new(0) }; STATUSES.len() + 1] }; MAX_ROUTES],
             latency: [const { Histogram::new(&LATENCY_BOUNDS_NS) }; MAX_ROUTES],
         }
@@ -172,7 +216,7 @@ thread_local! {
 
 pub struct Metrics {
     shards: [Shard; SHARDS],
-    rate_limited: [AtomicU64; 2],
+    rate_limited: [AtomicU64; RateLimitScope::ALL.len()],
     commit_batches: Histogram,
     store_queue_depth: AtomicU64,
     producer_queue: AtomicU64,
@@ -215,7 +259,7 @@ impl Metrics {
     const fn new() -> Self {
         Metrics {
             shards: [const { Shard::new() }; SHARDS],
-            rate_limited: [const { AtomicU64::new(0) }; 2],
+            rate_limited: [const { AtomicU64::new(0) }; RateLimitScope::ALL.len()],
             commit_batches: Histogram::new(&BATCH_BOUNDS),
             store_queue_depth: AtomicU64::new(0),
             producer_queue: AtomicU64::new(0),
@@ -224,26 +268,19 @@ impl Metrics {
         }
     }
 
-    pub fn observe_purchase(&self, result: Result<(), &ApiError>) {
-        let index = match result {
-            Ok(()) => 0,
-            Err(ApiError::SoldOut) => 1,
-            Err(ApiError::AlreadyPurchased) => 2,
-            Err(ApiError::NotStarted) => 3,
-            Err(ApiError::Ended) => 4,
-            Err(ApiError::SaleNotFound) => 5,
-            Err(ApiError::Unavailable(_) | ApiError::Overloaded | ApiError::OutcomeUnknown) => 6,
-            Err(_) => 7,
-        };
-        self.shard().purchases[index].fetch_add(1, Relaxed);
+    pub fn observe_purchase(&self, outcome: PurchaseOutcome) {
+        self.shard().purchases[outcome as usize].fetch_add(1, Relaxed);
     }
 
     fn shard(&self) -> &Shard {
         &self.shards[SHARD.with(|s| *s)]
     }
 
-    fn purchases(&self, outcome: usize) -> u64 {
-        self.shards.iter().map(|s| s.purchases[outcome].load(Relaxed)).sum()
+    fn purchases(&self, outcome: PurchaseOutcome) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.purchases[outcome as usize].load(Relaxed))
+            .sum()
     }
 
     fn requests(&self, route: usize, column: usize) -> u64 {
@@ -266,7 +303,7 @@ impl Metrics {
         shard.latency[route].observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    pub fn observe_rate_limited(&self, scope: Scope) {
+    pub fn observe_rate_limited(&self, scope: RateLimitScope) {
         self.rate_limited[scope as usize].fetch_add(1, Relaxed);
     }
 
@@ -293,10 +330,9 @@ impl Metrics {
 
     /// The admin page's numbers; `purchase_routes` are the route slots that sell.
     pub fn summary(&self, purchase_routes: &[usize]) -> Summary {
-        let purchases = OUTCOMES
+        let purchases = PurchaseOutcome::ALL
             .iter()
-            .enumerate()
-            .map(|(i, name)| ((*name).to_owned(), self.purchases(i).into()))
+            .map(|&outcome| (outcome.label().to_owned(), self.purchases(outcome).into()))
             .collect();
         let (mut total, mut client_errors, mut server_errors) = (0, 0, 0);
         for route in 0..MAX_ROUTES {
@@ -344,11 +380,12 @@ impl Metrics {
             "counter",
             "Purchase attempts by outcome.",
         );
-        for (i, name) in OUTCOMES.iter().enumerate() {
+        for outcome in PurchaseOutcome::ALL {
             let _ = writeln!(
                 out,
-                "seckill_purchases_total{{outcome=\"{name}\"}} {}",
-                self.purchases(i)
+                "seckill_purchases_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
+                self.purchases(outcome)
             );
         }
 
@@ -399,11 +436,12 @@ impl Metrics {
             "counter",
             "Requests refused 429, by limit.",
         );
-        for (scope, count) in ["ip", "user"].iter().zip(&self.rate_limited) {
+        for scope in RateLimitScope::ALL {
             let _ = writeln!(
                 out,
-                "seckill_rate_limited_total{{scope=\"{scope}\"}} {}",
-                count.load(Relaxed)
+                "seckill_rate_limited_total{{scope=\"{}\"}} {}",
+                scope.label(),
+                self.rate_limited[scope as usize].load(Relaxed)
             );
         }
 
@@ -487,6 +525,16 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_slot_in_order() {
+        for (i, outcome) in PurchaseOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?}");
+        }
+        for (i, scope) in RateLimitScope::ALL.iter().enumerate() {
+            assert_eq!(*scope as usize, i, "{scope:?}");
+        }
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_quantiles_pick_the_bucket() {

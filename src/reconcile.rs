@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
+use crate::backend::BackendError;
 use crate::domain::now_millis;
-use crate::error::ApiError;
 use crate::gate::RedisGate;
 use crate::log::KafkaLog;
 
 /// One pass: every reservation pending for longer than `grace` is re-published and forgotten.
 /// Returns how many were re-published.
-pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -> Result<usize, ApiError> {
+pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -> Result<usize, BackendError> {
     let cutoff = now_millis() - grace.as_millis() as i64;
     let mut republished = 0;
     for sale in gate.sale_ids().await? {
@@ -43,7 +43,7 @@ pub async fn run(
             _ = &mut shutdown => return,
             _ = tick.tick() => {
                 if let Err(e) = reconcile_once(gate, log, grace).await {
-                    tracing::warn!(error = %e, "reconciler pass failed; retrying next tick");
+                    tracing::warn!(error = %e.chain(), "reconciler pass failed; retrying next tick");
                 }
             }
         }

@@ -1,34 +1,53 @@
 //! Builds the application from configuration: the one place where backends are chosen and wired.
+//!
+//! Background work (the consumer, the reconciler, pruning rate-limit buckets) is spawned on one
+//! [`TaskTracker`] and told to stop by one [`CancellationToken`]: on shutdown the server drains
+//! first, the store flushes, then the token is cancelled and the tracker waited on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backend::BackendError;
 use crate::config::{redact_url, Backend, ConsumerConfig, ServeConfig};
 use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
-use crate::error::ApiError;
 use crate::gate::{MemoryGate, RedisGate, StockGate};
 use crate::http::extract::AdminToken;
 use crate::http::identity::Authenticator;
-use crate::http::limit::{Limiter, RateLimits, Scope};
+use crate::http::limit::{Limiter, RateLimits};
 use crate::http::purchase_token::PurchaseTokens;
 use crate::http::{router, AppState};
 use crate::log::KafkaLog;
+use crate::metrics::RateLimitScope;
 use crate::store::{DistributedStore, MySqlStore, OrderStore, SqliteStore};
 
-/// Work that runs beside the HTTP server until it is told to stop.
-type Background<G, S> = Box<dyn FnOnce(Arc<AppState<G, S>>, watch::Receiver<bool>) -> Vec<JoinHandle<()>> + Send>;
+/// Why the engine cannot start. Never an HTTP answer; printed with its whole cause chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
 
 /// A bound, ready-to-run engine.
 pub struct Application<G, S> {
     listener: TcpListener,
     state: Arc<AppState<G, S>>,
-    background: Background<G, S>,
+    /// Tells the background work to stop.
+    stop: CancellationToken,
+    background: TaskTracker,
 }
 
 /// The embedded default: in-process gate, SQLite store in `--data-dir`.
@@ -38,22 +57,22 @@ pub type EmbeddedApp = Application<MemoryGate, SqliteStore>;
 pub type DistributedApp = Application<RedisGate, DistributedStore>;
 
 impl EmbeddedApp {
-    pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
+    pub async fn build(config: &ServeConfig) -> Result<Self, StartupError> {
         let delay = Duration::from_millis(config.commit_delay_ms);
         let store = SqliteStore::open_with_commit_delay(&config.data_dir, delay)?;
         tracing::info!(path = %store.path().display(), "order store opened");
         let engine = Engine::start(MemoryGate::new(), store, config.demo_stock).await?;
-        Application::bind(config, engine, Box::new(|_, _| Vec::new())).await
+        Application::bind(config, engine).await
     }
 }
 
 impl DistributedApp {
-    pub async fn build(config: &ServeConfig) -> Result<Self, ApiError> {
+    pub async fn build(config: &ServeConfig) -> Result<Self, StartupError> {
         let d = &config.distributed;
         // The reconciler must never re-publish a reservation whose instance may still release it
         // (a publish that fails as "not persisted" within the Kafka timeout).
         if d.reconcile_after_ms < 2 * d.kafka_timeout_ms {
-            return Err(ApiError::InvalidConfig(format!(
+            return Err(StartupError::Config(format!(
                 "--reconcile-after-ms ({}) must be at least twice --kafka-timeout-ms ({})",
                 d.reconcile_after_ms, d.kafka_timeout_ms
             )));
@@ -75,33 +94,23 @@ impl DistributedApp {
             publish_delay,
         };
         let engine = Engine::start(gate, store, config.demo_stock).await?;
-
-        let (d, run_consumer) = (d.clone(), !config.no_consumer);
-        let background: Background<RedisGate, DistributedStore> = Box::new(move |state, stop| {
-            let mut tasks = Vec::new();
-            if run_consumer {
-                let (d, stop) = (d.clone(), stop.clone());
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = consumer::run(ConsumerSettings::from(&d), mysql, stopped(stop)).await {
-                        tracing::error!(error = %e, "consumer stopped with an error");
-                    }
-                }));
-            }
-            let grace = Duration::from_millis(d.reconcile_after_ms);
-            tasks.push(tokio::spawn(async move {
-                let (gate, log) = (state.engine.gate(), &state.engine.store().log);
-                crate::reconcile::run(
-                    gate,
-                    log,
-                    grace,
-                    (grace / 4).max(Duration::from_millis(100)),
-                    stopped(stop),
-                )
-                .await;
-            }));
-            tasks
+        let app = Application::bind(config, engine).await?;
+        if !config.no_consumer {
+            let (d, stop) = (d.clone(), app.stop.clone());
+            app.background.spawn(async move {
+                if let Err(e) = consumer::run(ConsumerSettings::from(&d), mysql, stop.cancelled_owned()).await {
+                    tracing::error!(error = %e.chain(), "consumer stopped with an error");
+                }
+            });
+        }
+        let grace = Duration::from_millis(d.reconcile_after_ms);
+        let (state, stop) = (Arc::clone(&app.state), app.stop.clone());
+        app.background.spawn(async move {
+            let (gate, log) = (state.engine.gate(), &state.engine.store().log);
+            let every = (grace / 4).max(Duration::from_millis(100));
+            crate::reconcile::run(gate, log, grace, every, stop.cancelled_owned()).await;
         });
-        Application::bind(config, engine, background).await
+        Ok(app)
     }
 }
 
@@ -110,16 +119,16 @@ impl DistributedApp {
 pub async fn run_consumer(
     config: &ConsumerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ApiError> {
+) -> Result<(), StartupError> {
     let d = &config.distributed;
     let metrics = match config.metrics_listen {
         Some(addr) => {
-            let listener = listen(addr).map_err(|e| ApiError::Internal(format!("cannot listen on {addr}: {e}")))?;
+            let listener = listen(addr).map_err(|cause| StartupError::Listen { addr, cause })?;
             let local = listener.local_addr().unwrap_or(addr);
             // Scripts and tests read this line to find the port when listening on port 0.
             println!("seckill consumer metrics on http://{local}");
             Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, crate::http::metrics_router()).await {
+                if let Err(e) = axum::serve(listener, crate::http::consumer_router()).await {
                     tracing::error!(error = %e, "metrics server stopped");
                 }
             }))
@@ -133,15 +142,11 @@ pub async fn run_consumer(
     if let Some(server) = metrics {
         server.abort();
     }
-    result
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+    Ok(result?)
 }
 
 impl<G: StockGate, S: OrderStore> Application<G, S> {
-    async fn bind(config: &ServeConfig, engine: Engine<G, S>, background: Background<G, S>) -> Result<Self, ApiError> {
+    async fn bind(config: &ServeConfig, engine: Engine<G, S>) -> Result<Self, StartupError> {
         if config.admin_token.is_none() {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
@@ -159,24 +164,33 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             }
         };
         let limits = Arc::new(RateLimits {
-            ip: Limiter::new(Scope::Ip, config.rate_limit_ip, config.rate_limit_ip_burst),
-            user: Limiter::new(Scope::User, config.rate_limit_user, config.rate_limit_user_burst),
+            ip: Limiter::new(RateLimitScope::Ip, config.rate_limit_ip, config.rate_limit_ip_burst),
+            user: Limiter::new(
+                RateLimitScope::User,
+                config.rate_limit_user,
+                config.rate_limit_user_burst,
+            ),
             trust_forwarded_for: config.trust_forwarded_for,
         });
-        let listener = listen(config.listen)
-            .map_err(|e| ApiError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+        let auth = Authenticator::from_config(config).map_err(|e| StartupError::Config(e.to_string()))?;
+        let addr = config.listen;
+        let listener = listen(addr).map_err(|cause| StartupError::Listen { addr, cause })?;
         let state = Arc::new(AppState {
             engine: engine.with_max_in_flight(config.max_inflight_purchases),
             admin: AdminToken::new(config.admin_token.clone()),
             body_timeout: Duration::from_millis(config.request_body_timeout_ms),
-            auth: Authenticator::from_config(config)?,
+            auth,
             limits,
             purchase_tokens,
             require_purchase_token: config.require_purchase_token,
+            route_table: OnceLock::new(),
         });
+        let (stop, background) = (CancellationToken::new(), TaskTracker::new());
+        background.spawn(prune_rate_limits(Arc::clone(&state.limits), stop.clone()));
         Ok(Application {
             listener,
             state,
+            stop,
             background,
         })
     }
@@ -193,9 +207,6 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = (self.background)(Arc::clone(&self.state), stop_rx.clone());
-        tasks.push(tokio::spawn(prune_rate_limits(Arc::clone(&self.state.limits), stop_rx)));
         let app = router(Arc::clone(&self.state));
         // The peer address costs an extension per request: only the per-IP limit needs it.
         let served = if self.state.limits.ip.enabled() {
@@ -205,22 +216,19 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
         };
         self.state.engine.shutdown().await;
-        let _ = stop.send(true);
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.stop.cancel();
+        self.background.close();
+        self.background.wait().await;
         served
     }
 }
 
 /// Forgets rate-limit buckets of clients gone quiet, so a crowd of one-time IPs does not pile up.
-async fn prune_rate_limits(limits: Arc<RateLimits>, stop: watch::Receiver<bool>) {
+async fn prune_rate_limits(limits: Arc<RateLimits>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
-    let stopped = stopped(stop);
-    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = &mut stopped => return,
+            _ = stop.cancelled() => return,
             _ = every.tick() => limits.prune(),
         }
     }

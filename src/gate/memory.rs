@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{Reservation, StockGate};
-use crate::domain::{Holding, Millis, Refusal, SaleId, SaleRules, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
+use super::{Reservation, ReserveError, StockGate};
+use crate::backend::{BackendError, Check};
+use crate::domain::{Holding, Millis, Refusal, Sale, SaleId, UserId};
 
 /// In-process gate. Lock-free on the sold-out path (one atomic load); a purchase takes one
 /// shard lock of the buyer map, which also serialises concurrent requests of the same buyer.
@@ -18,7 +17,7 @@ pub struct MemoryGate {
 }
 
 struct SaleGate {
-    rules: SaleRules,
+    sale: Arc<Sale>,
     remaining: AtomicU64,
     holders: DashMap<UserId, Held>,
 }
@@ -36,35 +35,30 @@ impl MemoryGate {
         Self::default()
     }
 
-    fn sale(&self, id: SaleId) -> Result<Arc<SaleGate>, ApiError> {
-        self.sales
-            .get(&id)
-            .map(|g| Arc::clone(&g))
-            .ok_or(ApiError::SaleNotFound)
+    fn sale(&self, id: SaleId) -> Option<Arc<SaleGate>> {
+        self.sales.get(&id).map(|g| Arc::clone(&g))
     }
 
     fn reserve_now(&self, sale_id: SaleId, user: &UserId, now: Millis) -> Result<Reservation, Refusal> {
-        let sale = self.sale(sale_id).map_err(|_| Refusal::UnknownSale)?;
-        if let Some(refusal) = sale.rules.window_refusal(now) {
+        let sale = self.sale(sale_id).ok_or(Refusal::UnknownSale)?;
+        let limit = sale.sale.spec.per_user_limit;
+        if let Some(refusal) = sale.sale.spec.window_refusal(now) {
             return Err(refusal);
         }
         // Stampede fast path: once the stock is gone, no write lock is taken; a shard read
         // tells a buyer who already holds their units so, rather than "sold out".
         if sale.remaining.load(Ordering::Acquire) == 0 {
-            let at_limit = sale
-                .holders
-                .get(user)
-                .is_some_and(|h| h.held >= sale.rules.per_user_limit);
+            let at_limit = sale.holders.get(user).is_some_and(|h| h.held >= limit);
             return Err(if at_limit {
-                Refusal::AlreadyPurchased
+                Refusal::LimitReached
             } else {
                 Refusal::SoldOut
             });
         }
         // The entry guard holds this buyer's shard: the same buyer's concurrent requests queue here.
         let mut entry = sale.holders.entry(user.clone()).or_default();
-        if entry.held >= sale.rules.per_user_limit {
-            return Err(Refusal::AlreadyPurchased);
+        if entry.held >= limit {
+            return Err(Refusal::LimitReached);
         }
         match sale
             .remaining
@@ -95,11 +89,12 @@ impl MemoryGate {
 }
 
 impl StockGate for MemoryGate {
-    async fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> Result<(), ApiError> {
+    async fn load_sale(&self, sale: Arc<Sale>, holders: Vec<Holding>) -> Result<(), BackendError> {
         let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
+        let id = sale.id;
         let gate = SaleGate {
-            rules,
-            remaining: AtomicU64::new(rules.stock.saturating_sub(held)),
+            remaining: AtomicU64::new(sale.spec.stock.saturating_sub(held)),
+            sale,
             holders: holders
                 .into_iter()
                 .map(|h| {
@@ -111,12 +106,12 @@ impl StockGate for MemoryGate {
                 })
                 .collect(),
         };
-        self.sales.insert(rules.id, Arc::new(gate));
+        self.sales.insert(id, Arc::new(gate));
         Ok(())
     }
 
-    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
-        self.reserve_now(sale, user, now).map_err(ApiError::from)
+    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ReserveError> {
+        self.reserve_now(sale, user, now).map_err(ReserveError::Refused)
     }
 
     fn known_sold_out(&self, sale: SaleId, _: Millis) -> bool {
@@ -128,8 +123,11 @@ impl StockGate for MemoryGate {
     /// Nothing is pending in process: the store's commit is the confirmation.
     fn confirm(&self, _: &Reservation) {}
 
-    async fn release(&self, reservation: &Reservation) -> Result<(), ApiError> {
-        let sale = self.sale(reservation.sale_id)?;
+    async fn release(&self, reservation: &Reservation) -> Result<(), BackendError> {
+        // A sale the gate does not know has no stock to return to.
+        let Some(sale) = self.sale(reservation.sale_id) else {
+            return Ok(());
+        };
         // The entry stays, with its `last_seq`: the buyer's next unit gets a new number.
         if let Some(mut entry) = sale.holders.get_mut(&reservation.user_id) {
             entry.held = entry.held.saturating_sub(1);
@@ -139,7 +137,7 @@ impl StockGate for MemoryGate {
     }
 
     /// In process, a reservation lives only inside its request: none is left open at rest.
-    async fn open_reservations(&self, _: SaleId) -> Result<u64, ApiError> {
+    async fn open_reservations(&self, _: SaleId) -> Result<u64, BackendError> {
         Ok(0)
     }
 
@@ -148,7 +146,7 @@ impl StockGate for MemoryGate {
         vec![Check::required("gate", Ok(()))]
     }
 
-    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
+    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, BackendError> {
         Ok(self.sales.get(&sale).map(|g| g.remaining.load(Ordering::Acquire)))
     }
 }
@@ -158,14 +156,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rules(stock: u64, limit: u32) -> SaleRules {
-        SaleRules {
+    fn sale(stock: u64, limit: u32) -> Arc<Sale> {
+        Arc::new(Sale {
             id: SaleId(1),
-            stock,
-            starts_at: Some(1_000),
-            ends_at: Some(2_000),
-            per_user_limit: limit,
-        }
+            spec: crate::domain::SaleSpec {
+                name: "phone".into(),
+                stock,
+                starts_at: Some(1_000),
+                ends_at: Some(2_000),
+                per_user_limit: limit,
+                demo: false,
+            },
+            created_at: 0,
+        })
     }
 
     fn user(n: usize) -> UserId {
@@ -182,7 +185,7 @@ mod tests {
 
     fn gate(stock: u64, limit: u32, holders: Vec<Holding>) -> MemoryGate {
         let gate = MemoryGate::new();
-        futures::executor::block_on(gate.load_sale(rules(stock, limit), holders)).unwrap();
+        futures::executor::block_on(gate.load_sale(sale(stock, limit), holders)).unwrap();
         gate
     }
 
@@ -198,10 +201,7 @@ mod tests {
     fn sells_stock_then_sold_out_and_counts_down() {
         let g = gate(2, 1, vec![]);
         assert_eq!(g.reserve_now(SaleId(1), &user(1), 1_500).unwrap().remaining, 1);
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(1), 1_500),
-            Err(Refusal::AlreadyPurchased)
-        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 1_500), Err(Refusal::LimitReached));
         assert_eq!(g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().remaining, 0);
         assert_eq!(g.reserve_now(SaleId(1), &user(3), 1_500), Err(Refusal::SoldOut));
     }
@@ -246,10 +246,7 @@ mod tests {
     fn load_sale_rebuilds_remaining_and_holders() {
         let g = gate(10, 2, vec![holding(user(1), 2), holding(user(2), 1)]);
         assert_eq!(futures::executor::block_on(g.remaining(SaleId(1))).unwrap(), Some(7));
-        assert_eq!(
-            g.reserve_now(SaleId(1), &user(1), 1_500),
-            Err(Refusal::AlreadyPurchased)
-        );
+        assert_eq!(g.reserve_now(SaleId(1), &user(1), 1_500), Err(Refusal::LimitReached));
         assert_eq!(g.reserve_now(SaleId(1), &user(2), 1_500).unwrap().seq, 2);
     }
 

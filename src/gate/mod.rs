@@ -1,14 +1,15 @@
 //! The stock gate: the one place that decides, atomically, whether a buyer may have a unit.
 //!
 //! A gate never sells more than the stock and never more than the per-user limit to one buyer,
-//! however requests interleave. A reservation it grants is either made durable by the order
-//! store (and so becomes an order) or released back to the gate.
+//! however requests interleave, and never hands one buyer the same `seq` twice. A reservation it
+//! grants is either made durable by the order store (and so becomes an order) or released back
+//! to the gate.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::domain::{Holding, Millis, SaleId, SaleRules, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
+use crate::backend::{BackendError, Check};
+use crate::domain::{Holding, Millis, Refusal, Sale, SaleId, UserId};
 
 pub mod memory;
 pub mod redis;
@@ -29,10 +30,29 @@ pub struct Reservation {
     pub remaining: u64,
 }
 
+/// Why the gate granted no unit: the buyer's answer, or a backend that could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<Refusal> for ReserveError {
+    fn from(r: Refusal) -> Self {
+        ReserveError::Refused(r)
+    }
+}
+
 pub trait StockGate: Send + Sync + 'static {
     /// Registers a sale with the buyers who already hold units (from the store, on start-up or
     /// creation): remaining = stock − units held; each buyer's next `seq` follows their last.
-    fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn load_sale(
+        &self,
+        sale: Arc<Sale>,
+        holders: Vec<Holding>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Takes one unit for `user` if the sale is live, has stock, and the user is under the limit.
     /// The reservation carries a new order id (minted only when a unit is granted).
@@ -41,14 +61,14 @@ pub trait StockGate: Send + Sync + 'static {
         sale: SaleId,
         user: &UserId,
         now: Millis,
-    ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Reservation, ReserveError>> + Send;
 
     /// Whether this process already knows the sale is sold out, without asking anyone: lets the
     /// stampede's sold-out path skip all per-buyer work.
     fn known_sold_out(&self, sale: SaleId, now: Millis) -> bool;
 
     /// Gives a reserved unit back: its order is certainly not durable anywhere.
-    fn release(&self, reservation: &Reservation) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn release(&self, reservation: &Reservation) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// The reservation's order is durable: the gate may forget the pending reservation.
     /// Best effort and off the answer's path; a lost confirmation only makes the reconciler
@@ -56,11 +76,11 @@ pub trait StockGate: Send + Sync + 'static {
     fn confirm(&self, reservation: &Reservation);
 
     /// Reservations not yet confirmed durable (the auditor's third column).
-    fn open_reservations(&self, sale: SaleId) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    fn open_reservations(&self, sale: SaleId) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
     /// The gate's backend answers (`/readyz`).
     fn ready(&self) -> impl Future<Output = Vec<Check>> + Send;
 
     /// Units left, or `None` for a sale the gate does not know.
-    fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
+    fn remaining(&self, sale: SaleId) -> impl Future<Output = Result<Option<u64>, BackendError>> + Send;
 }

@@ -19,10 +19,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
-use super::{Reservation, StockGate};
-use crate::domain::{Holding, Millis, Order, SaleId, SaleRules, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
+use super::{Reservation, ReserveError, StockGate};
+use crate::backend::{BackendError, Check, Role};
+use crate::domain::{Holding, Millis, Order, Refusal, Sale, SaleId, UserId};
 
 /// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
 /// unit returned by another instance or the reconciler is offered again promptly.
@@ -102,17 +101,16 @@ pub struct RedisGate {
     confirmations: mpsc::Sender<(Arc<SaleKeys>, Reservation)>,
 }
 
-fn unavailable(e: redis::RedisError) -> ApiError {
-    ApiError::Unavailable(format!("redis: {e}"))
+fn unavailable(e: redis::RedisError) -> BackendError {
+    BackendError::unavailable(Role::Gate, e)
 }
 
 /// A reserve that failed before reaching Redis took nothing. One that timed out or lost its
 /// connection may have run: its reservation is then pending in Redis, and the reconciler will
 /// publish it, so the buyer is told the outcome is unknown rather than "failed".
-fn reserve_failed(e: redis::RedisError) -> ApiError {
+fn reserve_failed(e: redis::RedisError) -> BackendError {
     if e.is_timeout() || e.is_connection_dropped() {
-        tracing::warn!(error = %e, "reserve may have run in Redis; left to the reconciler");
-        ApiError::OutcomeUnknown
+        BackendError::outcome_unknown(Role::Gate, e)
     } else {
         unavailable(e)
     }
@@ -120,7 +118,7 @@ fn reserve_failed(e: redis::RedisError) -> ApiError {
 
 impl RedisGate {
     /// Connects with bounded timeouts: a dead Redis costs a buyer at most `timeout`, then 503.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ApiError> {
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BackendError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
@@ -128,7 +126,13 @@ impl RedisGate {
             .set_number_of_retries(1);
         let conn = tokio::time::timeout(timeout * 3, ConnectionManager::new_with_config(client, config))
             .await
-            .map_err(|_| ApiError::Unavailable(format!("redis: no answer from {}", crate::config::redact_url(url))))?
+            .map_err(|_| {
+                let url = crate::config::redact_url(url);
+                BackendError::unavailable(
+                    Role::Gate,
+                    format!("redis: no answer from {url} within {:?}", timeout * 3),
+                )
+            })?
             .map_err(unavailable)?;
         let (confirmations, pending) = mpsc::channel(65_536);
         let gate = RedisGate {
@@ -161,7 +165,7 @@ impl RedisGate {
     }
 
     /// Every sale the gate knows in Redis (created by any instance).
-    pub async fn sale_ids(&self) -> Result<Vec<SaleId>, ApiError> {
+    pub async fn sale_ids(&self) -> Result<Vec<SaleId>, BackendError> {
         let ids: Vec<i64> = self
             .conn
             .clone()
@@ -173,7 +177,7 @@ impl RedisGate {
 
     /// Orders of the reservations of `sale` pending since before `older_than` (their instance has
     /// probably died with them); an order's `created_at` is its reservation time.
-    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, ApiError> {
+    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
         let keys = self.keys(sale);
         let members: Vec<(String, i64)> = self
             .conn
@@ -205,7 +209,7 @@ impl RedisGate {
     }
 
     /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
-    pub async fn forget(&self, order: &Order) -> Result<(), ApiError> {
+    pub async fn forget(&self, order: &Order) -> Result<(), BackendError> {
         let keys = self.keys(order.sale_id);
         let member = pending_member(order.order_id, order.seq, &order.user_id);
         let _: i64 = self
@@ -239,8 +243,8 @@ fn opt(ms: Option<Millis>) -> String {
 }
 
 impl StockGate for RedisGate {
-    async fn load_sale(&self, rules: SaleRules, holders: Vec<Holding>) -> Result<(), ApiError> {
-        let keys = self.keys(rules.id);
+    async fn load_sale(&self, sale: Arc<Sale>, holders: Vec<Holding>) -> Result<(), BackendError> {
+        let (keys, rules) = (self.keys(sale.id), &sale.spec);
         let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
         let mut invocation = self.load.prepare_invoke();
         invocation
@@ -264,16 +268,16 @@ impl StockGate for RedisGate {
         let _: i64 = self
             .conn
             .clone()
-            .sadd(self.sales_key(), rules.id.0)
+            .sadd(self.sales_key(), sale.id.0)
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
-    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ApiError> {
+    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ReserveError> {
         let keys = self.keys(sale);
         if now < keys.sold_out_until.load(Ordering::Relaxed) {
-            return Err(ApiError::SoldOut);
+            return Err(Refusal::SoldOut.into());
         }
         // Minted before the script because the pending reservation names it.
         let order_id = uuid::Uuid::now_v7();
@@ -300,19 +304,19 @@ impl StockGate for RedisGate {
             }),
             -1 => {
                 self.sales.remove(&sale);
-                Err(ApiError::SaleNotFound)
+                Err(Refusal::UnknownSale.into())
             }
-            -2 => Err(ApiError::NotStarted),
-            -3 => Err(ApiError::Ended),
+            -2 => Err(Refusal::NotStarted.into()),
+            -3 => Err(Refusal::Ended.into()),
             -4 => {
                 keys.sold_out_until.store(now + SOLD_OUT_RECHECK_MS, Ordering::Relaxed);
-                Err(ApiError::SoldOut)
+                Err(Refusal::SoldOut.into())
             }
-            _ => Err(ApiError::AlreadyPurchased),
+            _ => Err(Refusal::LimitReached.into()),
         }
     }
 
-    async fn release(&self, r: &Reservation) -> Result<(), ApiError> {
+    async fn release(&self, r: &Reservation) -> Result<(), BackendError> {
         let keys = self.keys(r.sale_id);
         let _: i64 = self
             .release
@@ -339,7 +343,7 @@ impl StockGate for RedisGate {
         let _ = self.confirmations.try_send((self.keys(r.sale_id), r.clone()));
     }
 
-    async fn open_reservations(&self, sale: SaleId) -> Result<u64, ApiError> {
+    async fn open_reservations(&self, sale: SaleId) -> Result<u64, BackendError> {
         let keys = self.keys(sale);
         self.conn.clone().zcard(&keys.pending).await.map_err(unavailable)
     }
@@ -349,7 +353,7 @@ impl StockGate for RedisGate {
         vec![Check::required("redis", ping.map_err(unavailable))]
     }
 
-    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, ApiError> {
+    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, BackendError> {
         let keys = self.keys(sale);
         let n: Option<i64> = self
             .conn

@@ -9,10 +9,10 @@ use subtle::ConstantTimeEq;
 
 use std::sync::Arc;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::config::{AuthMode, Secret};
 use crate::domain::UserId;
-use crate::error::ApiError;
 use crate::gate::StockGate;
 use crate::store::OrderStore;
 
@@ -30,7 +30,7 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Buye
     }
 }
 
-/// The seed's buyer: anonymous unless they name themselves, and named they must be under
+/// The classic API's buyer: anonymous unless they name themselves, and named they must be under
 /// `--auth jwt` or with purchase tokens required.
 pub struct MaybeBuyer(pub Option<UserId>);
 

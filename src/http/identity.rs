@@ -5,9 +5,14 @@ use axum::http::{header, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::error::ApiError;
 use crate::config::{AuthMode, ServeConfig};
 use crate::domain::UserId;
-use crate::error::ApiError;
+
+/// Why the JWT settings cannot work (a start-up error, never an HTTP answer).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidAuthConfig(String);
 
 /// Clock skew a token's `exp`/`nbf` are allowed.
 const LEEWAY_SECS: u64 = 5;
@@ -25,25 +30,25 @@ struct Claims {
 }
 
 impl Authenticator {
-    pub fn from_config(config: &ServeConfig) -> Result<Self, ApiError> {
+    pub fn from_config(config: &ServeConfig) -> Result<Self, InvalidAuthConfig> {
         let hs256 = config
             .jwt_secret
             .as_ref()
             .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-        let rs256 =
-            match &config.jwt_public_key_file {
-                Some(path) => {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        ApiError::InvalidConfig(format!("cannot read --jwt-public-key-file {}: {e}", path.display()))
-                    })?;
-                    Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| {
-                        ApiError::InvalidConfig(format!("--jwt-public-key-file {}: {e}", path.display()))
-                    })?)
-                }
-                None => None,
-            };
+        let rs256 = match &config.jwt_public_key_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    InvalidAuthConfig(format!("cannot read --jwt-public-key-file {}: {e}", path.display()))
+                })?;
+                Some(
+                    DecodingKey::from_rsa_pem(&pem)
+                        .map_err(|e| InvalidAuthConfig(format!("--jwt-public-key-file {}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
         if config.auth != AuthMode::Header && hs256.is_none() && rs256.is_none() {
-            return Err(ApiError::InvalidConfig(
+            return Err(InvalidAuthConfig(
                 "--auth jwt/either needs SECKILL_JWT_SECRET (HS256) or --jwt-public-key-file (RS256)".into(),
             ));
         }
@@ -84,7 +89,7 @@ impl Authenticator {
         self.mode
     }
 
-    /// The buyer of a request; `Ok(None)` when it names none (the seed's anonymous buyers).
+    /// The buyer of a request; `Ok(None)` when it names none (the classic API's anonymous buyers).
     pub fn identify(&self, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
         let bearer = || {
             headers
@@ -94,7 +99,9 @@ impl Authenticator {
         let user_header = || {
             headers
                 .get("x-user-id")
-                .map(|raw| UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?))
+                .map(|raw| -> Result<UserId, ApiError> {
+                    Ok(UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?)
+                })
                 .transpose()
         };
         match self.mode {

@@ -9,21 +9,15 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use super::error::ApiError;
 use crate::domain::UserId;
-use crate::error::ApiError;
-use crate::metrics::METRICS;
+use crate::metrics::{RateLimitScope as Scope, METRICS};
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
 pub struct Limiter<K: Hash + Eq + Clone> {
     inner: Option<Keyed<K>>,
     scope: Scope,
-}
-
-#[derive(Clone, Copy)]
-pub enum Scope {
-    Ip,
-    User,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {

@@ -18,9 +18,8 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::error::FaultCause;
 use super::limit::RateLimits;
-use super::{ROUTES, UNLIMITED_ROUTES};
-use crate::error::FaultCause;
 use crate::metrics::METRICS;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -97,13 +96,29 @@ fn client_ip(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
 /// no route lookup.
 #[derive(Clone)]
 pub struct ObserveLayer {
+    route: Route,
+}
+
+/// What the layer knows of its route.
+#[derive(Clone)]
+struct Route {
     limits: Arc<RateLimits>,
-    route: usize,
+    slot: usize,
+    path: &'static str,
+    /// Subject to the per-IP limit (monitoring routes are not).
+    ip_limited: bool,
 }
 
 impl ObserveLayer {
-    pub fn new(limits: Arc<RateLimits>, route: usize) -> Self {
-        ObserveLayer { limits, route }
+    pub fn new(limits: Arc<RateLimits>, slot: usize, path: &'static str, ip_limited: bool) -> Self {
+        ObserveLayer {
+            route: Route {
+                limits,
+                slot,
+                path,
+                ip_limited,
+            },
+        }
     }
 }
 
@@ -113,8 +128,7 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            limits: Arc::clone(&self.limits),
-            route: self.route,
+            route: self.route.clone(),
         }
     }
 }
@@ -122,8 +136,7 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    limits: Arc<RateLimits>,
-    route: usize,
+    route: Route,
 }
 
 impl<S> tower_service::Service<Request> for Observe<S>
@@ -141,10 +154,11 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
         let id = request_id(request.headers());
-        let route = self.route;
-        let limited = if self.limits.ip.enabled() && !UNLIMITED_ROUTES.contains(&route) {
-            match client_ip(&request, self.limits.trust_forwarded_for) {
-                Some(ip) => self.limits.ip.check(&ip),
+        let route = &self.route;
+        let limits = &route.limits;
+        let limited = if route.ip_limited && limits.ip.enabled() {
+            match client_ip(&request, limits.trust_forwarded_for) {
+                Some(ip) => limits.ip.check(&ip),
                 None => Ok(()),
             }
         } else {
@@ -164,7 +178,8 @@ where
             done: Some(Done {
                 started,
                 id,
-                route,
+                slot: route.slot,
+                path: route.path,
                 method,
             }),
         }
@@ -175,17 +190,17 @@ where
 struct Done {
     started: Instant,
     id: HeaderValue,
-    route: usize,
+    slot: usize,
+    path: &'static str,
     method: Method,
 }
 
 impl Done {
     fn finish(self, mut response: Response) -> Response {
         let status = response.status();
-        METRICS.observe_request(self.route, status.as_u16(), self.started.elapsed());
+        METRICS.observe_request(self.slot, status.as_u16(), self.started.elapsed());
         if let Some(FaultCause(cause)) = response.extensions_mut().remove::<FaultCause>() {
-            let (id, method) = (&self.id, &self.method);
-            let route = ROUTES.get(self.route).copied().unwrap_or("other");
+            let (id, method, route) = (&self.id, &self.method, self.path);
             // A backend outage (503) is the operator's to fix and may repeat per request: a warning.
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::warn!(request_id = ?id, %method, route, status = status.as_u16(), %cause, "backend unavailable");

@@ -8,8 +8,8 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::error::ApiError;
 use crate::domain::{Millis, SaleId, UserId};
-use crate::error::ApiError;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -19,8 +19,8 @@ use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
 use super::OrderEvent;
+use crate::backend::{BackendError, Role};
 use crate::domain::Order;
-use crate::error::ApiError;
 
 /// What the broker's answer (or its silence) means for one order.
 enum Delivered {
@@ -108,7 +108,7 @@ pub struct KafkaLog {
 
 impl KafkaLog {
     /// A producer whose every message is acknowledged or failed within `timeout`.
-    pub fn connect(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, ApiError> {
+    pub fn connect(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, BackendError> {
         Ok(KafkaLog {
             producer: ArcSwap::from_pointee(OwnedProducer(Some(Self::producer(brokers, timeout)?))),
             replacing: Mutex::new(()),
@@ -118,7 +118,7 @@ impl KafkaLog {
         })
     }
 
-    fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckContext>, ApiError> {
+    fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckContext>, BackendError> {
         ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -133,7 +133,7 @@ impl KafkaLog {
             .set("socket.timeout.ms", timeout.as_millis().clamp(10, 300_000).to_string())
             .set("statistics.interval.ms", "1000")
             .create_with_context(AckContext)
-            .map_err(|e| ApiError::Unavailable(format!("kafka producer: {e}")))
+            .map_err(|e| BackendError::unavailable(Role::Log, e))
     }
 
     /// After a failed delivery: if the producer is dead for good, put a new one in its place.
@@ -155,17 +155,21 @@ impl KafkaLog {
                 tracing::warn!(%code, %reason, "kafka producer hit a fatal error; replaced it");
                 self.producer.store(Arc::new(OwnedProducer(Some(fresh))));
             }
-            Err(e) => tracing::error!(error = %e, "cannot replace the failed kafka producer"),
+            Err(e) => tracing::error!(error = %e.chain(), "cannot replace the failed kafka producer"),
         }
     }
 
     /// Creates the topic with `partitions` partitions unless it exists.
-    pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, timeout: Duration) -> Result<(), ApiError> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .create()
-                .map_err(|e| ApiError::Unavailable(format!("kafka admin: {e}")))?;
+    pub async fn ensure_topic(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .map_err(|e| BackendError::unavailable(Role::Log, e))?;
         let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         let options = AdminOptions::new()
             .operation_timeout(Some(timeout))
@@ -173,12 +177,15 @@ impl KafkaLog {
         let results = admin
             .create_topics([&new_topic], &options)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("kafka: creating topic {topic}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(Role::Log, format!("creating topic {topic}: {e}")))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(ApiError::Unavailable(format!("kafka: creating topic {name}: {code}")))
+                    return Err(BackendError::unavailable(
+                        Role::Log,
+                        format!("creating topic {name}: {code}"),
+                    ))
                 }
             }
         }
@@ -188,8 +195,8 @@ impl KafkaLog {
     /// Publishes `order` and waits for the broker's acknowledgement.
     ///
     /// Keyed by `sale/user`, so one buyer's orders stay in one partition, in order.
-    pub async fn publish(&self, order: &Order) -> Result<(), ApiError> {
-        let payload = serde_json::to_vec(&OrderEvent::from(order)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    pub async fn publish(&self, order: &Order) -> Result<(), BackendError> {
+        let payload = serde_json::to_vec(&OrderEvent::from(order)).map_err(|e| BackendError::fault(Role::Log, e))?;
         let key = format!("{}/{}", order.sale_id, order.user_id);
         let (answer, delivered) = oneshot::channel();
         let record = BaseRecord::with_opaque_to(&self.topic, Box::new(answer))
@@ -199,32 +206,34 @@ impl KafkaLog {
         if let Err((e, _)) = producer.send(record) {
             // Refused before leaving this process (queue full, producer failed): certainly not in the log.
             self.replace_if_fatal(&producer, &e);
-            return Err(ApiError::Unavailable(format!("kafka: {e}")));
+            return Err(BackendError::unavailable(Role::Log, e));
         }
         // librdkafka bounds delivery by message.timeout.ms, but some of its states (an idempotent
         // producer re-acquiring its id from a stalled broker) can hold messages longer: the buyer's
         // wait is bounded here, whatever happens inside. A late delivery is harmless: the unit
         // stays reserved and the reconciler's copy is ignored by the store.
         let Ok(delivered) = tokio::time::timeout(self.timeout + DELIVERY_GRACE, delivered).await else {
-            tracing::warn!(order = %order.order_id, "no delivery report in time; left to the reconciler");
-            return Err(ApiError::OutcomeUnknown);
+            return Err(BackendError::outcome_unknown(
+                Role::Log,
+                format!("no delivery report within {:?}", self.timeout + DELIVERY_GRACE),
+            ));
         };
         if let Ok(Delivered::NotPersisted(e) | Delivered::PossiblyPersisted(e)) = &delivered {
             self.replace_if_fatal(&producer, e);
         }
         match delivered {
             Ok(Delivered::Persisted) => Ok(()),
-            Ok(Delivered::NotPersisted(e)) => Err(ApiError::Unavailable(format!("kafka: {e}"))),
-            Ok(Delivered::PossiblyPersisted(e)) => {
-                tracing::warn!(order = %order.order_id, error = %e, "order possibly in the log; left to the reconciler");
-                Err(ApiError::OutcomeUnknown)
-            }
-            Err(_) => Err(ApiError::OutcomeUnknown),
+            Ok(Delivered::NotPersisted(e)) => Err(BackendError::unavailable(Role::Log, e)),
+            Ok(Delivered::PossiblyPersisted(e)) => Err(BackendError::outcome_unknown(Role::Log, e)),
+            Err(_) => Err(BackendError::outcome_unknown(
+                Role::Log,
+                "the delivery report was dropped",
+            )),
         }
     }
 
     /// The broker answers a metadata request for the topic within `timeout` (readiness).
-    pub async fn ready(&self, timeout: Duration) -> Result<(), ApiError> {
+    pub async fn ready(&self, timeout: Duration) -> Result<(), BackendError> {
         let producer = self.producer.load_full();
         let topic = self.topic.clone();
         let answer = tokio::task::spawn_blocking(move || {
@@ -232,9 +241,9 @@ impl KafkaLog {
                 .client()
                 .fetch_metadata(Some(&topic), timeout)
                 .map(|_| ())
-                .map_err(|e| ApiError::Unavailable(format!("kafka: {e}")))
+                .map_err(|e| BackendError::unavailable(Role::Log, e))
         });
-        answer.await.map_err(|e| ApiError::Internal(e.to_string()))?
+        answer.await.map_err(|e| BackendError::fault(Role::Log, e))?
     }
 
     /// Waits until every queued order is acknowledged or failed (graceful shutdown).

@@ -9,8 +9,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Millis, Order, SaleId, UserId};
-use crate::error::ApiError;
+use crate::domain::{Millis, Order, SaleId, UserId, UserIdError};
 
 /// An order as it travels through the log (JSON). Borrows the user id when publishing, so the
 /// buy path serialises without copying it.
@@ -37,7 +36,7 @@ impl<'a> From<&'a Order> for OrderEvent<'a> {
 
 impl OrderEvent<'_> {
     /// Parses and validates an event read from the log.
-    pub fn into_order(self) -> Result<Order, ApiError> {
+    pub fn into_order(self) -> Result<Order, UserIdError> {
         Ok(Order {
             order_id: self.order_id,
             sale_id: SaleId(self.sale_id),

@@ -2,9 +2,8 @@
 //! the consumer later writes it to MySQL, where the catalogue and the reads live.
 
 use super::{MySqlStore, OrderStore, StoreAudit, StoredOrder};
+use crate::backend::{BackendError, Check, Role};
 use crate::domain::{Holding, Order, Sale, SaleId, SaleSpec, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
 use crate::log::KafkaLog;
 
 /// How long `/readyz` waits for each of MySQL and the broker (within the engine's 2.5 s bound).
@@ -18,34 +17,34 @@ pub struct DistributedStore {
 }
 
 impl OrderStore for DistributedStore {
-    async fn record(&self, order: &Order) -> Result<(), ApiError> {
+    async fn record(&self, order: &Order) -> Result<(), BackendError> {
         if !self.publish_delay.is_zero() {
             tokio::time::sleep(self.publish_delay).await;
         }
         self.log.publish(order).await
     }
 
-    async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, ApiError> {
+    async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
         self.mysql.create_sale(spec).await
     }
 
-    async fn sales(&self) -> Result<Vec<Sale>, ApiError> {
+    async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
         self.mysql.sales().await
     }
 
-    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, ApiError> {
+    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
         self.mysql.sale(id).await
     }
 
-    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, ApiError> {
+    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
         self.mysql.orders_of(sale, user).await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
+    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
         self.mysql.holders(sale).await
     }
 
-    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
+    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {
         self.mysql.audit(sale, per_user_limit).await
     }
 
@@ -56,9 +55,10 @@ impl OrderStore for DistributedStore {
             tokio::time::timeout(READY_TIMEOUT, self.mysql.ready())
                 .await
                 .unwrap_or_else(|_| {
-                    Err(ApiError::Unavailable(format!(
-                        "mysql: no answer within {READY_TIMEOUT:?}"
-                    )))
+                    Err(BackendError::unavailable(
+                        Role::Store,
+                        format!("mysql: no answer within {READY_TIMEOUT:?}"),
+                    ))
                 })
         };
         let (mysql, kafka) = tokio::join!(mysql, self.log.ready(READY_TIMEOUT));

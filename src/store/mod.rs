@@ -6,9 +6,8 @@
 
 use std::future::Future;
 
+use crate::backend::{BackendError, Check};
 use crate::domain::{Holding, Millis, Order, Sale, SaleId, SaleSpec, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
 
 pub mod distributed;
 pub mod mysql;
@@ -39,25 +38,30 @@ pub struct StoreAudit {
 }
 
 pub trait OrderStore: Send + Sync + 'static {
-    /// Makes `order` durable. On `Err` the order is not stored and its reservation must be released.
-    fn record(&self, order: &Order) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Makes `order` durable. On `Err` the order is not stored and its reservation must be
+    /// released, unless the error is [`BackendError::OutcomeUnknown`]: then it may be stored.
+    fn record(&self, order: &Order) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    fn create_sale(&self, spec: SaleSpec) -> impl Future<Output = Result<Sale, ApiError>> + Send;
+    fn create_sale(&self, spec: SaleSpec) -> impl Future<Output = Result<Sale, BackendError>> + Send;
 
-    fn sales(&self) -> impl Future<Output = Result<Vec<Sale>, ApiError>> + Send;
+    fn sales(&self) -> impl Future<Output = Result<Vec<Sale>, BackendError>> + Send;
 
-    fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, ApiError>> + Send;
+    fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, BackendError>> + Send;
 
     /// A buyer's orders in one sale, oldest first.
-    fn orders_of(&self, sale: SaleId, user: &UserId)
-        -> impl Future<Output = Result<Vec<StoredOrder>, ApiError>> + Send;
+    fn orders_of(
+        &self,
+        sale: SaleId,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Vec<StoredOrder>, BackendError>> + Send;
 
     /// Every buyer of a sale with the units they hold and their highest `seq`: what the gate is
     /// rebuilt from.
-    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<Holding>, ApiError>> + Send;
+    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<Holding>, BackendError>> + Send;
 
     /// What the store holds for a sale, for the auditor.
-    fn audit(&self, sale: SaleId, per_user_limit: u32) -> impl Future<Output = Result<StoreAudit, ApiError>> + Send;
+    fn audit(&self, sale: SaleId, per_user_limit: u32)
+        -> impl Future<Output = Result<StoreAudit, BackendError>> + Send;
 
     /// Flushes what is queued and stops accepting orders (graceful shutdown).
     fn close(&self) -> impl Future<Output = ()> + Send;

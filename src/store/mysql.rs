@@ -9,8 +9,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{StoreAudit, StoredOrder};
+use crate::backend::{BackendError, Cause, Role};
 use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
-use crate::error::ApiError;
 
 /// Rows per `INSERT` statement (5 placeholders each, far below MySQL's 65,535).
 const ROWS_PER_INSERT: usize = 2_000;
@@ -32,7 +32,7 @@ fn insert_rows<'a>(table: &str, orders: &'a [Order]) -> QueryBuilder<'a, sqlx::M
 
 /// Orders of `chunk` that `INSERT IGNORE` skipped although their id is not stored: another order
 /// holds their `(sale, user, seq)`. They go to `order_conflicts`, loudly.
-async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Order]) -> Result<(), ApiError> {
+async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Order]) -> Result<(), BackendError> {
     let mut select = QueryBuilder::new("SELECT order_id FROM orders WHERE order_id IN ");
     select.push_tuples(chunk, |mut row, o| {
         row.push_bind(o.order_id.hyphenated().to_string());
@@ -70,8 +70,8 @@ pub struct MySqlStore {
     pool: MySqlPool,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!("mysql: {e}"))
+fn unavailable(e: impl Into<Cause>) -> BackendError {
+    BackendError::unavailable(Role::Store, e)
 }
 
 const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
@@ -79,19 +79,21 @@ const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, en
 fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
     Ok(Sale {
         id: SaleId(row.try_get("id")?),
-        name: row.try_get("name")?,
-        stock: row.try_get::<i64, _>("stock")? as u64,
-        per_user_limit: row.try_get::<i32, _>("per_user_limit")? as u32,
-        starts_at: row.try_get("starts_at")?,
-        ends_at: row.try_get("ends_at")?,
-        demo: row.try_get::<Option<i8>, _>("demo")?.is_some(),
+        spec: SaleSpec {
+            name: row.try_get("name")?,
+            stock: row.try_get::<i64, _>("stock")? as u64,
+            per_user_limit: row.try_get::<i32, _>("per_user_limit")? as u32,
+            starts_at: row.try_get("starts_at")?,
+            ends_at: row.try_get("ends_at")?,
+            demo: row.try_get::<Option<i8>, _>("demo")?.is_some(),
+        },
         created_at: row.try_get("created_at")?,
     })
 }
 
 impl MySqlStore {
     /// Connects (creating the database if it does not exist) and applies the migrations.
-    pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<Self, ApiError> {
+    pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<Self, BackendError> {
         let options = MySqlConnectOptions::from_str(url).map_err(unavailable)?;
         if let Some(database) = options.get_database() {
             let database = database.to_owned();
@@ -123,7 +125,7 @@ impl MySqlStore {
     /// Stores a batch of orders from the log. A copy of a stored order (same `order_id`) is
     /// ignored; an order whose `(sale, user, seq)` another order holds is a conflict: it is kept
     /// in `order_conflicts` and logged, never dropped. Returns rows newly stored in `orders`.
-    pub async fn insert_orders(&self, orders: &[Order]) -> Result<u64, ApiError> {
+    pub async fn insert_orders(&self, orders: &[Order]) -> Result<u64, BackendError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut inserted = 0;
         for chunk in orders.chunks(ROWS_PER_INSERT) {
@@ -144,7 +146,7 @@ impl MySqlStore {
         Ok(inserted)
     }
 
-    pub async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, ApiError> {
+    pub async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
         let created_at = now_millis();
         let result = sqlx::query(
             "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at)
@@ -162,17 +164,21 @@ impl MySqlStore {
         .map_err(unavailable)?;
         if result.rows_affected() == 0 && spec.demo {
             // Another instance created the demo sale first: use theirs.
-            return self
-                .sales()
-                .await?
-                .into_iter()
-                .find(|s| s.demo)
-                .ok_or_else(|| ApiError::Internal("demo sale vanished".into()));
+            return self.sales().await?.into_iter().find(|s| s.spec.demo).ok_or_else(|| {
+                BackendError::fault(
+                    Role::Store,
+                    "the demo sale another instance created is not in the catalogue",
+                )
+            });
         }
-        Ok(spec.into_sale(SaleId(result.last_insert_id() as i64), created_at))
+        Ok(Sale {
+            id: SaleId(result.last_insert_id() as i64),
+            spec,
+            created_at,
+        })
     }
 
-    pub async fn sales(&self) -> Result<Vec<Sale>, ApiError> {
+    pub async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
         let rows = sqlx::query(&format!("{SELECT_SALE} ORDER BY id"))
             .fetch_all(&self.pool)
             .await
@@ -183,7 +189,7 @@ impl MySqlStore {
             .map_err(unavailable)
     }
 
-    pub async fn sale(&self, id: SaleId) -> Result<Option<Sale>, ApiError> {
+    pub async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
         let row = sqlx::query(&format!("{SELECT_SALE} WHERE id = ?"))
             .bind(id.0)
             .fetch_optional(&self.pool)
@@ -192,7 +198,7 @@ impl MySqlStore {
         row.as_ref().map(sale_from_row).transpose().map_err(unavailable)
     }
 
-    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, ApiError> {
+    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
         let rows =
             sqlx::query("SELECT order_id, seq, created_at FROM orders WHERE sale_id = ? AND user_id = ? ORDER BY seq")
                 .bind(sale.0)
@@ -213,7 +219,7 @@ impl MySqlStore {
     }
 
     /// Conflicting orders count too: each took a unit from the gate.
-    pub async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
+    pub async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
         let rows = sqlx::query(
             "SELECT user_id, COUNT(*) AS n, MAX(seq) AS last_seq FROM (
                  SELECT user_id, seq FROM orders WHERE sale_id = ?
@@ -237,7 +243,7 @@ impl MySqlStore {
             .map_err(unavailable)
     }
 
-    pub async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
+    pub async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS stored, COUNT(*) - COUNT(DISTINCT user_id, seq) AS duplicates,
                     (SELECT COUNT(*) FROM order_conflicts WHERE sale_id = ?) AS conflicts,
@@ -262,7 +268,7 @@ impl MySqlStore {
         })
     }
 
-    pub async fn ready(&self) -> Result<(), ApiError> {
+    pub async fn ready(&self) -> Result<(), BackendError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

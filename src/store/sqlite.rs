@@ -15,9 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{OrderStore, StoreAudit, StoredOrder};
+use crate::backend::{BackendError, Check, Role};
 use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
-use crate::error::ApiError;
-use crate::health::Check;
 use crate::metrics::METRICS;
 
 /// The most orders one transaction commits.
@@ -54,22 +53,25 @@ const INSERT_SALE: &str = "INSERT INTO sales (name, stock, per_user_limit, start
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
 
+/// What the writer answers: shared, because one failed commit fails every order of its batch.
+type Written<T> = Result<T, Arc<rusqlite::Error>>;
+
 enum Command {
     Record {
         order: Order,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Written<()>>,
     },
     CreateSale {
         spec: SaleSpec,
-        done: oneshot::Sender<Result<Sale, String>>,
+        done: oneshot::Sender<Written<Sale>>,
     },
     /// Stop accepting; commit what is already queued; exit.
     Close,
 }
 
 enum Outcome {
-    Recorded(Result<(), String>),
-    Created(Result<Sale, String>),
+    Recorded(Written<()>),
+    Created(Written<Sale>),
     Closed,
 }
 
@@ -78,14 +80,14 @@ impl Command {
         match (self, outcome) {
             (Command::Record { done, .. }, Outcome::Recorded(r)) => drop(done.send(r)),
             (Command::CreateSale { done, .. }, Outcome::Created(r)) => drop(done.send(r)),
-            (command, _) => command.fail("commit failed"),
+            (command, _) => command.fail(&Arc::new(rusqlite::Error::InvalidQuery)),
         }
     }
 
-    fn fail(self, why: &str) {
+    fn fail(self, why: &Arc<rusqlite::Error>) {
         match self {
-            Command::Record { done, .. } => drop(done.send(Err(why.to_owned()))),
-            Command::CreateSale { done, .. } => drop(done.send(Err(why.to_owned()))),
+            Command::Record { done, .. } => drop(done.send(Err(Arc::clone(why)))),
+            Command::CreateSale { done, .. } => drop(done.send(Err(Arc::clone(why)))),
             Command::Close => {}
         }
     }
@@ -110,29 +112,48 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(format!("sqlite: {e}"))
+/// What an SQLite error means for the engine: a full disk or an unusable file is an outage
+/// that ends when the operator acts (503); anything else is a fault of ours (500).
+fn classify(e: impl Into<Arc<rusqlite::Error>>) -> BackendError {
+    use rusqlite::ErrorCode::*;
+    let e = e.into();
+    match e.sqlite_error_code() {
+        Some(DiskFull) => BackendError::full(Role::Store, e),
+        Some(SystemIoFailure | ReadOnly | CannotOpen | DatabaseBusy | DatabaseLocked | NotADatabase) => {
+            BackendError::unavailable(Role::Store, e)
+        }
+        _ => BackendError::fault(Role::Store, e),
+    }
+}
+
+fn writer_stopped() -> BackendError {
+    BackendError::unavailable(Role::Store, "the group-commit writer has stopped")
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, ApiError> {
+    pub fn open(data_dir: &Path) -> Result<Self, BackendError> {
         Self::open_with_commit_delay(data_dir, Duration::ZERO)
     }
 
     /// Like [`SqliteStore::open`], holding every group commit for `delay` (fault injection).
-    pub fn open_with_commit_delay(data_dir: &Path, delay: Duration) -> Result<Self, ApiError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| ApiError::Internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+    pub fn open_with_commit_delay(data_dir: &Path, delay: Duration) -> Result<Self, BackendError> {
+        let cannot = |what: &str, e: &dyn std::fmt::Display| {
+            BackendError::unavailable(Role::Store, format!("{what} {}: {e}", data_dir.display()))
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| cannot("cannot create the data dir", &e))?;
         let path = data_dir.join("seckill.sqlite3");
-        let writer_conn = open(&path).map_err(internal)?;
-        writer_conn.execute_batch(SCHEMA).map_err(internal)?;
-        let reader = open(&path).map_err(internal)?;
+        let opened = |conn: rusqlite::Result<Connection>| conn.map_err(|e| cannot("cannot open the store in", &e));
+        let writer_conn = opened(open(&path))?;
+        writer_conn
+            .execute_batch(SCHEMA)
+            .map_err(|e| cannot("cannot create the schema in", &e))?;
+        let reader = opened(open(&path))?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("sqlite-group-commit".into())
             .spawn(move || run_writer(writer_conn, receiver, delay))
-            .map_err(internal)?;
+            .map_err(|e| cannot("cannot start the writer thread for", &e))?;
         Ok(SqliteStore {
             sender,
             writer: Mutex::new(Some(writer)),
@@ -145,12 +166,12 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn enqueue(&self, command: Command) -> Result<(), ApiError> {
+    async fn enqueue(&self, command: Command) -> Result<(), BackendError> {
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.sender.send(command)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(ApiError::Unavailable("the order store is shut down".into())),
+            Ok(Err(_)) => Err(writer_stopped()),
             // `send` is cancel-safe: on timeout nothing was queued, so the caller may release.
-            Err(_) => Err(ApiError::Overloaded),
+            Err(_) => Err(BackendError::Overloaded { role: Role::Store }),
         }
     }
 
@@ -158,32 +179,35 @@ impl SqliteStore {
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, BackendError> {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| internal("reader lock poisoned"))?;
-            query(&conn).map_err(internal)
+            // A panic cannot leave a connection half-changed: poisoning is ignored.
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&conn).map_err(classify)
         })
         .await
-        .map_err(internal)?
+        .map_err(|e| BackendError::fault(Role::Store, e))?
     }
 }
 
 fn sale_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sale> {
     Ok(Sale {
         id: SaleId(row.get(0)?),
-        name: row.get(1)?,
-        stock: row.get::<_, i64>(2)? as u64,
-        per_user_limit: row.get::<_, i64>(3)? as u32,
-        starts_at: row.get(4)?,
-        ends_at: row.get(5)?,
-        demo: row.get(6)?,
+        spec: SaleSpec {
+            name: row.get(1)?,
+            stock: row.get::<_, i64>(2)? as u64,
+            per_user_limit: row.get::<_, i64>(3)? as u32,
+            starts_at: row.get(4)?,
+            ends_at: row.get(5)?,
+            demo: row.get(6)?,
+        },
         created_at: row.get(7)?,
     })
 }
 
 impl OrderStore for SqliteStore {
-    async fn record(&self, order: &Order) -> Result<(), ApiError> {
+    async fn record(&self, order: &Order) -> Result<(), BackendError> {
         let (done, answer) = oneshot::channel();
         self.enqueue(Command::Record {
             order: order.clone(),
@@ -191,21 +215,21 @@ impl OrderStore for SqliteStore {
         })
         .await?;
         match answer.await {
-            Ok(result) => result.map_err(internal),
-            Err(_) => Err(internal("the group-commit writer stopped")),
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(writer_stopped()),
         }
     }
 
-    async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, ApiError> {
+    async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
         let (done, answer) = oneshot::channel();
         self.enqueue(Command::CreateSale { spec, done }).await?;
         match answer.await {
-            Ok(result) => result.map_err(internal),
-            Err(_) => Err(internal("the group-commit writer stopped")),
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(writer_stopped()),
         }
     }
 
-    async fn sales(&self) -> Result<Vec<Sale>, ApiError> {
+    async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!("{SELECT_SALE} ORDER BY id"))?;
             let rows = stmt.query_map([], sale_from_row)?;
@@ -214,7 +238,7 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, ApiError> {
+    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
         self.read(move |c| {
             c.prepare_cached(&format!("{SELECT_SALE} WHERE id = ?1"))?
                 .query_row([id.0], sale_from_row)
@@ -223,7 +247,7 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, ApiError> {
+    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
         let user = user.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -241,7 +265,7 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, ApiError> {
+    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
         let rows: Vec<(String, u32, u32)> = self
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
@@ -263,7 +287,7 @@ impl OrderStore for SqliteStore {
     }
 
     /// Conflicts are refused at `record` (never acknowledged), so none is ever kept.
-    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, ApiError> {
+    async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {
         self.read(move |c| {
             c.query_row(
                 "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq),
@@ -286,7 +310,7 @@ impl OrderStore for SqliteStore {
 
     async fn ready(&self) -> Vec<Check> {
         let result = if self.sender.is_closed() {
-            Err(internal("the group-commit writer stopped"))
+            Err(writer_stopped())
         } else {
             self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
         };
@@ -330,14 +354,13 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay
 /// Why one order's row was refused. A `(sale, user, seq)` another order holds is a conflict: the
 /// gate never hands out a seq twice, so it is logged loudly and counted; the buyer is not told
 /// "success" for it and its unit goes back.
-fn refused(order: &Order, e: rusqlite::Error) -> String {
-    let message = e.to_string();
-    if message.contains("orders.seq") {
+fn refused(order: &Order, e: rusqlite::Error) -> Arc<rusqlite::Error> {
+    if e.to_string().contains("orders.seq") {
         tracing::error!(order = %order.order_id, sale = %order.sale_id, user = %order.user_id, seq = order.seq,
             "order conflict: another order holds this (sale, user, seq); refused");
         METRICS.observe_order_conflicts(1);
     }
-    message
+    Arc::new(e)
 }
 
 /// Inserts the batch in one transaction. A row that fails (say a duplicate) fails alone;
@@ -374,11 +397,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
                             spec.demo,
                             created_at
                         ]);
-                        Outcome::Created(
-                            inserted
-                                .map_err(|e| e.to_string())
-                                .map(|_| spec.clone().into_sale(SaleId(tx.last_insert_rowid()), created_at)),
-                        )
+                        Outcome::Created(inserted.map_err(Arc::new).map(|_| Sale {
+                            id: SaleId(tx.last_insert_rowid()),
+                            spec: spec.clone(),
+                            created_at,
+                        }))
                     }
                     Command::Close => Outcome::Closed,
                 });
@@ -391,7 +414,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
         Ok(()) => batch.drain(..).zip(outcomes).for_each(|(c, o)| c.answer(o)),
         Err(e) => {
             tracing::error!(error = %e, batch = batch.len(), "group commit failed; no order of the batch is stored");
-            let why = format!("commit failed: {e}");
+            let why = Arc::new(e);
             batch.drain(..).for_each(|c| c.fail(&why));
         }
     }

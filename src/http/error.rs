@@ -1,9 +1,13 @@
-//! The API's one error type: each variant is one HTTP status and one stable `code`.
+//! The HTTP layer's error: each variant is one HTTP status and one stable `code`. The layers
+//! below have their own errors ([`BackendError`], [`PurchaseError`], [`EngineError`], the domain's
+//! parse errors); they become an [`ApiError`] here, at the edge, and nowhere else.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::Refusal;
+use crate::backend::BackendError;
+use crate::domain::{InvalidSale, Refusal, UserIdError};
+use crate::engine::{EngineError, PurchaseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,19 +58,64 @@ pub enum ApiError {
     PurchaseTokenRequired,
     #[error("the purchase token is invalid or expired; fetch a new one")]
     InvalidPurchaseToken,
+    /// Names what is not ready (the cause chains go to the log).
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("a buyer may only read their own orders")]
     NotYourOrders,
-    #[error("a backend is unavailable: {0}")]
-    Unavailable(String),
-    #[error("the order could not be confirmed in time and may still be recorded; check GET /api/sales/{{id}}/orders/{{user}} before retrying")]
-    OutcomeUnknown,
-    #[error("internal error")]
-    Internal(String),
-    /// Start-up only: the configuration cannot work.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// A backend's error: its role is the message, its cause goes to the log.
+    #[error("{}", backend_message(.0))]
+    Backend(BackendError),
+}
+
+impl ApiError {
+    /// One error of each kind (each `code` the API can answer), for the API document's check.
+    pub fn examples() -> Vec<ApiError> {
+        use crate::backend::Role;
+        use ApiError::*;
+        vec![
+            SaleNotFound,
+            OrderNotFound,
+            RouteNotFound,
+            MethodNotAllowed,
+            NotStarted,
+            Ended,
+            SoldOut,
+            AlreadyPurchased,
+            MissingUserId,
+            InvalidUserId,
+            InvalidSale(String::new()),
+            MalformedJson(String::new()),
+            PayloadTooLarge,
+            RequestTimeout,
+            Unauthorized,
+            Forbidden,
+            AdminDisabled,
+            Overloaded,
+            RateLimited(1),
+            TokenRequired,
+            InvalidToken(String::new()),
+            PurchaseTokenRequired,
+            InvalidPurchaseToken,
+            NotReady(String::new()),
+            NotYourOrders,
+            Backend(BackendError::unavailable(Role::Store, "example")),
+            Backend(BackendError::outcome_unknown(Role::Log, "example")),
+            Backend(BackendError::fault(Role::Store, "example")),
+        ]
+    }
+}
+
+/// What a buyer is told of a backend's error: which role failed and what to do, no internals.
+fn backend_message(e: &BackendError) -> String {
+    match e {
+        BackendError::OutcomeUnknown { .. } => "the order could not be confirmed in time and may still be recorded; \
+             check GET /api/sales/{id}/orders/{user} before retrying"
+            .to_owned(),
+        BackendError::Fault { .. } => "internal error".to_owned(),
+        BackendError::Overloaded { .. } => "the engine is overloaded, retry shortly".to_owned(),
+        other => format!("{other}, retry shortly"),
+    }
 }
 
 impl ApiError {
@@ -84,8 +133,9 @@ impl ApiError {
             Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
             PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders => StatusCode::FORBIDDEN,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded | Unavailable(_) | OutcomeUnknown | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Internal(_) | InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Overloaded | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Backend(BackendError::Fault { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -117,10 +167,10 @@ impl ApiError {
             InvalidPurchaseToken => "invalid_purchase_token",
             NotReady(_) => "not_ready",
             NotYourOrders => "not_your_orders",
-            Unavailable(_) => "unavailable",
-            OutcomeUnknown => "outcome_unknown",
-            Internal(_) => "internal",
-            InvalidConfig(_) => "invalid_config",
+            Backend(BackendError::Unavailable { .. } | BackendError::Full { .. }) => "unavailable",
+            Backend(BackendError::OutcomeUnknown { .. }) => "outcome_unknown",
+            Backend(BackendError::Overloaded { .. }) => "overloaded",
+            Backend(BackendError::Fault { .. }) => "internal",
         }
     }
 }
@@ -136,8 +186,49 @@ impl From<Refusal> for ApiError {
             Refusal::NotStarted => ApiError::NotStarted,
             Refusal::Ended => ApiError::Ended,
             Refusal::SoldOut => ApiError::SoldOut,
-            Refusal::AlreadyPurchased => ApiError::AlreadyPurchased,
+            Refusal::LimitReached => ApiError::AlreadyPurchased,
         }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        ApiError::Backend(e)
+    }
+}
+
+impl From<PurchaseError> for ApiError {
+    fn from(e: PurchaseError) -> Self {
+        match e {
+            PurchaseError::Refused(r) => r.into(),
+            PurchaseError::Overloaded => ApiError::Overloaded,
+            PurchaseError::Backend(e) => e.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::SaleNotFound => ApiError::SaleNotFound,
+            EngineError::OrderNotFound => ApiError::OrderNotFound,
+            EngineError::Backend(e) => e.into(),
+        }
+    }
+}
+
+impl From<UserIdError> for ApiError {
+    fn from(e: UserIdError) -> Self {
+        match e {
+            UserIdError::Missing => ApiError::MissingUserId,
+            UserIdError::Invalid => ApiError::InvalidUserId,
+        }
+    }
+}
+
+impl From<InvalidSale> for ApiError {
+    fn from(InvalidSale(why): InvalidSale) -> Self {
+        ApiError::InvalidSale(why)
     }
 }
 
@@ -201,7 +292,12 @@ impl IntoResponse for ApiError {
         }
         // Our own faults: the request middleware logs the cause once, with the request id;
         // the buyer sees no internals.
-        if let ApiError::Internal(cause) | ApiError::Unavailable(cause) | ApiError::NotReady(cause) = self {
+        let cause = match &self {
+            ApiError::Backend(e) => Some(e.chain()),
+            ApiError::NotReady(what) => Some(what.clone()),
+            _ => None,
+        };
+        if let Some(cause) = cause {
             response.extensions_mut().insert(FaultCause(cause));
         }
         response
@@ -211,6 +307,22 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_error_says_its_role_and_hides_its_cause() {
+        let e = ApiError::from(BackendError::unavailable(
+            crate::backend::Role::Store,
+            "mysql: Table 'adv_db3.orders' doesn't exist",
+        ));
+        assert_eq!((e.status(), e.code()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        assert_eq!(e.to_string(), "the order store is unavailable, retry shortly");
+        let fault = ApiError::from(BackendError::fault(crate::backend::Role::Log, "bad json"));
+        assert_eq!(
+            (fault.status(), fault.code()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        assert_eq!(fault.to_string(), "internal error");
+    }
 
     #[test]
     fn static_bodies_match_the_rendered_ones() {

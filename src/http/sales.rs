@@ -1,0 +1,108 @@
+//! The `/api/sales` routes: the catalogue, the buy path, a buyer's orders, the auditor.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{Admin, Buyer, JsonBody, PathParams, PurchaseToken};
+use super::AppState;
+use crate::config::AuthMode;
+use crate::domain::{format_millis, now_millis, NewSaleRequest, SaleId, SaleSpec, UserId};
+use crate::gate::StockGate;
+use crate::store::OrderStore;
+
+type Shared<G, S> = State<Arc<AppState<G, S>>>;
+
+/// A sale id from the path; one that cannot exist is a 404 like an unknown one.
+fn sale_id(raw: &str) -> Result<SaleId, ApiError> {
+    SaleId::parse(raw).ok_or(ApiError::SaleNotFound)
+}
+
+pub async fn list<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "sales": app.engine.sales().await? })).into_response())
+}
+
+/// `Admin` comes before the body: a caller without the token learns nothing about the body.
+pub async fn create<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    _: Admin,
+    JsonBody(request): JsonBody<NewSaleRequest>,
+) -> Result<Response, ApiError> {
+    let sale = app.engine.create_sale(SaleSpec::parse(request)?).await?;
+    tracing::info!(sale = %sale.id, stock = sale.stock, "sale created");
+    Ok((StatusCode::CREATED, Json(sale)).into_response())
+}
+
+pub async fn get<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.sale(sale_id(&id)?).await?).into_response())
+}
+
+pub async fn audit<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.audit(sale_id(&id)?).await?).into_response())
+}
+
+/// The buy path.
+pub async fn purchase<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+    Buyer(user): Buyer,
+    PurchaseToken(token): PurchaseToken,
+) -> Result<Response, ApiError> {
+    let sale = sale_id(&id)?;
+    app.check_purchase_token(token.as_ref(), sale, &user)?;
+    let confirmation = app.engine.purchase(sale, user).await?;
+    Ok((StatusCode::CREATED, Json(confirmation)).into_response())
+}
+
+/// The hidden purchase path: a token for this buyer and sale, handed out only while it is live.
+pub async fn purchase_token<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+    Buyer(user): Buyer,
+) -> Result<Response, ApiError> {
+    let sale = sale_id(&id)?;
+    app.engine.check_live(sale).await?;
+    let (token, expires) = app.purchase_tokens.issue(sale, &user, now_millis());
+    Ok(Json(json!({
+        "token": token,
+        "sale_id": sale,
+        "user_id": user,
+        "expires_at": format_millis(expires),
+    }))
+    .into_response())
+}
+
+/// A buyer's orders. With JWTs (`--auth jwt`, or `either` when one is sent) only that buyer may
+/// read them; behind a trusted gateway (`header`) the gateway decides.
+pub async fn orders_of<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams((id, user)): PathParams<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let sale = sale_id(&id)?;
+    let user = UserId::parse(&user)?;
+    let caller = match app.auth.mode() {
+        AuthMode::Header => None,
+        AuthMode::Jwt => Some(app.auth.require(&headers)?),
+        AuthMode::Either => app.auth.identify(&headers)?,
+    };
+    if caller.is_some_and(|caller| caller != user) {
+        return Err(ApiError::NotYourOrders);
+    }
+    let orders = app.engine.orders_of(sale, &user).await?;
+    if orders.is_empty() {
+        return Err(ApiError::OrderNotFound);
+    }
+    Ok(Json(json!({ "sale_id": sale, "user_id": user, "status": "confirmed", "orders": orders })).into_response())
+}
