@@ -44,24 +44,64 @@ impl<'a> From<&'a crate::config::DistributedConfig> for ConsumerSettings<'a> {
     }
 }
 
-/// Reports the consumer's lag (librdkafka statistics, every second) to `/metrics`.
-struct LagContext;
+type LogConsumer = StreamConsumer;
 
-impl rdkafka::ClientContext for LagContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let lag: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            // Partition -1 is librdkafka's internal one; -1 lag means "not known yet".
-            .filter(|p| p.partition >= 0 && p.consumer_lag > 0)
-            .map(|p| p.consumer_lag)
-            .sum();
-        METRICS.set_consumer_lag(lag as u64);
+/// How often the consumer's lag is measured for `/metrics`.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How long one measurement may wait for the broker.
+const LAG_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Measures the lag (events in the log not yet committed as stored, over this consumer's
+/// partitions) on a timer of its own. librdkafka's statistics would do, but they are delivered
+/// only while the stream is polled, and the reader stops polling exactly when storing is stuck:
+/// the lag would freeze when it matters.
+async fn report_lag(consumer: Arc<LogConsumer>) {
+    let mut every = tokio::time::interval(LAG_EVERY);
+    loop {
+        every.tick().await;
+        let consumer = Arc::clone(&consumer);
+        let measured = tokio::task::spawn_blocking(move || lag(&consumer)).await;
+        // A broker that does not answer leaves the last value in place.
+        if let Ok(Some(lag)) = measured {
+            METRICS.set_consumer_lag(lag);
+        }
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for LagContext {}
+/// Σ (high watermark − committed offset) over the assigned partitions; `None` if the broker
+/// cannot tell now. The high watermark is the one librdkafka's fetcher last saw (it keeps
+/// fetching ahead while the reader waits), not a fresh query: that costs no round trip, and
+/// some Kafka-protocol brokers answer a watermark query with the last batch's first offset.
+fn lag(consumer: &LogConsumer) -> Option<u64> {
+    let assignment = consumer.assignment().ok()?;
+    let committed = consumer.committed_offsets(assignment, LAG_TIMEOUT).ok()?;
+    let mut lag = 0;
+    for partition in committed.elements() {
+        let topic = std::ffi::CString::new(partition.topic()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as `consumer`; the topic is a valid C
+        // string for the call; librdkafka only writes the two offsets.
+        let known = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition.partition(),
+                &mut low,
+                &mut high,
+            )
+        };
+        if known != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+            continue; // not fetched from yet: nothing known to be pending
+        }
+        let stored = match partition.offset() {
+            Offset::Offset(offset) => offset,
+            // Nothing committed yet: everything from the start of the log is pending.
+            _ => low.max(0),
+        };
+        lag += (high - stored).max(0) as u64;
+    }
+    Some(lag)
+}
 
 /// Offsets to commit: the last offset read per (topic, partition).
 type Offsets = HashMap<(String, i32), i64>;
@@ -76,7 +116,7 @@ pub async fn run(
     store: MySqlStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BackendError> {
-    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
+    let consumer: Arc<LogConsumer> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", settings.brokers)
             .set("group.id", settings.group)
@@ -88,8 +128,7 @@ pub async fn run(
             .set("fetch.wait.max.ms", "20")
             .set("max.partition.fetch.bytes", "16777216")
             .set("fetch.max.bytes", "134217728")
-            .set("statistics.interval.ms", "1000")
-            .create_with_context(LagContext)
+            .create()
             .map_err(|e| BackendError::unavailable(Role::Log, e))?,
     );
     consumer
@@ -99,6 +138,7 @@ pub async fn run(
     // Two batches in flight at most: reading stays ahead of writing, memory stays bounded.
     let (batches, pending) = mpsc::channel::<(Vec<Order>, Offsets)>(2);
     let writer = tokio::spawn(write_batches(Arc::clone(&consumer), store, pending));
+    let lag_reporter = tokio::spawn(report_lag(Arc::clone(&consumer)));
     tokio::pin!(shutdown);
     loop {
         // Wait for the first event of a batch (or shutdown), then gather briefly.
@@ -135,6 +175,8 @@ pub async fn run(
     }
     drop(batches);
     let _ = writer.await;
+    lag_reporter.abort();
+    let _ = lag_reporter.await;
     // Closing leaves the group and may wait on the broker: off the async workers too.
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     tracing::info!("consumer stopped");
@@ -143,7 +185,7 @@ pub async fn run(
 
 /// Stores batches (merging whatever is queued), then commits their offsets.
 async fn write_batches(
-    consumer: Arc<StreamConsumer<LagContext>>,
+    consumer: Arc<LogConsumer>,
     store: MySqlStore,
     mut pending: mpsc::Receiver<(Vec<Order>, Offsets)>,
 ) {
@@ -191,7 +233,7 @@ async fn store_with_retry(store: &MySqlStore, orders: &[Order]) {
     }
 }
 
-fn commit(consumer: &StreamConsumer<LagContext>, offsets: &Offsets) {
+fn commit(consumer: &LogConsumer, offsets: &Offsets) {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
         // The committed offset is the next one to read.

@@ -462,7 +462,8 @@ async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
         .await;
     assert!(
         lag.is_some_and(|l| l >= 500.0),
-        "consumer lag during the outage: {lag:?}"
+        "consumer lag during the outage: {lag:?}\n{}",
+        app.log_tail(60)
     );
     // Not on the buy path: the instance still sells, so it stays in the load balancer, degraded.
     let (status, ready) = app.get("/readyz").await;
