@@ -19,15 +19,15 @@ async fn seed_purchase_answers_the_seed_messages_then_sold_out() {
         ..Options::new()
     })
     .await;
-    let first = app.seed_buy().await;
+    let first = app.classic_buy().await;
     assert_eq!(first["messages"], "购买成功，还剩下1个");
     assert_eq!(first["ok"], true);
     assert!(first["order_id"].as_str().is_some_and(|id| id.len() == 36));
-    let second = app.seed_buy().await;
+    let second = app.classic_buy().await;
     assert_eq!(second["messages"], "购买成功，还剩下0个");
     // Each anonymous POST is a new buyer: two distinct buyers got the two units.
     assert_ne!(first["user_id"], second["user_id"]);
-    let third = app.seed_buy().await;
+    let third = app.classic_buy().await;
     assert_eq!(third["messages"], "抢完了");
     assert_eq!(third["ok"], false);
     assert_eq!(app.count().await, 0);
