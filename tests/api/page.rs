@@ -1,10 +1,28 @@
-//! The buyer's page in a real headless Chromium: countdown, button opening on time, buying,
-//! sold-out.
+//! The buyer's page (`GET /`): served self-contained, and in a real headless Chromium the
+//! countdown, the button opening on time, buying, sold-out.
 
 use serde_json::json;
 
 use crate::browser::Browser;
 use crate::helpers::{rfc3339_in, TestServer};
+
+#[tokio::test]
+async fn the_page_is_served_self_contained() {
+    let app = TestServer::spawn().await;
+    let resp = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"buy\""));
+    // No CDN, font or script from elsewhere: the machines have no internet.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "page references an external URL"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
