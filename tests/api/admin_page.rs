@@ -2,114 +2,43 @@
 //! `chromium-driver`, installed by `.ci/run`): token sign-in, creating a sale, and the live view
 //! following it as it sells out.
 
-use std::time::Duration;
-
-use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
+use crate::browser::Browser;
 use crate::helpers::{Options, TestServer, ADMIN_TOKEN};
 
 /// The page polls its stats this often in the tests (the default is 1 s).
 const PAGE: &str = "/admin?interval_ms=200";
 
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
+/// `document.body.dataset.points`: how many stats polls the chart has recorded.
+async fn points(browser: &Browser) -> u64 {
+    browser
+        .js("return Number(document.body.dataset.points || 0)")
+        .await
+        .as_u64()
+        .unwrap_or(0)
 }
 
-impl Browser {
-    async fn start() -> Self {
-        let (client, driver) = crate::browser::start().await;
-        Browser {
-            client,
-            _driver: driver,
-        }
-    }
+/// Signs in with the right token and waits for the first stats poll.
+async fn sign_in(browser: &Browser, app: &TestServer) {
+    browser.goto(&app.url(PAGE)).await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_for("the live view after signing in", async |b| points(b).await >= 1)
+        .await;
+    assert!(
+        browser.displayed("#create-sale").await,
+        "the dashboard shows once signed in"
+    );
+}
 
-    async fn text(&self, css: &str) -> String {
-        match self.client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap(),
-            Err(_) => String::new(),
-        }
-    }
-
-    async fn displayed(&self, css: &str) -> bool {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .is_displayed()
-            .await
-            .unwrap()
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let input = self.client.find(Locator::Css(css)).await.unwrap();
-        input.clear().await.unwrap();
-        input.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.client.execute(script, vec![]).await.unwrap()
-    }
-
-    /// `document.body.dataset.points`: how many stats polls the chart has recorded.
-    async fn points(&self) -> u64 {
-        self.js("return Number(document.body.dataset.points || 0)")
-            .await
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    /// Polls until `check` holds (the page updates itself on timers), for up to 10 s.
-    async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
-        for _ in 0..100 {
-            if check(self).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; the page shows: auth {:?}, create {:?}, remaining {:?}, rate {:?}, sales {:?}, points {}",
-            self.text("#auth-error").await,
-            self.text("#create-result").await,
-            self.text("#remaining").await,
-            self.text("#rate").await,
-            self.text("#sales").await,
-            self.points().await,
-        );
-    }
-
-    /// Signs in with the right token and waits for the first stats poll.
-    async fn sign_in(&self, app: &TestServer) {
-        self.client.goto(&app.url(PAGE)).await.unwrap();
-        self.type_into("#token", ADMIN_TOKEN).await;
-        self.click("#sign-in").await;
-        self.wait_for("the live view after signing in", async |b| b.points().await >= 1)
-            .await;
-        assert!(
-            self.displayed("#create-sale").await,
-            "the dashboard shows once signed in"
-        );
-    }
-
-    /// Fills the create-sale form (start and end left empty) and submits it.
-    async fn create_sale(&self, name: &str, stock: &str, limit: &str) {
-        self.type_into("#sale-name", name).await;
-        self.type_into("#sale-stock", stock).await;
-        self.type_into("#sale-limit", limit).await;
-        self.click("#create-sale").await;
-    }
+/// Fills the create-sale form (start and end left empty) and submits it.
+async fn create_sale(browser: &Browser, name: &str, stock: &str, limit: &str) {
+    browser.type_into("#sale-name", name).await;
+    browser.type_into("#sale-stock", stock).await;
+    browser.type_into("#sale-limit", limit).await;
+    browser.click("#create-sale").await;
 }
 
 /// What the server itself answers to `GET /api/admin/stats` with `token`.
@@ -137,7 +66,7 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
     let refusal = refusal["error"]["message"].as_str().unwrap().to_owned();
 
     let browser = Browser::start().await;
-    browser.client.goto(&app.url(PAGE)).await.unwrap();
+    browser.goto(&app.url(PAGE)).await;
 
     // A wrong token: the server's message, and still the sign-in form.
     browser.type_into("#token", "not-the-token").await;
@@ -152,12 +81,12 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
         !browser.displayed("#create-sale").await,
         "no dashboard without the token"
     );
-    assert_eq!(browser.points().await, 0);
+    assert_eq!(points(&browser).await, 0);
 
     // The right one: kept for this tab only.
     browser.type_into("#token", ADMIN_TOKEN).await;
     browser.click("#sign-in").await;
-    browser.wait_for("the live view", async |b| b.points().await >= 1).await;
+    browser.wait_for("the live view", async |b| points(b).await >= 1).await;
     assert_eq!(browser.text("#auth-error").await, "");
     let stored = browser
         .js("return [sessionStorage.getItem('seckill-admin-token'), JSON.stringify(localStorage)]")
@@ -169,7 +98,7 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
     );
 
     // Create a sale of 5.
-    browser.create_sale("admin page sale", "5", "1").await;
+    create_sale(&browser, "admin page sale", "5", "1").await;
     browser
         .wait_for("the sale to be created", async |b| {
             b.text("#create-result").await.starts_with("created sale ")
@@ -207,7 +136,7 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
                if (v > window.maxRate) window.maxRate = v;
              }).observe(document.getElementById('rate'), { childList: true, characterData: true, subtree: true });")
         .await;
-    let points_before = browser.points().await;
+    let points_before = points(&browser).await;
 
     for user in ["u1", "u2", "u3"] {
         let (status, order) = app.buy(id, user).await;
@@ -224,7 +153,7 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
         })
         .await;
     browser
-        .wait_for("the chart to move", async |b| b.points().await > points_before + 2)
+        .wait_for("the chart to move", async |b| points(b).await > points_before + 2)
         .await;
     assert!(
         browser.text("#successes").await.parse::<u64>().unwrap() >= 3,
@@ -260,14 +189,14 @@ async fn admin_page_refuses_a_wrong_token_then_creates_a_sale_and_watches_it_sel
             b.text("#refusals").await.parse::<u64>().unwrap_or(0) >= 1
         })
         .await;
-    browser.client.clone().close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_page_shows_validation_errors() {
     let app = TestServer::spawn().await;
     let browser = Browser::start().await;
-    browser.sign_in(&app).await;
+    sign_in(&browser, &app).await;
 
     // The page shows the server's own message for each refusal.
     for (stock, limit) in [("-1", "1"), ("5", "0")] {
@@ -279,7 +208,7 @@ async fn admin_page_shows_validation_errors() {
         assert_eq!(expected["error"]["code"], "invalid_sale", "{expected}");
         let message = expected["error"]["message"].as_str().unwrap().to_owned();
 
-        browser.create_sale("invalid", stock, limit).await;
+        create_sale(&browser, "invalid", stock, limit).await;
         browser
             .wait_for("the validation error", async |b| {
                 b.text("#create-result").await.contains(&message)
@@ -296,5 +225,5 @@ async fn admin_page_shows_validation_errors() {
         "nothing was created: {sales}"
     );
     assert!(browser.displayed("#create-sale").await, "still signed in");
-    browser.client.clone().close().await.unwrap();
+    browser.close().await;
 }

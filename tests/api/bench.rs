@@ -14,8 +14,9 @@ fn bench() -> tokio::process::Command {
     cmd
 }
 
+/// The classic scenario: 2,000 buyers at 1,000 stock, on the classic API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_scenario_passes_and_writes_report_and_plot() {
+async fn the_classic_scenario_passes_and_writes_report_and_plot() {
     let app = TestServer::spawn_with(Options {
         demo_stock: 1000,
         ..Options::new()
@@ -101,7 +102,7 @@ async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
         ..Options::new()
     })
     .await;
-    app.seed_buy().await;
+    app.classic_buy().await;
     let sale = app.live_sale(5, 1).await;
     assert_eq!(app.buy(sale, "someone").await.0, 201);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))

@@ -17,7 +17,7 @@ async fn two_thousand_buyers_on_one_thousand_stock_sell_exactly_the_stock() {
     );
     let answers = join_all((0..2000).map(|_| {
         let app = Arc::clone(&app);
-        tokio::spawn(async move { app.seed_buy().await })
+        tokio::spawn(async move { app.classic_buy().await })
     }))
     .await;
     let answers: Vec<_> = answers.into_iter().map(|a| a.expect("task")).collect();

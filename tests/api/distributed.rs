@@ -76,7 +76,7 @@ async fn two_instances_sell_exactly_the_stock_and_mysql_holds_each_order_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_seed_endpoints_work_in_distributed_mode() {
+async fn the_classic_api_works_in_distributed_mode() {
     let services = Services::start().await;
     let app = TestServer::spawn_with(Options {
         demo_stock: 3,
@@ -84,7 +84,7 @@ async fn the_seed_endpoints_work_in_distributed_mode() {
     })
     .await;
     assert_eq!(app.count().await, 3);
-    assert_eq!(app.seed_buy().await["messages"], "购买成功，还剩下2个");
+    assert_eq!(app.classic_buy().await["messages"], "购买成功，还剩下2个");
     // A second instance on the same services finds the demo sale instead of creating another.
     let other = TestServer::spawn_with(Options {
         demo_stock: 50,

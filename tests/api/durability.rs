@@ -14,7 +14,7 @@ async fn a_restart_rebuilds_the_gate_and_never_resets_stock() {
     })
     .await;
     for _ in 0..3 {
-        assert_eq!(app.seed_buy().await["ok"], true);
+        assert_eq!(app.classic_buy().await["ok"], true);
     }
     let sale = app.live_sale(5, 1).await;
     assert_eq!(app.buy(sale, "loyal").await.0, 201);

@@ -40,7 +40,7 @@ async fn a_body_over_one_mebibyte_is_413() {
     let (status, error) = post_raw(&app, huge).await;
     assert_error(status, &error, 413, "payload_too_large");
     // Still selling afterwards.
-    assert_eq!(app.seed_buy().await["ok"], true);
+    assert_eq!(app.classic_buy().await["ok"], true);
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn unknown_routes_and_methods_answer_json() {
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_count_purchases() {
     let app = TestServer::spawn().await;
-    app.seed_buy().await;
+    app.classic_buy().await;
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -96,7 +96,11 @@ async fn slow_bodies_get_408_and_do_not_stop_the_sale() {
         slow.push(stream);
     }
     for _ in 0..20 {
-        assert_eq!(app.seed_buy().await["ok"], true, "the sale goes on beside slow clients");
+        assert_eq!(
+            app.classic_buy().await["ok"],
+            true,
+            "the sale goes on beside slow clients"
+        );
     }
     // Each slow client is answered 408 (JSON) once its body is overdue, and disconnected.
     for mut stream in slow.into_iter().step_by(40) {
@@ -124,6 +128,6 @@ async fn oversized_headers_are_refused_and_the_sale_goes_on() {
     if let Ok(resp) = resp {
         assert!(resp.status().is_client_error(), "{}", resp.status());
     }
-    assert_eq!(app.seed_buy().await["ok"], true);
+    assert_eq!(app.classic_buy().await["ok"], true);
     assert_eq!(app.count().await, 999, "the oversized request bought nothing");
 }

@@ -558,7 +558,8 @@ impl TestServer {
         self.get("/seckill/getCount").await.1["num"].as_u64().expect("num")
     }
 
-    pub async fn seed_buy(&self) -> Value {
+    /// A purchase through the classic API (`POST /seckill/seckill`): each is a new anonymous buyer.
+    pub async fn classic_buy(&self) -> Value {
         let resp = self
             .client
             .post(self.url("/seckill/seckill"))

@@ -1,54 +1,27 @@
-//! The buyer's page in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
-//! installed by `.ci/run`): countdown, button opening on time, buying, sold-out.
+//! The buyer's page (`GET /`): served self-contained, and in a real headless Chromium the
+//! countdown, the button opening on time, buying, sold-out.
 
-use std::time::Duration;
-
-use fantoccini::{Client, Locator};
 use serde_json::json;
 
+use crate::browser::Browser;
 use crate::helpers::{rfc3339_in, TestServer};
 
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let (client, driver) = crate::browser::start().await;
-        Browser {
-            client,
-            _driver: driver,
-        }
-    }
-
-    async fn text(&self, id: &str) -> String {
-        self.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
-    }
-
-    async fn buy_enabled(&self) -> bool {
-        self.client
-            .find(Locator::Id("buy"))
-            .await
-            .unwrap()
-            .is_enabled()
-            .await
-            .unwrap()
-    }
-
-    /// Polls until `check` holds (the page updates itself on timers).
-    async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
-        for _ in 0..100 {
-            if check(self).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; page shows {:?}",
-            self.text("result").await
-        );
-    }
+#[tokio::test]
+async fn the_page_is_served_self_contained() {
+    let app = TestServer::spawn().await;
+    let resp = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"buy\""));
+    // No CDN, font or script from elsewhere: the machines have no internet.
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "page references an external URL"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,40 +33,29 @@ async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
     let id = sale["id"].as_i64().unwrap();
     let browser = Browser::start().await;
 
-    browser
-        .client
-        .goto(&app.url(&format!("/?sale={id}&user=page-buyer")))
-        .await
-        .unwrap();
+    browser.goto(&app.url(&format!("/?sale={id}&user=page-buyer"))).await;
     browser
         .wait_for("the sale to load", async |b| {
-            b.text("name").await == "限量球鞋 sneakers"
+            b.text("#name").await == "限量球鞋 sneakers"
         })
         .await;
     assert!(
-        browser.text("countdown").await.contains("距开始"),
+        browser.text("#countdown").await.contains("距开始"),
         "countdown shown before the start"
     );
-    assert!(!browser.buy_enabled().await, "buy is disabled before the start");
-    assert!(browser.text("remaining").await.contains('1'));
+    assert!(!browser.enabled("#buy").await, "buy is disabled before the start");
+    assert!(browser.text("#remaining").await.contains('1'));
 
     browser
-        .wait_for("the button to open at the start", async |b| b.buy_enabled().await)
+        .wait_for("the button to open at the start", async |b| b.enabled("#buy").await)
         .await;
-    browser
-        .client
-        .find(Locator::Id("buy"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#buy").await;
     browser
         .wait_for("the purchase result", async |b| {
-            b.text("result").await.contains("Success")
+            b.text("#result").await.contains("Success")
         })
         .await;
-    let shown = browser.text("result").await;
+    let shown = browser.text("#result").await;
 
     let (status, orders) = app.get(&format!("/api/sales/{id}/orders/page-buyer")).await;
     assert_eq!(status, 200);
@@ -103,14 +65,10 @@ async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
     );
 
     // A second buyer finds it sold out: the button stays disabled.
+    browser.goto(&app.url(&format!("/?sale={id}&user=late-buyer"))).await;
     browser
-        .client
-        .goto(&app.url(&format!("/?sale={id}&user=late-buyer")))
-        .await
-        .unwrap();
-    browser
-        .wait_for("sold out", async |b| b.text("status").await.contains("sold out"))
+        .wait_for("sold out", async |b| b.text("#status").await.contains("sold out"))
         .await;
-    assert!(!browser.buy_enabled().await);
-    browser.client.clone().close().await.unwrap();
+    assert!(!browser.enabled("#buy").await);
+    browser.close().await;
 }
