@@ -1,37 +1,16 @@
-//! Configuration: one struct per subcommand, filled by `clap` from flags or `SECKILL_*` env.
+//! Configuration: one struct per engine subcommand ([`ServeConfig`], [`ConsumerConfig`]),
+//! filled by `clap` from flags, `SECKILL_*` variables and a TOML file ([`load`]). The
+//! top-level parser, which also holds the load generator's subcommands, is the binary's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "seckill",
-    version,
-    about = "A flash-sale engine: sells exactly the stock, never loses a confirmed order."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the engine: HTTP API, buyer's page, stock gate and order store.
-    Serve(Box<ServeConfig>),
-    /// Run only the distributed mode's consumer (Kafka → MySQL).
-    Consumer(ConsumerConfig),
-    /// Fire the seed's load (many buyers at one sale) and check the invariants afterwards.
-    Bench(crate::bench::BenchConfig),
-    /// Compare gate and store of a running deployment, sale by sale; exit 1 if inconsistent.
-    Audit(crate::audit::AuditConfig),
-}
+use clap::{ArgMatches, Args, Parser, ValueEnum};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address to listen on (the seed's port is 3030; use port 0 for any free port).
+    /// Address to listen on (the classic API's port is 3030; use port 0 for any free port).
     #[arg(long, env = "SECKILL_LISTEN", default_value = "127.0.0.1:3030")]
     pub listen: SocketAddr,
 
@@ -39,7 +18,7 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Stock of the demo sale created on first start (the one the seed's endpoints sell).
+    /// Stock of the demo sale created on first start (the one the classic API sells).
     /// Ignored once the data dir holds a demo sale: a restart never resets stock.
     #[arg(long, env = "SECKILL_DEMO_STOCK", default_value_t = 1000)]
     pub demo_stock: u64,
@@ -97,7 +76,7 @@ pub struct ServeConfig {
     pub trust_forwarded_for: bool,
 
     /// Purchases must carry `X-Purchase-Token` from `GET /api/sales/{id}/token`, which is only
-    /// handed out while the sale is live and is bound to the buyer. The seed's anonymous
+    /// handed out while the sale is live and is bound to the buyer. The classic API's anonymous
     /// `POST /seckill/seckill` is refused in this mode.
     #[arg(long, env = "SECKILL_REQUIRE_PURCHASE_TOKEN")]
     pub require_purchase_token: bool,
@@ -306,14 +285,15 @@ pub enum ConfigError {
     Cli(#[from] clap::Error),
 }
 
-/// Parses the command line with the config file in between: flags beat `SECKILL_*` variables,
-/// which beat the file, which beats the defaults. The file's settings enter as the variables
-/// they stand for, so they are validated and documented exactly like them.
-pub fn load(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
-    let matches = Cli::command().try_get_matches_from(&args)?;
+/// Parses the command line into `C` (the binary's parser) with the config file in between:
+/// flags beat `SECKILL_*` variables, which beat the file, which beats the defaults. The file's
+/// settings enter as the variables they stand for, so they are validated and documented
+/// exactly like them.
+pub fn load<C: Parser>(args: Vec<std::ffi::OsString>) -> Result<C, ConfigError> {
+    let matches = C::command().try_get_matches_from(&args)?;
     if let Some((name, sub)) = matches.subcommand() {
         if let Some(path) = sub.try_get_one::<PathBuf>("config").ok().flatten() {
-            let command = Cli::command();
+            let command = C::command();
             let sub_command = command.find_subcommand(name).cloned().unwrap_or_default();
             for (var, value) in file_settings(path, &sub_command)? {
                 if std::env::var_os(&var).is_none() {
@@ -323,15 +303,11 @@ pub fn load(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
             }
         }
     }
-    let matches = Cli::command().try_get_matches_from(&args)?;
+    let matches = C::command().try_get_matches_from(&args)?;
     if let Some((_, sub)) = matches.subcommand() {
         refuse_secrets_on_command_line(sub)?;
     }
-    let mut cli = Cli::from_arg_matches(&matches)?;
-    if let Command::Serve(config) = &mut cli.command {
-        config.drop_empty_secrets();
-    }
-    Ok(cli)
+    Ok(C::from_arg_matches(&matches)?)
 }
 
 fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigError> {
@@ -384,9 +360,26 @@ pub fn file_settings(path: &std::path::Path, command: &clap::Command) -> Result<
     Ok(settings)
 }
 
+/// The binary's parser in miniature, for this library's tests: the engine's two subcommands.
+#[cfg(test)]
+#[derive(Debug, Parser)]
+#[command(name = "seckill")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[cfg(test)]
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    Serve(Box<ServeConfig>),
+    Consumer(Box<ConsumerConfig>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn serve_command() -> clap::Command {
         Cli::command().find_subcommand("serve").cloned().expect("serve")
