@@ -19,8 +19,9 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make gcc g++ pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The whole context (see .dockerignore): Cargo.toml, Cargo.lock, src/ and migrations/ (embedded
-# at compile time by sqlx::migrate!) are what the build reads.
+# The whole context (see .dockerignore): Cargo.toml, Cargo.lock, src/, crates/ (the workspace's
+# API types and load generator, which the binary links) and migrations/ (embedded at compile
+# time by sqlx::migrate!) are what the build reads.
 COPY . .
 # Cache mounts keep the registry and target dir between builds (BuildKit); the binary is copied
 # out of the cached target dir because a cache mount is not part of the image. The release

@@ -13,4 +13,4 @@ ensure_redis
 ensure_mariadb
 ensure_tansu
 
-cargo test --release --locked "$@"
+cargo test --release --locked --workspace "$@"

@@ -1,37 +1,17 @@
-//! Configuration: one struct per subcommand, filled by `clap` from flags or `SECKILL_*` env.
+//! Configuration: one struct per engine subcommand ([`ServeConfig`], [`ConsumerConfig`]),
+//! filled by `clap` from flags, `SECKILL_*` variables and a TOML file ([`load`]). The
+//! top-level parser, which also holds the load generator's subcommands, is the binary's.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "seckill",
-    version,
-    about = "A flash-sale engine: sells exactly the stock, never loses a confirmed order."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the engine: HTTP API, buyer's page, stock gate and order store.
-    Serve(Box<ServeConfig>),
-    /// Run only the distributed mode's consumer (Kafka → MySQL).
-    Consumer(ConsumerConfig),
-    /// Fire the seed's load (many buyers at one sale) and check the invariants afterwards.
-    Bench(crate::bench::BenchConfig),
-    /// Compare gate and store of a running deployment, sale by sale; exit 1 if inconsistent.
-    Audit(crate::audit::AuditConfig),
-}
+use clap::{ArgAction, ArgMatches, Args, Parser, ValueEnum};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address to listen on (the seed's port is 3030; use port 0 for any free port).
+    /// Address to listen on (the classic API's port is 3030; use port 0 for any free port).
     #[arg(long, env = "SECKILL_LISTEN", default_value = "127.0.0.1:3030")]
     pub listen: SocketAddr,
 
@@ -39,7 +19,7 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Stock of the demo sale created on first start (the one the seed's endpoints sell).
+    /// Stock of the demo sale created on first start (the one the classic API sells).
     /// Ignored once the data dir holds a demo sale: a restart never resets stock.
     #[arg(long, env = "SECKILL_DEMO_STOCK", default_value_t = 1000)]
     pub demo_stock: u64,
@@ -97,7 +77,7 @@ pub struct ServeConfig {
     pub trust_forwarded_for: bool,
 
     /// Purchases must carry `X-Purchase-Token` from `GET /api/sales/{id}/token`, which is only
-    /// handed out while the sale is live and is bound to the buyer. The seed's anonymous
+    /// handed out while the sale is live and is bound to the buyer. The classic API's anonymous
     /// `POST /seckill/seckill` is refused in this mode.
     #[arg(long, env = "SECKILL_REQUIRE_PURCHASE_TOKEN")]
     pub require_purchase_token: bool,
@@ -300,38 +280,36 @@ pub enum ConfigError {
     UnknownKey { path: PathBuf, key: String },
     #[error("config file {path}: `{key}` must be a string, number or boolean")]
     BadValue { path: PathBuf, key: String },
+    #[error("config file {path}: `{key}` is a switch: true or false")]
+    NotASwitch { path: PathBuf, key: String },
     #[error("--{0} is a secret: set it in the environment or the config file, not on the command line")]
     SecretOnCommandLine(String),
     #[error(transparent)]
     Cli(#[from] clap::Error),
 }
 
-/// Parses the command line with the config file in between: flags beat `SECKILL_*` variables,
-/// which beat the file, which beats the defaults. The file's settings enter as the variables
-/// they stand for, so they are validated and documented exactly like them.
-pub fn load(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
-    let matches = Cli::command().try_get_matches_from(&args)?;
-    if let Some((name, sub)) = matches.subcommand() {
-        if let Some(path) = sub.try_get_one::<PathBuf>("config").ok().flatten() {
-            let command = Cli::command();
-            let sub_command = command.find_subcommand(name).cloned().unwrap_or_default();
-            for (var, value) in file_settings(path, &sub_command)? {
-                if std::env::var_os(&var).is_none() {
-                    // Still single-threaded: main has not started the runtime.
-                    std::env::set_var(var, value);
-                }
-            }
-        }
-    }
-    let matches = Cli::command().try_get_matches_from(&args)?;
-    if let Some((_, sub)) = matches.subcommand() {
-        refuse_secrets_on_command_line(sub)?;
-    }
-    let mut cli = Cli::from_arg_matches(&matches)?;
-    if let Command::Serve(config) = &mut cli.command {
-        config.drop_empty_secrets();
-    }
-    Ok(cli)
+/// Parses the command line into `C` (the binary's parser) with the config file named by the
+/// subcommand's `--config`: flags beat `SECKILL_*` variables, which beat the file, which beats
+/// the defaults.
+///
+/// The process environment is never changed. The arguments are parsed once; each file setting
+/// that neither a flag nor a variable gave is appended to a private copy of the arguments as
+/// the flag it stands for, and the copy is parsed again. So the file's values are validated
+/// exactly like flags, and a secret from the file never appears on the real command line.
+pub fn load<C: Parser>(args: Vec<OsString>) -> Result<C, ConfigError> {
+    let top = C::command();
+    let given = top.clone().try_get_matches_from(&args)?;
+    let (command, matches) = match given.subcommand() {
+        Some((name, sub)) => (top.find_subcommand(name).unwrap_or(&top), sub),
+        None => (&top, &given),
+    };
+    refuse_secrets_on_command_line(matches)?;
+    let Some(path) = matches.try_get_one::<PathBuf>("config").ok().flatten() else {
+        return Ok(C::from_arg_matches(&given)?);
+    };
+    let mut args = args;
+    args.extend(file_arguments(path, command, matches)?);
+    Ok(C::try_parse_from(args)?)
 }
 
 fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigError> {
@@ -344,8 +322,10 @@ fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigErro
     Ok(())
 }
 
-/// The file's settings as `(SECKILL_* variable, value)`, each checked to be a setting of `command`.
-pub fn file_settings(path: &std::path::Path, command: &clap::Command) -> Result<Vec<(String, String)>, ConfigError> {
+/// The file's settings as arguments of `command` (`--redis-url=...`, or the bare `--no-consumer`
+/// for a switch that is on), leaving out those `given` has from a flag or a variable. Every key
+/// is checked to be a setting of `command`, and every value to be a scalar.
+pub fn file_arguments(path: &Path, command: &clap::Command, given: &ArgMatches) -> Result<Vec<OsString>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_owned(),
         cause,
@@ -354,19 +334,20 @@ pub fn file_settings(path: &std::path::Path, command: &clap::Command) -> Result<
         path: path.to_owned(),
         cause: e.to_string(),
     })?;
-    let mut settings = Vec::with_capacity(table.len());
+    let mut arguments = Vec::with_capacity(table.len());
     for (key, value) in table {
         let long = key.replace('_', "-");
-        let var = command
+        // A setting is a flag that a `SECKILL_*` variable can set too (so not `--config`).
+        let Some(arg) = command
             .get_arguments()
-            .filter(|a| a.get_id() != "config")
+            .filter(|a| a.get_id() != "config" && a.get_env().is_some())
             .find(|a| a.get_long() == Some(long.as_str()))
-            .and_then(|a| a.get_env())
-            .map(|v| v.to_string_lossy().into_owned())
-            .ok_or_else(|| ConfigError::UnknownKey {
+        else {
+            return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
-                key: key.clone(),
-            })?;
+                key,
+            });
+        };
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -379,14 +360,50 @@ pub fn file_settings(path: &std::path::Path, command: &clap::Command) -> Result<
                 })
             }
         };
-        settings.push((var, value));
+        if !matches!(
+            given.value_source(arg.get_id().as_str()),
+            None | Some(ValueSource::DefaultValue)
+        ) {
+            continue;
+        }
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            match value.as_str() {
+                "true" => arguments.push(format!("--{long}").into()),
+                "false" => {}
+                _ => {
+                    return Err(ConfigError::NotASwitch {
+                        path: path.to_owned(),
+                        key,
+                    })
+                }
+            }
+        } else {
+            arguments.push(format!("--{long}={value}").into());
+        }
     }
-    Ok(settings)
+    Ok(arguments)
+}
+
+/// The binary's parser in miniature, for this library's tests: the engine's two subcommands.
+#[cfg(test)]
+#[derive(Debug, Parser)]
+#[command(name = "seckill")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[cfg(test)]
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    Serve(Box<ServeConfig>),
+    Consumer(Box<ConsumerConfig>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn serve_command() -> clap::Command {
         Cli::command().find_subcommand("serve").cloned().expect("serve")
@@ -398,40 +415,137 @@ mod tests {
         file
     }
 
+    /// The arguments the file adds to `seckill serve <flags>`.
+    fn file_arguments_of(file: &tempfile::NamedTempFile, flags: &[&str]) -> Result<Vec<String>, ConfigError> {
+        let matches = Cli::command()
+            .try_get_matches_from(["seckill", "serve"].iter().chain(flags))
+            .expect("parses");
+        let (_, serve) = matches.subcommand().expect("serve");
+        let arguments = file_arguments(file.path(), &serve_command(), serve)?;
+        Ok(arguments
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    /// `seckill serve --config <file> <flags>` as [`load`] reads it.
+    fn serve_with(file: &Path, flags: &[&str]) -> ServeConfig {
+        let mut args: Vec<OsString> = vec!["seckill".into(), "serve".into(), "--config".into(), file.into()];
+        args.extend(flags.iter().map(OsString::from));
+        match load::<Cli>(args).expect("loads").command {
+            Command::Serve(config) => *config,
+            Command::Consumer(_) => panic!("serve"),
+        }
+    }
+
     #[test]
-    fn file_keys_map_to_the_variables_of_the_flags() {
+    fn file_keys_map_to_the_flags() {
         let file =
             write("redis_url = \"redis://r:6379/1\"\nrate-limit-ip = 50\nno_consumer = true\nadmin_token = \"s\"\n");
-        let mut settings = file_settings(file.path(), &serve_command()).expect("valid");
-        settings.sort();
+        let mut arguments = file_arguments_of(&file, &[]).expect("valid");
+        arguments.sort();
         assert_eq!(
-            settings,
+            arguments,
             vec![
-                ("SECKILL_ADMIN_TOKEN".to_owned(), "s".to_owned()),
-                ("SECKILL_NO_CONSUMER".to_owned(), "true".to_owned()),
-                ("SECKILL_RATE_LIMIT_IP".to_owned(), "50".to_owned()),
-                ("SECKILL_REDIS_URL".to_owned(), "redis://r:6379/1".to_owned()),
+                "--admin-token=s",
+                "--no-consumer",
+                "--rate-limit-ip=50",
+                "--redis-url=redis://r:6379/1",
             ]
         );
+        // A setting a flag gives is left to the flag; a switch that is off adds nothing.
+        let file = write("rate_limit_ip = 50\ntrust_forwarded_for = false\n");
+        assert!(file_arguments_of(&file, &["--rate-limit-ip", "3"])
+            .expect("valid")
+            .is_empty());
     }
 
     #[test]
     fn unknown_keys_and_nested_values_are_refused() {
         let unknown = write("redis_ulr = \"x\"\n");
         assert!(matches!(
-            file_settings(unknown.path(), &serve_command()),
+            file_arguments_of(&unknown, &[]),
             Err(ConfigError::UnknownKey { key, .. }) if key == "redis_ulr"
+        ));
+        let itself = write("config = \"other.toml\"\n");
+        assert!(matches!(
+            file_arguments_of(&itself, &[]),
+            Err(ConfigError::UnknownKey { key, .. }) if key == "config"
         ));
         let nested = write("listen = [1, 2]\n");
         assert!(matches!(
-            file_settings(nested.path(), &serve_command()),
-            Err(ConfigError::BadValue { .. })
+            file_arguments_of(&nested, &[]),
+            Err(ConfigError::BadValue { key, .. }) if key == "listen"
+        ));
+        let switch = write("no_consumer = \"sometimes\"\n");
+        assert!(matches!(
+            file_arguments_of(&switch, &[]),
+            Err(ConfigError::NotASwitch { key, .. }) if key == "no_consumer"
         ));
         let broken = write("listen = \n");
         assert!(matches!(
-            file_settings(broken.path(), &serve_command()),
+            file_arguments_of(&broken, &[]),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default_and_the_environment_stays_as_it_was() {
+        let file = write("demo_stock = 7\nrate_limit_ip = 5\nno_consumer = true\nadmin_token = \"from-the-file\"\n");
+        let from_file = serve_with(file.path(), &[]);
+        assert_eq!((from_file.demo_stock, from_file.rate_limit_ip), (7, 5));
+        assert!(from_file.no_consumer);
+        assert_eq!(
+            from_file.admin_token.as_ref().map(Secret::expose),
+            Some("from-the-file")
+        );
+        assert_eq!(from_file.purchase_token_ttl_secs, 30, "not in the file: the default");
+        let flagged = serve_with(file.path(), &["--demo-stock", "3"]);
+        assert_eq!((flagged.demo_stock, flagged.rate_limit_ip), (3, 5));
+        for var in ["SECKILL_DEMO_STOCK", "SECKILL_RATE_LIMIT_IP", "SECKILL_ADMIN_TOKEN"] {
+            assert!(std::env::var_os(var).is_none(), "loading set {var}");
+        }
+    }
+
+    /// Where the child process of the next test finds its config file.
+    const CHILD_CONFIG: &str = "SECKILL_TEST_CHILD_CONFIG";
+
+    #[test]
+    fn the_environment_beats_the_file() {
+        // The variable is set only in a child process (this test binary again, running the
+        // test below): this process's environment is never changed.
+        let file = write("demo_stock = 7\nrate_limit_ip = 5\n");
+        let exe = std::env::current_exe().expect("test binary");
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "config::tests::loaded_in_a_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_CONFIG, file.path())
+            .env("SECKILL_DEMO_STOCK", "9")
+            .env_remove("SECKILL_RATE_LIMIT_IP")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "the child ran no test: {stdout}");
+    }
+
+    #[test]
+    #[ignore = "run by the_environment_beats_the_file, in a child process with SECKILL_DEMO_STOCK=9"]
+    fn loaded_in_a_child() {
+        let Some(file) = std::env::var_os(CHILD_CONFIG) else {
+            return;
+        };
+        let config = serve_with(Path::new(&file), &[]);
+        assert_eq!(config.demo_stock, 9, "the variable beats the file's 7");
+        assert_eq!(config.rate_limit_ip, 5, "the file beats the default");
     }
 
     #[test]
@@ -448,6 +562,19 @@ mod tests {
             .try_get_matches_from(["seckill", "serve"])
             .expect("parses");
         assert!(refuse_secrets_on_command_line(matches.subcommand().expect("serve").1).is_ok());
+        // Through `load`, the same: a secret from the file is fine, one on the command line is not.
+        let file = write("admin_token = \"from-the-file\"\n");
+        let path = file.path().as_os_str();
+        let args = |extra: &[&str]| -> Vec<OsString> {
+            let mut args: Vec<OsString> = vec!["seckill".into(), "serve".into(), "--config".into(), path.into()];
+            args.extend(extra.iter().map(OsString::from));
+            args
+        };
+        assert!(load::<Cli>(args(&[])).is_ok());
+        assert!(matches!(
+            load::<Cli>(args(&["--jwt-secret=visible"])),
+            Err(ConfigError::SecretOnCommandLine(flag)) if flag == "jwt-secret"
+        ));
     }
 
     #[test]

@@ -24,14 +24,15 @@
 //!
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
 //! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
-//! [`shutdown`] drains purchases and flushes the store on SIGTERM; [`bench`] is the load
-//! generator that checks the invariants after the load. [`config`] reads flags, `SECKILL_*`
-//! variables and the TOML file, and keeps secrets off the command line; [`health`] is what
-//! `/readyz` asks each backend.
+//! [`shutdown`] drains purchases and flushes the store on SIGTERM. [`config`] reads flags,
+//! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`health`]
+//! is what `/readyz` asks each backend.
+//!
+//! The load generator and the auditor (`seckill bench`, `seckill audit`) are clients of the
+//! HTTP API, not part of this library: `crates/loadgen` (`seckill-loadgen`), reading answers
+//! into the API's wire types from `crates/api` (`seckill-api`).
 
-pub mod audit;
 pub mod backend;
-pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod domain;

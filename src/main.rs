@@ -1,19 +1,44 @@
 use anyhow::Context;
-use seckill::config::{Backend, Command, LogFormat};
+use clap::{Parser, Subcommand};
+use seckill::config::{Backend, ConfigError, ConsumerConfig, LogFormat, ServeConfig};
 use seckill::gate::StockGate;
 use seckill::startup::{Application, DistributedApp, EmbeddedApp};
 use seckill::store::OrderStore;
+use seckill_loadgen::{AuditConfig, BenchConfig};
 
 /// The buy path allocates on tokio workers and frees on the group-commit writer thread; glibc's
 /// malloc spends ~10% of the selling path on that (perf), mimalloc a fraction of it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "seckill",
+    version,
+    about = "A flash-sale engine: sells exactly the stock, never loses a confirmed order."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The engine's two roles, and the two clients of its API.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine: HTTP API, buyer's page, stock gate and order store.
+    Serve(Box<ServeConfig>),
+    /// Run only the distributed mode's consumer (Kafka → MySQL).
+    Consumer(ConsumerConfig),
+    /// Fire the classic scenario's load (many buyers at one sale) and check the invariants afterwards.
+    Bench(BenchConfig),
+    /// Compare gate and store of a running deployment, sale by sale; exit 1 if inconsistent.
+    Audit(AuditConfig),
+}
+
 fn main() -> anyhow::Result<()> {
-    // Before the runtime starts: loading the config file sets environment variables.
-    let cli = match seckill::config::load(std::env::args_os().collect()) {
+    let cli: Cli = match seckill::config::load(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(seckill::config::ConfigError::Cli(e)) => e.exit(),
+        Err(ConfigError::Cli(e)) => e.exit(),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
@@ -28,7 +53,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(config) => {
+        Command::Serve(mut config) => {
+            config.drop_empty_secrets();
             init_tracing(config.log_format);
             match config.backend {
                 Backend::Embedded => serve(EmbeddedApp::build(&config).await).await,
@@ -43,18 +69,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench(config) => {
             init_tracing(LogFormat::Text);
-            if !seckill::bench::run(config).await? {
-                std::process::exit(1);
-            }
-            Ok(())
+            exit_1_unless(seckill_loadgen::bench::run(config).await?)
         }
-        Command::Audit(config) => {
-            if !seckill::audit::run(config).await? {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        Command::Audit(config) => exit_1_unless(seckill_loadgen::audit::run(config).await?),
     }
+}
+
+/// A bench or audit that found an invariant violated exits 1 (an error to run it exits 1 too,
+/// with the cause).
+fn exit_1_unless(passed: bool) -> anyhow::Result<()> {
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve<G: StockGate, S: OrderStore>(

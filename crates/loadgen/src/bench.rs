@@ -1,0 +1,236 @@
+//! `seckill bench`: the classic scenario built in (2,000 buyers at 1,000 stock by default, as
+//! miaosha-go's JMeter plan fires it). Fires purchases at a running engine, prints throughput
+//! and latency, then checks the invariants through the API: [`execute`] is fire → merge → check.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use jsonwebtoken::EncodingKey;
+
+use crate::check::{self, Verdict};
+use crate::client::Target;
+use crate::fire::{self, Buyers, Identity, Load};
+use crate::merge::{self, Merged};
+use crate::plot;
+use crate::report::{Latency, Report};
+use crate::seconds;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchConfig {
+    /// Base URL of the engine.
+    #[arg(long, env = "SECKILL_BENCH_URL", default_value = "http://127.0.0.1:3030")]
+    pub url: String,
+    /// Purchase requests to send (the classic scenario: 2000).
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    pub requests: u64,
+    /// Requests in flight at once (closed loop), or the most in flight (open loop).
+    #[arg(long, short = 'c', default_value_t = 2000)]
+    pub concurrency: u64,
+    /// Use the per-user API with this many distinct buyers (`X-User-Id`), cycling through them.
+    /// Without it, every request is a new anonymous buyer of the demo sale (`POST /seckill/seckill`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: Option<u64>,
+    /// Sale to buy from with `--users` (default: the demo sale).
+    #[arg(long)]
+    pub sale: Option<i64>,
+    /// Stop sending after this many seconds even if `--requests` are not all sent.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Open loop: requests per second, latency corrected for coordinated omission.
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
+    /// Draw every request's latency over the run's time as an SVG scatter plot here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// How long to wait for every success to be stored before failing the drain check.
+    #[arg(long, default_value_t = 60.0)]
+    pub drain_timeout: f64,
+    /// Skip the invariant checks (pure load).
+    #[arg(long)]
+    pub no_check: bool,
+    /// With `--users`: identify each buyer by an HS256 JWT signed with this key (an engine run
+    /// with `--auth jwt` and the same `SECKILL_JWT_SECRET`) instead of `X-User-Id`.
+    #[arg(long, env = "SECKILL_BENCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// With `--users`: fetch a purchase token (`GET /api/sales/{id}/token`) before each purchase
+    /// and send it, as a buyer must on an engine run with `--require-purchase-token`.
+    #[arg(long)]
+    pub purchase_token: bool,
+}
+
+/// A rate of requests per second: a positive number.
+fn positive_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("`{raw}` is not a positive number of requests per second")),
+    }
+}
+
+/// Runs the bench and prints the summary; `Ok(false)` when an invariant is violated.
+pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
+    let report = execute(&config).await?;
+    println!("{report}");
+    if let Some(path) = &config.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.passed)
+}
+
+/// Fires the load, merges what the workers saw, and checks the invariants; the summary is
+/// returned, not printed.
+pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
+    let target = Arc::new(Target::new(&config.url, config.concurrency as usize));
+    let sale = match config.sale {
+        Some(id) => id,
+        None => demo_sale(&target).await?,
+    };
+    let before = target.sale(sale).await.context("reading the sale before the load")?;
+
+    let fired = fire::fire(Arc::clone(&target), load(config, sale)).await?;
+    let run = merge::merge(fired.workers)?;
+    if let Some(path) = &config.plot {
+        plot::latency_over_time(path, &run.samples).with_context(|| format!("plotting to {}", path.display()))?;
+    }
+    let verdict = if config.no_check {
+        None
+    } else {
+        let drain_timeout = seconds(config.drain_timeout);
+        Some(check::check(&target, &before, config.users, &run, drain_timeout).await?)
+    };
+    Ok(report(config, sale, fired.elapsed, &run, verdict))
+}
+
+/// The load the flags describe.
+fn load(config: &BenchConfig, sale: i64) -> Load {
+    let buyers = match config.users {
+        None => Buyers::Classic,
+        Some(users) => Buyers::PerUser {
+            users,
+            identity: match config.jwt_secret.as_deref().filter(|key| !key.is_empty()) {
+                Some(key) => Identity::Jwt(EncodingKey::from_secret(key.as_bytes())),
+                None => Identity::Header,
+            },
+            purchase_token: config.purchase_token,
+        },
+    };
+    Load {
+        sale,
+        buyers,
+        requests: config.requests,
+        concurrency: config.concurrency,
+        rate: config.rate,
+        duration: config.duration.map(seconds),
+        keep_samples: config.plot.is_some(),
+    }
+}
+
+/// The sale the classic API sells.
+async fn demo_sale(target: &Target) -> anyhow::Result<i64> {
+    let list = target.sales().await.context("listing sales (is the engine running?)")?;
+    list.sales
+        .iter()
+        .find(|sale| sale.demo)
+        .map(|sale| sale.id)
+        .context("the engine has no demo sale; pass --sale")
+}
+
+fn report(config: &BenchConfig, sale: i64, elapsed: Duration, run: &Merged, verdict: Option<Verdict>) -> Report {
+    let (invariants, drain_s) = match verdict {
+        Some(Verdict { invariants, drain }) => (invariants, Some(drain.as_secs_f64())),
+        None => (Vec::new(), None),
+    };
+    let (sent, elapsed_s) = (run.sent(), elapsed.as_secs_f64());
+    Report {
+        url: config.url.clone(),
+        mode: mode(config),
+        sale,
+        requests: sent,
+        concurrency: config.concurrency,
+        elapsed_s,
+        throughput_rps: sent as f64 / elapsed_s.max(1e-9),
+        counts: run.counts,
+        latency: Latency::of(&run.latency),
+        drain_s,
+        passed: invariants.iter().all(|check| check.passed),
+        invariants,
+    }
+}
+
+/// Who bought, for the summary's first line.
+fn mode(config: &BenchConfig) -> String {
+    match config.users {
+        // The wording scripts and past reports know; it is the classic API's anonymous buyers.
+        None => "seed (anonymous buyers)".into(),
+        Some(users) => format!(
+            "per-user ({users} users{}{})",
+            if config.jwt_secret.is_some() { ", JWT" } else { "" },
+            if config.purchase_token { ", purchase tokens" } else { "" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchConfig, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn the_defaults_are_the_classic_scenario() {
+        let config = parse(&[]).expect("parses");
+        assert_eq!((config.requests, config.concurrency, config.users), (2000, 2000, None));
+        assert!(matches!(load(&config, 1).buyers, Buyers::Classic));
+        assert_eq!(mode(&config), "seed (anonymous buyers)");
+    }
+
+    #[test]
+    fn named_buyers_identify_by_header_or_jwt() {
+        let config = parse(&["--users", "20", "--purchase-token"]).expect("parses");
+        assert!(matches!(
+            load(&config, 1).buyers,
+            Buyers::PerUser {
+                users: 20,
+                identity: Identity::Header,
+                purchase_token: true
+            }
+        ));
+        assert_eq!(mode(&config), "per-user (20 users, purchase tokens)");
+        let jwt = BenchConfig {
+            jwt_secret: Some("k".into()),
+            ..config
+        };
+        assert!(matches!(
+            load(&jwt, 1).buyers,
+            Buyers::PerUser {
+                identity: Identity::Jwt(_),
+                ..
+            }
+        ));
+        assert_eq!(mode(&jwt), "per-user (20 users, JWT, purchase tokens)");
+    }
+
+    #[test]
+    fn zero_users_and_non_positive_rates_are_refused() {
+        assert!(parse(&["--users", "0"]).is_err());
+        for rate in ["0", "-5", "inf", "x"] {
+            assert!(parse(&["--rate", rate]).is_err(), "{rate}");
+        }
+        assert_eq!(parse(&["--rate", "2.5"]).expect("parses").rate, Some(2.5));
+    }
+}

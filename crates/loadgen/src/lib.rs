@@ -1,0 +1,36 @@
+//! # seckill-loadgen: the load generator and the auditor
+//!
+//! Both are clients of the engine's HTTP API: they read its answers into `seckill_api` types and
+//! never link the engine, so the server carries none of their dependencies (HTTP client,
+//! histograms, progress bar, plotting). The `seckill` binary exposes them as `seckill bench` and
+//! `seckill audit`.
+//!
+//! A bench run ([`bench::execute`]), top to bottom:
+//! 1. `fire`: workers send purchases through `client::Target`, closed or open loop, and
+//!    classify each answer (success, sold out, already purchased, closed, overloaded, error);
+//! 2. `merge`: the workers' counts, latency histograms and units per buyer become the run's;
+//! 3. `check`: the invariants, through the API: exactly the stock sold, no buyer over the
+//!    limit, the gate's count moved by exactly the successes, the store holding every unit the
+//!    gate sold, once.
+//!
+//! Then `report` prints the summary (and `--report` writes it as JSON) and `plot` draws every
+//! request's latency. [`audit`] compares gate and store of every sale of a running deployment.
+
+pub mod audit;
+pub mod bench;
+mod check;
+mod client;
+mod fire;
+mod merge;
+mod plot;
+mod report;
+
+pub use audit::AuditConfig;
+pub use bench::BenchConfig;
+pub use report::{Check, Counts, Latency, Report};
+
+/// A number of seconds from a flag as a duration: negative is none, too long to count is
+/// [`std::time::Duration::MAX`].
+pub(crate) fn seconds(secs: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(std::time::Duration::MAX)
+}
