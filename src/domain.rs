@@ -203,14 +203,7 @@ pub enum Refusal {
     LimitReached,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SaleStatus {
-    Upcoming,
-    Live,
-    SoldOut,
-    Ended,
-}
+pub use seckill_api::SaleStatus;
 
 /// What one buyer holds in one sale: what the gate is rebuilt from.
 ///

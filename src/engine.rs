@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{format_millis, now_millis, Order, Refusal, Sale, SaleId, SaleSpec, SaleStatus, UserId};
+use crate::domain::{format_millis, now_millis, Order, Refusal, Sale, SaleId, SaleSpec, UserId};
 use crate::gate::{ReserveError, StockGate};
 use crate::metrics::{PurchaseOutcome, METRICS};
 use crate::store::{OrderStore, StoreAudit, StoredOrder};
+
+/// What the engine answers is the API's own wire types: one definition for the engine and
+/// its clients.
+pub use seckill_api::{Audit, Confirmation, OrderStatus, OrderView, SaleView};
 
 /// Why a purchase did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -90,64 +92,6 @@ pub struct Engine<G, S> {
 
 /// Purchases in flight at once unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16_384;
-
-/// A sale as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct SaleView {
-    pub id: SaleId,
-    pub name: String,
-    pub stock: u64,
-    pub remaining: u64,
-    pub sold: u64,
-    pub per_user_limit: u32,
-    pub starts_at: Option<String>,
-    pub ends_at: Option<String>,
-    pub status: SaleStatus,
-    pub demo: bool,
-    /// Lets a page count down against the server's clock, not the buyer's.
-    pub server_time: String,
-}
-
-/// The auditor's verdict for one sale.
-#[derive(Debug, Serialize)]
-pub struct Audit {
-    pub sale_id: SaleId,
-    pub stock: u64,
-    pub remaining: u64,
-    /// Units the gate has handed out (stock − remaining).
-    pub sold: u64,
-    pub stored: u64,
-    /// Units reserved at the gate whose orders are not confirmed yet.
-    pub open_reservations: u64,
-    pub duplicates: u64,
-    /// Orders the store kept apart because another order held their `(sale, user, seq)`.
-    pub conflicts: u64,
-    /// Buyers holding more units than the per-user limit.
-    pub over_limit: u64,
-    /// remaining + stored + conflicts + open_reservations == stock, and no duplicate, conflict
-    /// or buyer over the limit.
-    pub consistent: bool,
-}
-
-/// A purchase the store has made durable.
-#[derive(Debug, Serialize)]
-pub struct Confirmation {
-    pub order_id: String,
-    pub sale_id: SaleId,
-    pub user_id: UserId,
-    pub seq: u32,
-    pub status: &'static str,
-    pub created_at: String,
-    pub remaining: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct OrderView {
-    pub order_id: String,
-    pub seq: u32,
-    pub status: &'static str,
-    pub created_at: String,
-}
 
 /// Ids for the classic API's anonymous buyers: a random per-process prefix and a counter, so ids
 /// never collide across restarts and cost no syscall each.
@@ -305,10 +249,10 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         }
         Ok(Confirmation {
             order_id: order.order_id.hyphenated().to_string(),
-            sale_id,
-            user_id: order.user_id,
+            sale_id: sale_id.0,
+            user_id: order.user_id.to_string(),
             seq: order.seq,
-            status: "confirmed",
+            status: OrderStatus::Confirmed,
             created_at: format_millis(now),
             remaining: reservation.remaining,
         })
@@ -388,7 +332,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
                  }| OrderView {
                     order_id,
                     seq,
-                    status: "stored",
+                    status: OrderStatus::Stored,
                     created_at: format_millis(created_at),
                 },
             )
@@ -409,7 +353,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         let open_reservations = self.gate.open_reservations(sale).await?;
         let balanced = view.remaining + stored + conflicts + open_reservations == view.stock;
         Ok(Audit {
-            sale_id: sale,
+            sale_id: sale.0,
             stock: view.stock,
             remaining: view.remaining,
             sold: view.sold,
@@ -438,7 +382,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// `(id, stock, remaining)` of every sale, for `/metrics`.
     pub async fn stock_levels(&self) -> Vec<(i64, u64, u64)> {
         let views = self.sales_best_effort().await;
-        views.iter().map(|v| (v.id.0, v.stock, v.remaining)).collect()
+        views.iter().map(|v| (v.id, v.stock, v.remaining)).collect()
     }
 
     /// Flushes the store: every order accepted before this call is durable when it returns.
@@ -460,7 +404,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         let now = now_millis();
         let spec = &sale.spec;
         Ok(SaleView {
-            id: sale.id,
+            id: sale.id.0,
             name: spec.name.clone(),
             stock: spec.stock,
             remaining,

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use seckill_api::{ClassicCount, ClassicPurchase};
 
 use super::error::ApiError;
 use super::extract::{MaybeBuyer, PurchaseToken};
@@ -25,7 +25,7 @@ pub async fn get_count<G: StockGate, S: OrderStore>(
     State(app): State<Arc<AppState<G, S>>>,
 ) -> Result<Response, ApiError> {
     let num = app.engine.remaining(app.engine.demo_sale()).await?;
-    Ok(Json(json!({ "num": num })).into_response())
+    Ok(Json(ClassicCount { num }).into_response())
 }
 
 /// A new anonymous buyer of the demo sale. The classic API answered 200 with a message either
@@ -46,13 +46,14 @@ pub async fn purchase<G: StockGate, S: OrderStore>(
     };
     let refusal = match outcome {
         Ok(c) => {
-            return Ok(Json(json!({
-                "messages": format!("购买成功，还剩下{}个", c.remaining),
-                "ok": true,
-                "order_id": c.order_id,
-                "user_id": c.user_id,
-                "remaining": c.remaining,
-            }))
+            return Ok(Json(ClassicPurchase {
+                messages: format!("购买成功，还剩下{}个", c.remaining),
+                ok: true,
+                code: None,
+                order_id: Some(c.order_id),
+                user_id: Some(c.user_id),
+                remaining: Some(c.remaining),
+            })
             .into_response())
         }
         Err(PurchaseError::Refused(refusal)) => refusal,
@@ -65,6 +66,13 @@ pub async fn purchase<G: StockGate, S: OrderStore>(
         Refusal::LimitReached => "你已经买过了",
         Refusal::UnknownSale => return Err(ApiError::SaleNotFound),
     };
-    let code = ApiError::from(refusal).code();
-    Ok(Json(json!({ "messages": messages, "ok": false, "code": code })).into_response())
+    Ok(Json(ClassicPurchase {
+        messages: messages.to_owned(),
+        ok: false,
+        code: Some(ApiError::from(refusal).code().to_owned()),
+        order_id: None,
+        user_id: None,
+        remaining: None,
+    })
+    .into_response())
 }

@@ -247,7 +247,15 @@ impl ApiError {
     }
 
     fn rendered_body(&self) -> String {
-        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } }).to_string()
+        let body = seckill_api::ErrorBody {
+            error: seckill_api::ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        };
+        // Two strings cannot fail to serialize; the fallback keeps the answer JSON regardless.
+        serde_json::to_string(&body)
+            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned())
     }
 }
 

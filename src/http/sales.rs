@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use seckill_api::{BuyerOrders, OrderStatus, PurchaseTokenView, SaleList};
 
 use super::error::ApiError;
 use super::extract::{Admin, Buyer, JsonBody, PathParams, PurchaseToken};
@@ -24,7 +24,10 @@ fn sale_id(raw: &str) -> Result<SaleId, ApiError> {
 }
 
 pub async fn list<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "sales": app.engine.sales().await? })).into_response())
+    Ok(Json(SaleList {
+        sales: app.engine.sales().await?,
+    })
+    .into_response())
 }
 
 /// `Admin` comes before the body: a caller without the token learns nothing about the body.
@@ -74,12 +77,12 @@ pub async fn purchase_token<G: StockGate, S: OrderStore>(
     let sale = sale_id(&id)?;
     app.engine.check_live(sale).await?;
     let (token, expires) = app.purchase_tokens.issue(sale, &user, now_millis());
-    Ok(Json(json!({
-        "token": token,
-        "sale_id": sale,
-        "user_id": user,
-        "expires_at": format_millis(expires),
-    }))
+    Ok(Json(PurchaseTokenView {
+        token,
+        sale_id: sale.0,
+        user_id: user.to_string(),
+        expires_at: format_millis(expires),
+    })
     .into_response())
 }
 
@@ -104,5 +107,11 @@ pub async fn orders_of<G: StockGate, S: OrderStore>(
     if orders.is_empty() {
         return Err(ApiError::OrderNotFound);
     }
-    Ok(Json(json!({ "sale_id": sale, "user_id": user, "status": "confirmed", "orders": orders })).into_response())
+    Ok(Json(BuyerOrders {
+        sale_id: sale.0,
+        user_id: user.to_string(),
+        status: OrderStatus::Confirmed,
+        orders,
+    })
+    .into_response())
 }
