@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Speed targets as ratios against a baseline measured in the same run (issue 4).
+# Speed targets as ratios against a baseline measured in the same run.
 #
 #   bash bench/ratio.sh                 # 10 s per wrk run, 1,000,000 orders for the drain
 #   DURATION=5 DRAIN_ORDERS=300000 bash bench/ratio.sh
@@ -17,15 +17,21 @@ DURATION="${DURATION:-10}"
 DRAIN_ORDERS="${DRAIN_ORDERS:-1000000}"
 WRK=(wrk -t2 -c100 -d"${DURATION}s" -s bench/post.lua)
 cargo build --release --locked --example bare --example drain --bin seckill >/dev/null 2>&1
-BIN=target/release/seckill
+# BIN=path/to/another/seckill measures another build against the same baseline.
+BIN="${BIN:-target/release/seckill}"
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+TANSU_PID=""
+cleanup() {
+  for p in "${PIDS[@]}" $TANSU_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 rps() { awk '/Requests\/sec/ {print $2}'; }
 
-# start_engine NAME STOCK [extra serve flags] -> URL on stdout
+# start_engine NAME STOCK [extra serve flags]: sets URL. Not run in $(...): a subshell's
+# PIDS+=() never reaches this shell, and stop_all would leave the engine running.
 start_engine() {
   local name=$1 stock=$2
   shift 2
@@ -37,7 +43,7 @@ start_engine() {
     grep -q listening "$WORK/$name.out" 2>/dev/null && break
     sleep 0.05
   done
-  awk '/listening on/ {print $4}' "$WORK/$name.out"
+  URL=$(awk '/listening on/ {print $4}' "$WORK/$name.out")
 }
 
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PIDS=(); }
@@ -51,24 +57,24 @@ stop_all
 echo "   $BARE req/s"
 
 echo "== sold-out path: demo stock 0"
-URL=$(start_engine soldout 0)
+start_engine soldout 0
 SOLDOUT=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
 stop_all
 echo "   $SOLDOUT req/s"
 
 echo "== selling path: every request a new buyer, every success fsynced (group commit)"
-URL=$(start_engine selling 1000000000)
+start_engine selling 1000000000
 SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
 SOLD=$(curl -s "$URL/api/sales/1/audit")
 stop_all
 echo "   $SELLING req/s; audit after: $SOLD"
 
-echo "== the seed's scenario: 2,000 buyers at once on 1,000 stock, served and persisted"
-URL=$(start_engine seed 1000)
-"$BIN" bench --url "$URL" -n 2000 -c 2000 --report "$WORK/seed.json" >"$WORK/seed.txt" || { cat "$WORK/seed.txt"; exit 1; }
-SEED_TOTAL=$(python3 -c "import json;r=json.load(open('$WORK/seed.json'));print(f\"{r['elapsed_s']+r['drain_s']:.3f}\")")
+echo "== the classic scenario: 2,000 buyers at once on 1,000 stock, served and persisted"
+start_engine classic 1000
+"$BIN" bench --url "$URL" -n 2000 -c 2000 --report "$WORK/classic.json" >"$WORK/classic.txt" || { cat "$WORK/classic.txt"; exit 1; }
+CLASSIC_TOTAL=$(python3 -c "import json;r=json.load(open('$WORK/classic.json'));print(f\"{r['elapsed_s']+r['drain_s']:.3f}\")")
 stop_all
-echo "   served + persisted in $SEED_TOTAL s"
+echo "   served + persisted in $CLASSIC_TOTAL s"
 
 DIST_SELLING=""; DRAIN_100K=""; DRAIN_RATIO=""
 if [ -z "${EMBEDDED_ONLY:-}" ]; then
@@ -79,19 +85,19 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   TANSU_PID=$!
   sleep 1
   RUN=$(date +%s)
-  dist() {  # dist NAME STOCK -> URL
+  dist() {  # dist NAME STOCK: sets URL
     start_engine "$1" "$2" --backend distributed --kafka-brokers "127.0.0.1:$PORT" --kafka-topic "ratio-$1-$RUN" \
       --redis-prefix "ratio-$1-$RUN" --database-url "mysql://root@127.0.0.1:3306/ratio_$1_$RUN"
   }
 
   echo "== distributed selling path: Redis gate, success after the broker's ack, consumer into MariaDB"
-  URL=$(dist selling 1000000000)
+  dist selling 1000000000
   DIST_SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
   stop_all
   echo "   $DIST_SELLING req/s"
 
   echo "== distributed: 100,000 buyers on 100,000 stock; drain = last answer → all rows in MariaDB"
-  URL=$(dist drain 100000)
+  dist drain 100000
   "$BIN" bench --url "$URL" --users 100000 -n 100000 -c 200 --drain-timeout 300 --report "$WORK/drain.json" \
     >"$WORK/drain.txt" || { cat "$WORK/drain.txt"; exit 1; }
   DRAIN_100K=$(python3 -c "import json;r=json.load(open('$WORK/drain.json'));print(f\"{r['drain_s']:.2f}\")")
@@ -105,15 +111,15 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   for db in selling drain; do mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS ratio_${db}_$RUN" || true; done
 fi
 
-python3 - "$BARE" "$SOLDOUT" "$SELLING" "$SEED_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" <<'PY'
+python3 - "$BARE" "$SOLDOUT" "$SELLING" "$CLASSIC_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" <<'PY'
 import sys
-bare, soldout, selling, seed = map(float, sys.argv[1:5])
+bare, soldout, selling, classic = map(float, sys.argv[1:5])
 dist, drain100k, drain_ratio = sys.argv[5:8]
 rows = [
     ("bare axum (baseline)", f"{bare:,.0f} req/s", "1.00x", "", None),
     ("sold-out path, embedded", f"{soldout:,.0f} req/s", f"{soldout / bare:.2f}x bare", ">= 0.8x bare", soldout / bare >= 0.8),
     ("selling path, embedded, every success fsynced", f"{selling:,.0f} req/s", f"{selling / bare:.2f}x bare", ">= 0.5x bare", selling / bare >= 0.5),
-    ("seed scenario (2,000 buyers, 1,000 stock) served + persisted", f"{seed:.3f} s", "", "< 1 s", seed < 1),
+    ("classic scenario (2,000 buyers, 1,000 stock) served + persisted", f"{classic:.3f} s", "", "< 1 s", classic < 1),
 ]
 if dist:
     d = float(dist)

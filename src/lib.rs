@@ -34,13 +34,16 @@
 
 pub mod backend;
 pub mod config;
+#[cfg(feature = "distributed")]
 pub mod consumer;
 pub mod domain;
 pub mod engine;
 pub mod gate;
 pub mod http;
+#[cfg(feature = "distributed")]
 pub mod log;
 pub mod metrics;
+#[cfg(feature = "distributed")]
 pub mod reconcile;
 pub mod shutdown;
 pub mod startup;

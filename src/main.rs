@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use seckill::config::{Backend, ConfigError, ConsumerConfig, LogFormat, ServeConfig};
 use seckill::gate::StockGate;
-use seckill::startup::{Application, DistributedApp, EmbeddedApp};
+use seckill::startup::{Application, EmbeddedApp};
 use seckill::store::OrderStore;
 use seckill_loadgen::{AuditConfig, BenchConfig};
 
@@ -58,14 +58,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_tracing(config.log_format);
             match config.backend {
                 Backend::Embedded => serve(EmbeddedApp::build(&config).await).await,
-                Backend::Distributed => serve(DistributedApp::build(&config).await).await,
+                #[cfg(feature = "distributed")]
+                Backend::Distributed => serve(seckill::startup::DistributedApp::build(&config).await).await,
+                #[cfg(not(feature = "distributed"))]
+                Backend::Distributed => Err(without_distributed()),
             }
         }
         Command::Consumer(config) => {
             init_tracing(config.log_format);
-            seckill::startup::run_consumer(&config, seckill::shutdown::signal())
+            #[cfg(feature = "distributed")]
+            return seckill::startup::run_consumer(&config, seckill::shutdown::signal())
                 .await
-                .context("consumer")
+                .context("consumer");
+            #[cfg(not(feature = "distributed"))]
+            return Err(without_distributed());
         }
         Command::Bench(config) => {
             init_tracing(LogFormat::Text);
@@ -73,6 +79,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Audit(config) => exit_1_unless(seckill_loadgen::audit::run(config).await?),
     }
+}
+
+#[cfg(not(feature = "distributed"))]
+fn without_distributed() -> anyhow::Error {
+    anyhow::anyhow!("this build has no distributed backend: build with `--features distributed` (on by default)")
 }
 
 /// A bench or audit that found an invariant violated exits 1 (an error to run it exits 1 too,

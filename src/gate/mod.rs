@@ -12,8 +12,10 @@ use crate::backend::{BackendError, Check};
 use crate::domain::{Holding, Millis, Refusal, Sale, SaleId, UserId};
 
 pub mod memory;
+#[cfg(feature = "distributed")]
 pub mod redis;
 
+#[cfg(feature = "distributed")]
 pub use self::redis::RedisGate;
 pub use memory::MemoryGate;
 

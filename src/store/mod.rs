@@ -9,11 +9,15 @@ use std::future::Future;
 use crate::backend::{BackendError, Check};
 use crate::domain::{Holding, Millis, Order, Sale, SaleId, SaleSpec, UserId};
 
+#[cfg(feature = "distributed")]
 pub mod distributed;
+#[cfg(feature = "distributed")]
 pub mod mysql;
 pub mod sqlite;
 
+#[cfg(feature = "distributed")]
 pub use distributed::DistributedStore;
+#[cfg(feature = "distributed")]
 pub use mysql::MySqlStore;
 pub use sqlite::SqliteStore;
 

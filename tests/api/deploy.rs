@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{serve_settings, Setting};
-use crate::helpers::{Options, Services, TestServer};
+use crate::helpers::TestServer;
+#[cfg(feature = "distributed")]
+use crate::helpers::{Options, Services};
 use crate::prometheus::scrape;
 
 /// Variables an engine container may set that are not `serve` flags: the log filter `main.rs`
@@ -851,9 +853,12 @@ async fn grafana_dashboard_queries_only_metrics_the_engine_exports() {
     // The union of what both backends export: some families exist in one mode only.
     let embedded = TestServer::spawn().await;
     let mut exported = families(&exercise_and_scrape(&embedded).await);
-    let services = Services::start().await;
-    let distributed = TestServer::spawn_with(Options::distributed(&services)).await;
-    exported.extend(families(&exercise_and_scrape(&distributed).await));
+    #[cfg(feature = "distributed")]
+    {
+        let services = Services::start().await;
+        let distributed = TestServer::spawn_with(Options::distributed(&services)).await;
+        exported.extend(families(&exercise_and_scrape(&distributed).await));
+    }
 
     let unknown: Vec<&String> = queried.iter().filter(|m| family_of(m, &exported).is_none()).collect();
     assert!(

@@ -339,7 +339,7 @@ async fn events_delivered_twice_are_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversells() {
-    let mut redis = crate::helpers::redis_server().await;
+    let mut redis = crate::services::redis_server().await;
     let mut services = Services::start().await;
     services.redis_url = redis.redis_url();
     services.backend_timeout_ms = 500;
@@ -430,7 +430,7 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
-    let mut mysql = crate::helpers::mariadb_server().await;
+    let mut mysql = crate::services::mariadb_server().await;
     let mut services = Services::start().await;
     services.database_url = mysql.mysql_url("seckill_outage");
     let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);

@@ -151,11 +151,14 @@ async fn sigterm_drains_in_flight_purchases_and_exits_cleanly() {
     assert!(successes.load(Ordering::Relaxed) > 0);
 }
 
+#[cfg(feature = "e2e")]
 /// A tiny deterministic jitter (no RNG needed): 1..5 for any `n`.
 fn jitter_ms(n: u64) -> u64 {
     1 + n.wrapping_mul(2_654_435_761) % 4
 }
 
+/// Needs root (a tmpfs of its own): runs in the full suite, not the laptop one.
+#[cfg(feature = "e2e")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_disk_that_fills_and_frees_never_makes_a_buyer_reuse_a_seq_or_locks_them_out() {
     let disk = Arc::new(crate::helpers::Tmpfs::mount(16));

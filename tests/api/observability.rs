@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{assert_error, redis_server, Options, Services, TestServer};
+use crate::helpers::{assert_error, Options, TestServer};
 use crate::prometheus::{assert_exposition_format, sample, scrape};
 use crate::requests::{get_with, post, send};
+#[cfg(feature = "distributed")]
+use crate::services::{redis_server, Services};
 
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
@@ -90,6 +92,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_purchases() {
     }
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test]
 async fn readyz_turns_503_when_a_backend_is_down_and_logs_it_with_the_request_id() {
     let mut redis = redis_server().await;
@@ -145,6 +148,7 @@ async fn readyz_turns_503_when_a_backend_is_down_and_logs_it_with_the_request_id
     assert!(ready, "ready again once Redis is back");
 }
 
+#[cfg(feature = "distributed")]
 #[tokio::test]
 async fn a_separate_consumer_serves_its_own_metrics() {
     let services = Services::start().await;
