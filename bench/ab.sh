@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B two builds of the engine on the same machine, alternating, with wrk -t2 -c100 on the seed's
+# A/B two builds of the engine on the same machine, alternating, with wrk -t2 -c100 on the classic API's
 # POST /seckill/seckill: the sold-out path (stock 0) and the selling path (every success fsynced).
 #
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release)

@@ -91,6 +91,28 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_PURCHASE_TOKEN_TTL_SECS", default_value_t = 30)]
     pub purchase_token_ttl_secs: u64,
 
+    /// Seconds a winner has to pay before the unit goes back on sale, for sales that name none
+    /// (and the demo sale on first start). 0: no payment step, orders are final.
+    #[arg(long, env = "SECKILL_PAYMENT_WINDOW_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::domain::MAX_PAYMENT_WINDOW_SECS)))]
+    pub payment_window_secs: u32,
+
+    /// Secret (env or config file only): the key the payment provider signs webhooks with
+    /// (`Seckill-Signature`). Unset: the webhook answers 403 `payments_disabled`.
+    #[arg(long, env = "SECKILL_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<Secret>,
+
+    /// `test`: a built-in test payment provider, for demos: the buyer's page gets a Pay button
+    /// that pays through the signed webhook (a random webhook secret is used when none is set).
+    /// `none`: no provider in the engine; see `--payment-url`.
+    #[arg(long, env = "SECKILL_PAYMENT_PROVIDER", value_enum, default_value_t = PaymentProvider::None)]
+    pub payment_provider: PaymentProvider,
+
+    /// The shop's payment page, for the buyer's page to link to with the order: `{order_id}` in
+    /// it is replaced by the order id. Unset, and no test provider: the page shows no Pay button.
+    #[arg(long, env = "SECKILL_PAYMENT_URL")]
+    pub payment_url: Option<String>,
+
     /// Fault injection for tests: hold each order this long before its durability point (the
     /// group commit, or the publish to Kafka). This widens the window in which an order is
     /// reserved but not yet durable, so a crash test can prove what happens inside it.
@@ -160,6 +182,7 @@ impl ServeConfig {
             &mut self.admin_token,
             &mut self.jwt_secret,
             &mut self.purchase_token_secret,
+            &mut self.payment_webhook_secret,
         ] {
             if secret.as_ref().is_some_and(|s| s.0.is_empty()) {
                 *secret = None;
@@ -170,7 +193,21 @@ impl ServeConfig {
 
 /// Settings that may only come from the environment or the config file: a command line is
 /// visible to every user of the machine (`ps`).
-pub const SECRET_SETTINGS: [&str; 3] = ["admin_token", "jwt_secret", "purchase_token_secret"];
+pub const SECRET_SETTINGS: [&str; 4] = [
+    "admin_token",
+    "jwt_secret",
+    "purchase_token_secret",
+    "payment_webhook_secret",
+];
+
+/// Who takes payments, as far as the engine is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PaymentProvider {
+    /// A real provider, outside the engine, calls the webhook.
+    None,
+    /// The built-in test provider (demos, the page test).
+    Test,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {

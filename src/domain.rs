@@ -112,6 +112,10 @@ pub struct NewSaleRequest {
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub per_user_limit: Option<i64>,
+    /// Seconds a buyer has to pay for a unit they won; 0: no payment step. Absent: the
+    /// engine's default (`--payment-window-secs`).
+    #[serde(default)]
+    pub payment_window_secs: Option<i64>,
 }
 
 /// Why a sale cannot be created as asked.
@@ -129,10 +133,16 @@ pub struct SaleSpec {
     pub per_user_limit: u32,
     /// The demo sale is the one the classic `/seckill/*` API sells.
     pub demo: bool,
+    /// Seconds a winner has to pay before the unit goes back on sale; 0: orders are final.
+    pub payment_window_secs: u32,
 }
 
+/// The longest payment window a sale may have.
+pub const MAX_PAYMENT_WINDOW_SECS: u32 = 7 * 24 * 3600;
+
 impl SaleSpec {
-    pub fn parse(req: NewSaleRequest) -> Result<Self, InvalidSale> {
+    /// Validates an admin's request; `default_payment_window_secs` applies when it names none.
+    pub fn parse(req: NewSaleRequest, default_payment_window_secs: u32) -> Result<Self, InvalidSale> {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
             return Err(InvalidSale(format!("name must be 1 to {MAX_NAME_LEN} characters")));
@@ -153,6 +163,14 @@ impl SaleSpec {
                 return Err(InvalidSale("ends_at must be after starts_at".into()));
             }
         }
+        let payment_window_secs = req
+            .payment_window_secs
+            .unwrap_or(i64::from(default_payment_window_secs));
+        if !(0..=i64::from(MAX_PAYMENT_WINDOW_SECS)).contains(&payment_window_secs) {
+            return Err(InvalidSale(format!(
+                "payment_window_secs must be between 0 and {MAX_PAYMENT_WINDOW_SECS}"
+            )));
+        }
         Ok(SaleSpec {
             name: name.to_owned(),
             stock: req.stock as u64,
@@ -160,7 +178,13 @@ impl SaleSpec {
             ends_at,
             per_user_limit: per_user_limit as u32,
             demo: false,
+            payment_window_secs: payment_window_secs as u32,
         })
+    }
+
+    /// When a unit won at `now` must be paid for, if this sale has a payment step.
+    pub fn pay_by(&self, now: Millis) -> Option<Millis> {
+        (self.payment_window_secs > 0).then(|| now + i64::from(self.payment_window_secs) * 1000)
     }
 
     /// Whether the sale window is closed at `now`, as the refusal a buyer gets.
@@ -217,9 +241,29 @@ pub struct Holding {
     pub last_seq: u32,
 }
 
-/// A confirmed purchase. `seq` numbers the buyer's reservations in this sale (1, 2, ...) and is
-/// never handed out twice, so `(sale_id, user_id, seq)` is unique and a redelivered order can
-/// never count twice.
+/// What a sale's gate is rebuilt from (on start-up, or when a gate lost it): who holds units,
+/// the orders still awaiting payment, and how many are paid.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GateState {
+    pub holders: Vec<Holding>,
+    pub open_holds: Vec<Order>,
+    pub paid: u64,
+}
+
+/// Where an order stands (the API's own type: it is what buyers read).
+pub use seckill_api::OrderState;
+
+/// A payment that settled an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// The provider's id: the same payment delivered twice is one payment.
+    pub id: String,
+    pub at: Millis,
+}
+
+/// An order. `seq` numbers the buyer's reservations in this sale (1, 2, ...) and is never handed
+/// out twice, so `(sale_id, user_id, seq)` is unique and a redelivered order can never count
+/// twice.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Order {
     pub order_id: uuid::Uuid,
@@ -227,6 +271,26 @@ pub struct Order {
     pub user_id: UserId,
     pub seq: u32,
     pub created_at: Millis,
+    pub state: OrderState,
+    /// The payment deadline of an order awaiting payment.
+    pub pay_by: Option<Millis>,
+    /// Set once paid.
+    pub payment: Option<Payment>,
+}
+
+/// A new order id: a UUIDv7 (time-ordered, so a batch of them appends to a B-tree index) whose
+/// low 32 bits carry the sale id, so any instance finds an order's sale from its id alone,
+/// without a lookup. The v7 counter and random bits above keep ids unique.
+pub fn new_order_id(sale: SaleId) -> uuid::Uuid {
+    let mut bytes = *uuid::Uuid::now_v7().as_bytes();
+    bytes[12..].copy_from_slice(&(sale.0 as u32).to_be_bytes());
+    uuid::Uuid::from_bytes(bytes)
+}
+
+/// The sale an order id names (see [`new_order_id`]); a hint to verify, never a proof.
+pub fn sale_of_order(order_id: &uuid::Uuid) -> SaleId {
+    let b = order_id.as_bytes();
+    SaleId(i64::from(u32::from_be_bytes([b[12], b[13], b[14], b[15]])))
 }
 
 #[cfg(test)]
@@ -266,19 +330,48 @@ mod tests {
             starts_at: None,
             ends_at: None,
             per_user_limit: limit,
+            payment_window_secs: None,
+        }
+    }
+
+    #[test]
+    fn order_ids_carry_their_sale_and_never_repeat() {
+        let ids: std::collections::HashSet<uuid::Uuid> = (0..200_000).map(|_| new_order_id(SaleId(77))).collect();
+        assert_eq!(ids.len(), 200_000);
+        assert!(ids
+            .iter()
+            .all(|id| sale_of_order(id) == SaleId(77) && id.get_version_num() == 7));
+        let (a, b) = (new_order_id(SaleId(1)), new_order_id(SaleId(1)));
+        assert!(a < b, "time-ordered");
+    }
+
+    #[test]
+    fn a_payment_window_is_bounded_and_defaults_from_the_engine() {
+        let mut req = request(1, None);
+        assert_eq!(SaleSpec::parse(req, 900).unwrap().payment_window_secs, 900);
+        req = request(1, None);
+        req.payment_window_secs = Some(0);
+        assert_eq!(SaleSpec::parse(req, 900).unwrap().pay_by(5), None);
+        req = request(1, None);
+        req.payment_window_secs = Some(60);
+        assert_eq!(SaleSpec::parse(req, 0).unwrap().pay_by(5), Some(60_005));
+        for bad in [-1, i64::from(MAX_PAYMENT_WINDOW_SECS) + 1] {
+            let mut req = request(1, None);
+            req.payment_window_secs = Some(bad);
+            assert!(SaleSpec::parse(req, 0).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn sale_spec_validates_stock_limit_and_window() {
-        assert_eq!(SaleSpec::parse(request(10, None)).unwrap().per_user_limit, 1);
-        assert!(SaleSpec::parse(request(-1, None)).is_err());
-        assert!(SaleSpec::parse(request(MAX_STOCK as i64 + 1, None)).is_err());
-        assert!(SaleSpec::parse(request(1, Some(0))).is_err());
+        assert_eq!(SaleSpec::parse(request(10, None), 0).unwrap().per_user_limit, 1);
+        assert!(SaleSpec::parse(request(-1, None), 0).is_err());
+        assert!(SaleSpec::parse(request(MAX_STOCK as i64 + 1, None), 0).is_err());
+        assert!(SaleSpec::parse(request(1, Some(0)), 0).is_err());
         let mut backwards = request(1, None);
         backwards.starts_at = Some(Utc::now());
         backwards.ends_at = Some(Utc::now() - chrono::Duration::seconds(1));
-        assert!(SaleSpec::parse(backwards).is_err());
+        assert!(SaleSpec::parse(backwards, 0).is_err());
     }
 
     #[test]
@@ -290,6 +383,7 @@ mod tests {
             ends_at: Some(200),
             per_user_limit: 1,
             demo: false,
+            payment_window_secs: 0,
         };
         assert_eq!(rules.status(5, 99), SaleStatus::Upcoming);
         assert_eq!(rules.status(5, 100), SaleStatus::Live);

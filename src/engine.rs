@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{format_millis, now_millis, Order, Refusal, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{format_millis, now_millis, GateState, Order, OrderState, Refusal, Sale, SaleId, SaleSpec, UserId};
 use crate::gate::{ReserveError, StockGate};
 use crate::metrics::{PurchaseOutcome, METRICS};
-use crate::store::{OrderStore, StoreAudit, StoredOrder};
+use crate::store::{OrderStore, StoreAudit};
 
 /// What the engine answers is the API's own wire types: one definition for the engine and
 /// its clients.
@@ -79,8 +79,8 @@ pub enum EngineError {
 pub const DEMO_SALE_NAME: &str = "第一个商品 (demo item)";
 
 pub struct Engine<G, S> {
-    gate: G,
-    store: S,
+    pub(crate) gate: G,
+    pub(crate) store: S,
     /// Sale metadata for reads (the gate holds what purchases need).
     sales: RwLock<BTreeMap<SaleId, Arc<Sale>>>,
     demo: SaleId,
@@ -117,8 +117,8 @@ impl AnonymousIds {
 
 impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// Loads every sale from the store into the gate (remaining = stock − stored orders) and
-    /// creates the demo sale on first start.
-    pub async fn start(gate: G, store: S, demo_stock: u64) -> Result<Self, BackendError> {
+    /// creates the demo sale on first start (with the engine's default payment window).
+    pub async fn start(gate: G, store: S, demo_stock: u64, payment_window_secs: u32) -> Result<Self, BackendError> {
         let mut sales = store.sales().await?;
         if !sales.iter().any(|s| s.spec.demo) {
             let spec = SaleSpec {
@@ -128,6 +128,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
                 ends_at: None,
                 per_user_limit: 1,
                 demo: true,
+                payment_window_secs,
             };
             sales.push(store.create_sale(spec).await?);
         }
@@ -137,7 +138,8 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             })?;
         let sales: BTreeMap<SaleId, Arc<Sale>> = sales.into_iter().map(|s| (s.id, Arc::new(s))).collect();
         for sale in sales.values() {
-            gate.load_sale(Arc::clone(sale), store.holders(sale.id).await?).await?;
+            gate.load_sale(Arc::clone(sale), store.gate_state(sale.id).await?)
+                .await?;
         }
         Ok(Engine {
             gate,
@@ -231,6 +233,12 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             user_id: user,
             seq: reservation.seq,
             created_at: now,
+            state: match reservation.pay_by {
+                Some(_) => OrderState::AwaitingPayment,
+                None => OrderState::Confirmed,
+            },
+            pay_by: reservation.pay_by,
+            payment: None,
         };
         match self.store.record(&order).await {
             Ok(()) => self.gate.confirm(&reservation),
@@ -255,6 +263,8 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             status: OrderStatus::Confirmed,
             created_at: format_millis(now),
             remaining: reservation.remaining,
+            state: order.state,
+            pay_by: order.pay_by.map(format_millis),
         })
     }
 
@@ -270,7 +280,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     pub async fn create_sale(&self, spec: SaleSpec) -> Result<SaleView, BackendError> {
         let sale = Arc::new(self.store.create_sale(spec).await?);
-        self.gate.load_sale(Arc::clone(&sale), Vec::new()).await?;
+        self.gate.load_sale(Arc::clone(&sale), GateState::default()).await?;
         self.cache().insert(sale.id, Arc::clone(&sale));
         self.view(&sale).await
     }
@@ -285,13 +295,13 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     /// From the cache, or from the store for a sale another instance created.
-    async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, EngineError> {
+    pub(crate) async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, EngineError> {
         if let Some(sale) = self.cached().get(&id).cloned() {
             return Ok(sale);
         }
         let sale = Arc::new(self.store.sale(id).await?.ok_or(EngineError::SaleNotFound)?);
         self.gate
-            .load_sale(Arc::clone(&sale), self.store.holders(id).await?)
+            .load_sale(Arc::clone(&sale), self.store.gate_state(id).await?)
             .await?;
         self.cache().insert(id, Arc::clone(&sale));
         Ok(sale)
@@ -324,24 +334,21 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         let orders = self.store.orders_of(sale, user).await?;
         Ok(orders
             .into_iter()
-            .map(
-                |StoredOrder {
-                     order_id,
-                     seq,
-                     created_at,
-                 }| OrderView {
-                    order_id,
-                    seq,
-                    status: OrderStatus::Stored,
-                    created_at: format_millis(created_at),
-                },
-            )
+            .map(|order| OrderView {
+                order_id: order.order_id.hyphenated().to_string(),
+                seq: order.seq,
+                status: OrderStatus::Stored,
+                created_at: format_millis(order.created_at),
+                state: order.state,
+            })
             .collect())
     }
 
-    /// Compares the gate with the store. At rest (consumer drained, reconciler done) every unit
-    /// is either remaining, stored once, or held by an open reservation:
-    /// remaining + stored + open == stock, with no duplicate, conflict or buyer over the limit.
+    /// Compares the gate with the store. At rest (consumer drained, reconciler done, expiries
+    /// recorded) every unit is either remaining, held by one stored order (confirmed, awaiting
+    /// payment or paid), or by an open reservation: remaining + stored + open == stock, with no
+    /// duplicate, conflict or buyer over the limit. Expired and cancelled orders hold nothing:
+    /// their units are back in `remaining`.
     pub async fn audit(&self, sale: SaleId) -> Result<Audit, EngineError> {
         let view = self.sale(sale).await?;
         let StoreAudit {
@@ -349,6 +356,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             duplicates,
             conflicts,
             over_limit,
+            awaiting_payment,
+            paid,
+            expired,
+            cancelled,
+            late_payments,
         } = self.store.audit(sale, view.per_user_limit).await?;
         let open_reservations = self.gate.open_reservations(sale).await?;
         let balanced = view.remaining + stored + conflicts + open_reservations == view.stock;
@@ -362,6 +374,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             duplicates,
             conflicts,
             over_limit,
+            awaiting_payment,
+            paid,
+            expired,
+            cancelled,
+            late_payments,
             consistent: balanced && duplicates == 0 && conflicts == 0 && over_limit == 0,
         })
     }
@@ -391,7 +408,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     // The cache holds plain data that a panic cannot leave half-written, so poisoning is ignored.
-    fn cached(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
+    pub(crate) fn cached(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<SaleId, Arc<Sale>>> {
         self.sales.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -401,6 +418,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     async fn view(&self, sale: &Sale) -> Result<SaleView, BackendError> {
         let remaining = self.gate.remaining(sale.id).await?.unwrap_or(0);
+        let holds = self.gate.hold_counts(sale.id).await?;
         let now = now_millis();
         let spec = &sale.spec;
         Ok(SaleView {
@@ -415,6 +433,9 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             status: spec.status(remaining, now),
             demo: spec.demo,
             server_time: format_millis(now),
+            payment_window_secs: spec.payment_window_secs,
+            awaiting_payment: holds.awaiting_payment,
+            paid: holds.paid,
         })
     }
 }

@@ -43,6 +43,7 @@ pub mod http;
 #[cfg(feature = "distributed")]
 pub mod log;
 pub mod metrics;
+pub mod payment;
 #[cfg(feature = "distributed")]
 pub mod reconcile;
 pub mod shutdown;

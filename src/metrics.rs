@@ -52,6 +52,26 @@ impl PurchaseOutcome {
     }
 }
 
+/// A payment-lifecycle transition: the `kind` label of `seckill_payment_transitions_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransitionKind {
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+impl TransitionKind {
+    pub const ALL: [TransitionKind; 3] = [TransitionKind::Paid, TransitionKind::Expired, TransitionKind::Cancelled];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TransitionKind::Paid => "paid",
+            TransitionKind::Expired => "expired",
+            TransitionKind::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Which rate limit refused a request: the `scope` label of `seckill_rate_limited_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateLimitScope {
@@ -222,6 +242,8 @@ pub struct Metrics {
     producer_queue: AtomicU64,
     consumer_lag: AtomicU64,
     order_conflicts: AtomicU64,
+    transitions: [AtomicU64; TransitionKind::ALL.len()],
+    late_payments: AtomicU64,
 }
 
 /// What the admin page shows (`GET /api/admin/stats`), cumulative since start.
@@ -265,6 +287,8 @@ impl Metrics {
             producer_queue: AtomicU64::new(0),
             consumer_lag: AtomicU64::new(0),
             order_conflicts: AtomicU64::new(0),
+            transitions: [const { AtomicU64::new(0) }; TransitionKind::ALL.len()],
+            late_payments: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +333,16 @@ impl Metrics {
 
     pub fn observe_commit(&self, rows: usize) {
         self.commit_batches.observe(rows as u64);
+    }
+
+    /// Payment-lifecycle transitions made durable.
+    pub fn observe_transitions(&self, kind: TransitionKind, orders: u64) {
+        self.transitions[kind as usize].fetch_add(orders, Relaxed);
+    }
+
+    /// A payment refused because its hold had closed (kept for a refund).
+    pub fn observe_late_payment(&self) {
+        self.late_payments.fetch_add(1, Relaxed);
     }
 
     /// Orders a store met whose `(sale, user, seq)` another order held (a fault, never 0 by design).
@@ -472,6 +506,27 @@ impl Metrics {
 
         header(
             &mut out,
+            "seckill_payment_transitions_total",
+            "counter",
+            "Holds settled by this process, made durable: paid, expired unpaid, cancelled by the buyer.",
+        );
+        for kind in TransitionKind::ALL {
+            let _ = writeln!(
+                out,
+                "seckill_payment_transitions_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.transitions[kind as usize].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "seckill_late_payments_total",
+            "counter",
+            "Payments refused because their hold had expired or been cancelled; kept for refunds.",
+        );
+        let _ = writeln!(out, "seckill_late_payments_total {}", self.late_payments.load(Relaxed));
+        header(
+            &mut out,
             "seckill_order_conflicts_total",
             "counter",
             "Orders whose (sale, user, seq) another order held: refused (embedded) or kept apart (distributed). A fault: alert on any.",
@@ -533,6 +588,9 @@ mod tests {
         }
         for (i, scope) in RateLimitScope::ALL.iter().enumerate() {
             assert_eq!(*scope as usize, i, "{scope:?}");
+        }
+        for (i, kind) in TransitionKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
         }
     }
 

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{Reservation, ReserveError, StockGate};
+use super::holds::HoldBook;
+use super::{HoldCounts, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check};
-use crate::domain::{Holding, Millis, Refusal, Sale, SaleId, UserId};
+use crate::domain::{new_order_id, GateState, Millis, Order, OrderState, Refusal, Sale, SaleId, UserId};
+use crate::payment::{Settlement, Transition};
 
 /// In-process gate. Lock-free on the sold-out path (one atomic load); a purchase takes one
 /// shard lock of the buyer map, which also serialises concurrent requests of the same buyer.
@@ -20,6 +22,19 @@ struct SaleGate {
     sale: Arc<Sale>,
     remaining: AtomicU64,
     holders: DashMap<UserId, Held>,
+    /// Orders awaiting payment, for a sale with a payment window.
+    holds: HoldBook,
+}
+
+impl SaleGate {
+    /// Gives one of `user`'s units back to the sale. Their entry stays, with its `last_seq`:
+    /// their next unit gets a new number.
+    fn restock(&self, user: &UserId) {
+        if let Some(mut entry) = self.holders.get_mut(user) {
+            entry.held = entry.held.saturating_sub(1);
+        }
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// One buyer's units: `held` now (against the limit) and the last `seq` handed out, which a
@@ -68,11 +83,13 @@ impl MemoryGate {
                 entry.held += 1;
                 entry.last_seq += 1;
                 Ok(Reservation {
-                    order_id: uuid::Uuid::now_v7(),
+                    order_id: new_order_id(sale_id),
                     sale_id,
                     user_id: user.clone(),
                     seq: entry.last_seq,
                     remaining: before - 1,
+                    reserved_at: now,
+                    pay_by: sale.sale.spec.pay_by(now),
                 })
             }
             Err(_) => {
@@ -89,7 +106,12 @@ impl MemoryGate {
 }
 
 impl StockGate for MemoryGate {
-    async fn load_sale(&self, sale: Arc<Sale>, holders: Vec<Holding>) -> Result<(), BackendError> {
+    async fn load_sale(&self, sale: Arc<Sale>, state: GateState) -> Result<(), BackendError> {
+        let GateState {
+            holders,
+            mut open_holds,
+            paid,
+        } = state;
         let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
         let id = sale.id;
         let gate = SaleGate {
@@ -105,7 +127,13 @@ impl StockGate for MemoryGate {
                     (h.user, held)
                 })
                 .collect(),
+            holds: HoldBook::default(),
         };
+        open_holds.sort_by_key(|o| o.pay_by);
+        for order in open_holds.iter().filter(|o| o.state == OrderState::AwaitingPayment) {
+            gate.holds.open(order);
+        }
+        gate.holds.set_paid(paid);
         self.sales.insert(id, Arc::new(gate));
         Ok(())
     }
@@ -120,20 +148,89 @@ impl StockGate for MemoryGate {
             .is_some_and(|g| g.remaining.load(Ordering::Acquire) == 0)
     }
 
-    /// Nothing is pending in process: the store's commit is the confirmation.
-    fn confirm(&self, _: &Reservation) {}
+    /// Nothing is pending in process (the store's commit is the confirmation); an order
+    /// awaiting payment opens its hold.
+    fn confirm(&self, r: &Reservation) {
+        let (Some(pay_by), Some(sale)) = (r.pay_by, self.sale(r.sale_id)) else {
+            return;
+        };
+        sale.holds.open(&Order {
+            order_id: r.order_id,
+            sale_id: r.sale_id,
+            user_id: r.user_id.clone(),
+            seq: r.seq,
+            created_at: r.reserved_at,
+            state: OrderState::AwaitingPayment,
+            pay_by: Some(pay_by),
+            payment: None,
+        });
+    }
 
     async fn release(&self, reservation: &Reservation) -> Result<(), BackendError> {
         // A sale the gate does not know has no stock to return to.
-        let Some(sale) = self.sale(reservation.sale_id) else {
-            return Ok(());
-        };
-        // The entry stays, with its `last_seq`: the buyer's next unit gets a new number.
-        if let Some(mut entry) = sale.holders.get_mut(&reservation.user_id) {
-            entry.held = entry.held.saturating_sub(1);
+        if let Some(sale) = self.sale(reservation.sale_id) {
+            sale.restock(&reservation.user_id);
         }
-        sale.remaining.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    async fn settle(
+        &self,
+        sale_id: SaleId,
+        order_id: uuid::Uuid,
+        transition: &Transition,
+        now: Millis,
+    ) -> Result<Settlement, BackendError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(Settlement::Unknown);
+        };
+        Ok(sale.holds.settle(sale_id, order_id, transition, now))
+    }
+
+    async fn expire_due(&self, sale_id: SaleId, now: Millis, limit: usize) -> Result<Vec<Order>, BackendError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(Vec::new());
+        };
+        let expired = sale
+            .holds
+            .due(now, limit)
+            .into_iter()
+            .filter_map(
+                |order_id| match sale.holds.settle(sale_id, order_id, &Transition::Expire, now) {
+                    Settlement::Won(order) => Some(order),
+                    _ => None, // paid or cancelled meanwhile
+                },
+            )
+            .collect();
+        Ok(expired)
+    }
+
+    async fn unconfirmed(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
+        Ok(self
+            .sale(sale)
+            .map(|g| g.holds.unconfirmed(sale, older_than))
+            .unwrap_or_default())
+    }
+
+    /// An expiry or cancellation gives its unit back here, once SQLite has it.
+    fn recorded(&self, orders: &[Order]) {
+        for order in orders {
+            if let Some(sale) = self.sale(order.sale_id) {
+                let first = sale.holds.recorded(&order.order_id);
+                if first && matches!(order.state, OrderState::Expired | OrderState::Cancelled) {
+                    sale.restock(&order.user_id);
+                }
+            }
+        }
+    }
+
+    async fn hold(&self, sale: SaleId, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        Ok(self.sale(sale).and_then(|g| g.holds.get(sale, &order_id)))
+    }
+
+    async fn hold_counts(&self, sale: SaleId) -> Result<HoldCounts, BackendError> {
+        let (awaiting_payment, paid) = self.sale(sale).map_or((0, 0), |g| g.holds.counts());
+        Ok(HoldCounts { awaiting_payment, paid })
     }
 
     /// In process, a reservation lives only inside its request: none is left open at rest.
@@ -154,6 +251,7 @@ impl StockGate for MemoryGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Holding;
     use proptest::prelude::*;
 
     fn sale(stock: u64, limit: u32) -> Arc<Sale> {
@@ -166,6 +264,7 @@ mod tests {
                 ends_at: Some(2_000),
                 per_user_limit: limit,
                 demo: false,
+                payment_window_secs: 0,
             },
             created_at: 0,
         })
@@ -185,7 +284,11 @@ mod tests {
 
     fn gate(stock: u64, limit: u32, holders: Vec<Holding>) -> MemoryGate {
         let gate = MemoryGate::new();
-        futures::executor::block_on(gate.load_sale(sale(stock, limit), holders)).unwrap();
+        let state = GateState {
+            holders,
+            ..GateState::default()
+        };
+        futures::executor::block_on(gate.load_sale(sale(stock, limit), state)).unwrap();
         gate
     }
 

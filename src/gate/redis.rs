@@ -2,13 +2,23 @@
 //! number of stateless engine instances sell one stock together.
 //!
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
-//! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0)
+//! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0),
+//!   window (the payment window in ms, 0 = none), awaiting and paid (hold counts)
 //! - `<p>:{s<id>}:holders` hash: user → units held (checked against the limit)
 //! - `<p>:{s<id>}:seqs`    hash: user → last `seq` handed out; never lowered, so a released unit
 //!   never makes the buyer's next order reuse a `seq` that another of their orders holds
 //! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
 //!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
+//! - `<p>:{s<id>}:holds`   hash: order id → the hold of an order with a payment step
+//!   (`state|seq|created_at|pay_by|paid_at|user|payment_id`), kept after it closes so a retried
+//!   payment or a read finds it
+//! - `<p>:{s<id>}:deadlines` sorted set: holds awaiting payment, scored by `pay_by`
+//! - `<p>:{s<id>}:settled` sorted set: holds whose transition was decided here but not yet
+//!   confirmed durable, scored by when (any instance records them again)
 //! - `<p>:sales`           set of sale ids (what the reconciler scans)
+//!
+//! Redis is the authority of the stock: an expiry or a cancellation gives its unit back in the
+//! same script that decides it, and exactly one of pay, expire and cancel wins per hold.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -19,35 +29,55 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
-use super::{Reservation, ReserveError, StockGate};
+use super::{HoldCounts, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{Holding, Millis, Order, Refusal, Sale, SaleId, UserId};
+use crate::domain::{new_order_id, GateState, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId};
+use crate::payment::{Settlement, Transition};
 
 /// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
 /// unit returned by another instance or the reconciler is offered again promptly.
 const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 
 const RESERVE: &str = r#"
-local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining')
-if not meta[3] then return {-1, 0} end
+local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining', 'window')
+if not meta[3] then return {-1, 0, 0} end
 local now = tonumber(ARGV[2])
-if meta[1] ~= '' and now < tonumber(meta[1]) then return {-2, 0} end
-if meta[2] ~= '' and now >= tonumber(meta[2]) then return {-3, 0} end
+if meta[1] ~= '' and now < tonumber(meta[1]) then return {-2, 0, 0} end
+if meta[2] ~= '' and now >= tonumber(meta[2]) then return {-3, 0, 0} end
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if held >= tonumber(meta[3]) then return {-5, 0} end
+if held >= tonumber(meta[3]) then return {-5, 0, 0} end
 local remaining = tonumber(meta[4])
-if remaining <= 0 then return {-4, 0} end
+if remaining <= 0 then return {-4, 0, 0} end
 redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 local seq = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. seq .. ':' .. ARGV[1])
-return {remaining - 1, seq}
+local window = tonumber(meta[5] or '0')
+local pay_by = 0
+if window > 0 then
+  pay_by = now + window
+  redis.call('HSET', KEYS[5], ARGV[3],
+             'awaiting_payment|' .. seq .. '|' .. ARGV[2] .. '|' .. pay_by .. '||' .. ARGV[1] .. '|')
+  redis.call('ZADD', KEYS[6], pay_by, ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'awaiting', 1)
+end
+return {remaining - 1, seq, pay_by}
 "#;
 
 /// Idempotent: only a reservation still pending is returned to stock. The buyer's `seqs` entry
-/// stays as it is.
+/// stays as it is. Its hold (if any) goes with it, and gives no second unit back if a
+/// transition already gave one.
 const RELEASE: &str = r#"
 if redis.call('ZREM', KEYS[3], ARGV[2]) == 0 then return 0 end
+local h = redis.call('HGET', KEYS[4], ARGV[3])
+if h then
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+  local state = string.match(h, '^([^|]*)|')
+  if state == 'awaiting_payment' then redis.call('HINCRBY', KEYS[1], 'awaiting', -1)
+  elseif state == 'paid' then redis.call('HINCRBY', KEYS[1], 'paid', -1)
+  else return 1 end
+end
 redis.call('HINCRBY', KEYS[1], 'remaining', 1)
 if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
@@ -57,13 +87,148 @@ return 1
 const LOAD: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4],
-           'remaining', ARGV[5])
-for i = 6, #ARGV, 3 do
+           'remaining', ARGV[5], 'window', ARGV[6], 'awaiting', ARGV[7], 'paid', ARGV[8])
+local i = 10
+for _ = 1, tonumber(ARGV[9]) do
   if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+while i <= #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[5], ARGV[i + 2], ARGV[i])
+  i = i + 3
 end
 return 1
 "#;
+
+/// Closes an open hold (shared by the two scripts below): `next` is paid, expired or
+/// cancelled; a unit not paid for goes back to the sale in the same step.
+/// KEYS: meta, holders, holds, deadlines, settled.
+const CLOSE_HOLD: &str = r#"
+local function parse(h)
+  return string.match(h, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+end
+local function close(id, h, next, now, paid_at, pid)
+  local _, seq, created, pay_by, old_paid_at, user, old_pid = parse(h)
+  redis.call('HINCRBY', KEYS[1], 'awaiting', -1)
+  if next == 'paid' then
+    redis.call('HINCRBY', KEYS[1], 'paid', 1)
+  else
+    paid_at, pid = old_paid_at, old_pid
+    redis.call('HINCRBY', KEYS[1], 'remaining', 1)
+    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then redis.call('HDEL', KEYS[2], user) end
+  end
+  local closed = next .. '|' .. seq .. '|' .. created .. '|' .. pay_by .. '|' .. paid_at .. '|' .. user .. '|' .. pid
+  redis.call('HSET', KEYS[3], id, closed)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZADD', KEYS[5], now, id)
+  return closed
+end
+"#;
+
+/// One transition of one hold. ARGV: order id, pay|expire|cancel, now, payment id or buyer,
+/// paid at.
+const SETTLE: &str = r#"
+local id, kind, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local h = redis.call('HGET', KEYS[3], id)
+if not h then return {'unknown'} end
+local state, _, _, pay_by, _, user, pid = parse(h)
+if kind == 'cancel' and user ~= ARGV[4] then return {'unknown'} end
+if kind == 'pay' and state == 'paid' and pid == ARGV[4] then
+  if redis.call('ZSCORE', KEYS[5], id) then return {'done_unconfirmed', h} end
+  return {'done', h}
+end
+if state ~= 'awaiting_payment' then return {'lost', h} end
+if kind == 'pay' then
+  if tonumber(pay_by) < now then return {'lost', h} end
+  return {'won', close(id, h, 'paid', now, ARGV[5], ARGV[4])}
+end
+if kind == 'expire' then
+  if tonumber(pay_by) > now then return {'lost', h} end
+  return {'won', close(id, h, 'expired', now)}
+end
+return {'won', close(id, h, 'cancelled', now)}
+"#;
+
+/// Expires up to ARGV[2] holds due at ARGV[1]. KEYS[6] is the pending set: a hold whose order
+/// is not yet durable is looked at again a second later instead (its order is still being
+/// published, or the reconciler will publish it).
+const EXPIRE_DUE: &str = r#"
+local now = tonumber(ARGV[1])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
+  local h = redis.call('HGET', KEYS[3], id)
+  if not h then
+    redis.call('ZREM', KEYS[4], id)
+  else
+    local state, seq, _, _, _, user = parse(h)
+    if state ~= 'awaiting_payment' then
+      redis.call('ZREM', KEYS[4], id)
+    elseif redis.call('ZSCORE', KEYS[6], id .. ':' .. seq .. ':' .. user) then
+      redis.call('ZADD', KEYS[4], now + 1000, id)
+    else
+      table.insert(out, id)
+      table.insert(out, close(id, h, 'expired', now))
+    end
+  end
+end
+return out
+"#;
+
+/// A hold as the `holds` hash keeps it.
+fn encode_hold(order: &Order) -> String {
+    let (paid_at, payment_id) = match &order.payment {
+        Some(p) => (p.at.to_string(), p.id.as_str()),
+        None => (String::new(), ""),
+    };
+    format!(
+        "{}|{}|{}|{}|{paid_at}|{}|{payment_id}",
+        order.state.as_str(),
+        order.seq,
+        order.created_at,
+        order.pay_by.unwrap_or_default(),
+        order.user_id,
+    )
+}
+
+/// Reads a hold back; `None` (logged by the caller) if it is not one.
+fn decode_hold(sale: SaleId, order_id: uuid::Uuid, raw: &str) -> Option<Order> {
+    let mut f = raw.splitn(7, '|');
+    let state = OrderState::parse(f.next()?)?;
+    let seq = f.next()?.parse().ok()?;
+    let created_at = f.next()?.parse().ok()?;
+    let pay_by = f.next()?.parse().ok()?;
+    let paid_at = f.next()?;
+    let user_id = UserId::parse(f.next()?).ok()?;
+    let payment_id = f.next()?;
+    let payment = if payment_id.is_empty() {
+        None
+    } else {
+        Some(Payment {
+            id: payment_id.to_owned(),
+            at: paid_at.parse().ok()?,
+        })
+    };
+    Some(Order {
+        order_id,
+        sale_id: sale,
+        user_id,
+        seq,
+        created_at,
+        state,
+        pay_by: Some(pay_by),
+        payment,
+    })
+}
+
+fn decode_logged(sale: SaleId, order_id: uuid::Uuid, raw: &str) -> Option<Order> {
+    let order = decode_hold(sale, order_id, raw);
+    if order.is_none() {
+        tracing::error!(sale = %sale, order = %order_id, hold = raw, "unreadable hold left in place");
+    }
+    order
+}
 
 /// The pending-set member of a reservation.
 fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
@@ -75,6 +240,9 @@ struct SaleKeys {
     holders: String,
     seqs: String,
     pending: String,
+    holds: String,
+    deadlines: String,
+    settled: String,
     sold_out_until: AtomicI64,
 }
 
@@ -86,6 +254,9 @@ impl SaleKeys {
             holders: format!("{base}:holders"),
             seqs: format!("{base}:seqs"),
             pending: format!("{base}:pending"),
+            holds: format!("{base}:holds"),
+            deadlines: format!("{base}:deadlines"),
+            settled: format!("{base}:settled"),
             sold_out_until: AtomicI64::new(0),
         }
     }
@@ -98,7 +269,15 @@ pub struct RedisGate {
     reserve: Script,
     release: Script,
     load: Script,
-    confirmations: mpsc::Sender<(Arc<SaleKeys>, Reservation)>,
+    settle: Script,
+    expire_due: Script,
+    confirmations: mpsc::Sender<Confirmed>,
+}
+
+/// What [`confirm_in_batches`] clears: a reservation now durable, or a transition now durable.
+enum Confirmed {
+    Reservation(Arc<SaleKeys>, Reservation),
+    Transition(Arc<SaleKeys>, uuid::Uuid),
 }
 
 fn unavailable(e: redis::RedisError) -> BackendError {
@@ -142,6 +321,8 @@ impl RedisGate {
             reserve: Script::new(RESERVE),
             release: Script::new(RELEASE),
             load: Script::new(LOAD),
+            settle: Script::new(&format!("{CLOSE_HOLD}{SETTLE}")),
+            expire_due: Script::new(&format!("{CLOSE_HOLD}{EXPIRE_DUE}")),
             confirmations,
         };
         tokio::spawn(confirm_in_batches(gate.conn.clone(), pending));
@@ -198,11 +379,29 @@ impl RedisGate {
                     user_id,
                     seq,
                     created_at: reserved_at,
+                    state: OrderState::Confirmed,
+                    pay_by: None,
+                    payment: None,
                 })
             })();
             match parsed {
                 Some(order) => stale.push(order),
                 None => tracing::error!(sale = %sale, %member, "unreadable pending reservation left in place"),
+            }
+        }
+        // An order with a payment step is published as the hold it is.
+        if !stale.is_empty() {
+            let ids: Vec<String> = stale.iter().map(|o| o.order_id.hyphenated().to_string()).collect();
+            let holds: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&keys.holds)
+                .arg(&ids)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            for (order, hold) in stale.iter_mut().zip(holds) {
+                if let Some(held) = hold.and_then(|h| decode_logged(sale, order.order_id, &h)) {
+                    *order = held;
+                }
             }
         }
         Ok(stale)
@@ -223,13 +422,18 @@ impl RedisGate {
 }
 
 /// Confirmations leave the buy path: they are batched into one pipeline per round trip.
-async fn confirm_in_batches(mut conn: ConnectionManager, mut rx: mpsc::Receiver<(Arc<SaleKeys>, Reservation)>) {
+async fn confirm_in_batches(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Confirmed>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
-        for (keys, r) in batch.drain(..) {
-            pipe.zrem(&keys.pending, pending_member(r.order_id, r.seq, &r.user_id))
-                .ignore();
+        for confirmed in batch.drain(..) {
+            match confirmed {
+                Confirmed::Reservation(keys, r) => {
+                    pipe.zrem(&keys.pending, pending_member(r.order_id, r.seq, &r.user_id))
+                }
+                Confirmed::Transition(keys, order_id) => pipe.zrem(&keys.settled, order_id.hyphenated().to_string()),
+            }
+            .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
@@ -243,21 +447,42 @@ fn opt(ms: Option<Millis>) -> String {
 }
 
 impl StockGate for RedisGate {
-    async fn load_sale(&self, sale: Arc<Sale>, holders: Vec<Holding>) -> Result<(), BackendError> {
+    async fn load_sale(&self, sale: Arc<Sale>, state: GateState) -> Result<(), BackendError> {
         let (keys, rules) = (self.keys(sale.id), &sale.spec);
+        let GateState {
+            holders,
+            open_holds,
+            paid,
+        } = state;
         let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
+        let open: Vec<&Order> = open_holds
+            .iter()
+            .filter(|o| o.state == OrderState::AwaitingPayment && o.pay_by.is_some())
+            .collect();
         let mut invocation = self.load.prepare_invoke();
         invocation
             .key(&keys.meta)
             .key(&keys.holders)
             .key(&keys.seqs)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
             .arg(rules.stock)
             .arg(opt(rules.starts_at))
             .arg(opt(rules.ends_at))
             .arg(rules.per_user_limit)
-            .arg(rules.stock.saturating_sub(held));
+            .arg(rules.stock.saturating_sub(held))
+            .arg(u64::from(rules.payment_window_secs) * 1000)
+            .arg(open.len())
+            .arg(paid)
+            .arg(holders.len());
         for h in &holders {
             invocation.arg(h.user.as_str()).arg(h.held).arg(h.last_seq.max(h.held));
+        }
+        for o in open {
+            invocation
+                .arg(o.order_id.hyphenated().to_string())
+                .arg(encode_hold(o))
+                .arg(o.pay_by.unwrap_or_default());
         }
         let _: i64 = invocation
             .invoke_async(&mut self.conn.clone())
@@ -280,14 +505,16 @@ impl StockGate for RedisGate {
             return Err(Refusal::SoldOut.into());
         }
         // Minted before the script because the pending reservation names it.
-        let order_id = uuid::Uuid::now_v7();
+        let order_id = new_order_id(sale);
         let mut id_buf = uuid::Uuid::encode_buffer();
-        let (code, seq): (i64, u32) = self
+        let (code, seq, pay_by): (i64, u32, Millis) = self
             .reserve
             .key(&keys.meta)
             .key(&keys.holders)
             .key(&keys.pending)
             .key(&keys.seqs)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
             .arg(user.as_str())
             .arg(now)
             .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))
@@ -301,6 +528,8 @@ impl StockGate for RedisGate {
                 user_id: user.clone(),
                 seq,
                 remaining: remaining as u64,
+                reserved_at: now,
+                pay_by: (pay_by > 0).then_some(pay_by),
             }),
             -1 => {
                 self.sales.remove(&sale);
@@ -323,13 +552,162 @@ impl StockGate for RedisGate {
             .key(&keys.meta)
             .key(&keys.holders)
             .key(&keys.pending)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
             .arg(r.user_id.as_str())
             .arg(pending_member(r.order_id, r.seq, &r.user_id))
+            .arg(r.order_id.hyphenated().to_string())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         keys.sold_out_until.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn settle(
+        &self,
+        sale: SaleId,
+        order_id: uuid::Uuid,
+        transition: &Transition,
+        now: Millis,
+    ) -> Result<Settlement, BackendError> {
+        let keys = self.keys(sale);
+        let mut invocation = self.settle.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.holders)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
+            .key(&keys.settled)
+            .arg(order_id.hyphenated().to_string());
+        match transition {
+            Transition::Pay(payment) => invocation.arg("pay").arg(now).arg(&payment.id).arg(payment.at),
+            Transition::Expire => invocation.arg("expire").arg(now).arg("").arg(""),
+            Transition::Cancel { by } => invocation.arg("cancel").arg(now).arg(by.as_str()).arg(""),
+        };
+        let answer: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let (outcome, hold) = match answer.as_slice() {
+            [outcome] => (outcome.as_str(), None),
+            [outcome, hold] => (outcome.as_str(), Some(hold.as_str())),
+            _ => {
+                return Err(BackendError::fault(
+                    Role::Gate,
+                    "redis: unexpected answer to a settlement",
+                ))
+            }
+        };
+        let order = match hold {
+            None => return Ok(Settlement::Unknown),
+            Some(raw) => decode_hold(sale, order_id, raw).ok_or_else(|| {
+                BackendError::fault(Role::Gate, format!("redis: unreadable hold of order {order_id}"))
+            })?,
+        };
+        if outcome == "won" && order.state != OrderState::Paid {
+            keys.sold_out_until.store(0, Ordering::Relaxed);
+        }
+        Ok(match outcome {
+            "won" => Settlement::Won(order),
+            "done" => Settlement::AlreadyDone {
+                order,
+                unconfirmed: false,
+            },
+            "done_unconfirmed" => Settlement::AlreadyDone {
+                order,
+                unconfirmed: true,
+            },
+            _ => Settlement::Lost(order),
+        })
+    }
+
+    async fn expire_due(&self, sale: SaleId, now: Millis, limit: usize) -> Result<Vec<Order>, BackendError> {
+        let keys = self.keys(sale);
+        let flat: Vec<String> = self
+            .expire_due
+            .key(&keys.meta)
+            .key(&keys.holders)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
+            .key(&keys.settled)
+            .key(&keys.pending)
+            .arg(now)
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if !flat.is_empty() {
+            keys.sold_out_until.store(0, Ordering::Relaxed);
+        }
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let order_id = uuid::Uuid::parse_str(&pair[0]).ok()?;
+                decode_logged(sale, order_id, &pair[1])
+            })
+            .collect())
+    }
+
+    async fn unconfirmed(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
+        let keys = self.keys(sale);
+        let ids: Vec<String> = self
+            .conn
+            .clone()
+            .zrangebyscore_limit(&keys.settled, "-inf", older_than, 0, 1000)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holds: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&keys.holds)
+            .arg(&ids)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .zip(holds)
+            .filter_map(|(id, hold)| {
+                let order_id = uuid::Uuid::parse_str(id).ok()?;
+                decode_logged(sale, order_id, &hold?)
+            })
+            .collect())
+    }
+
+    fn recorded(&self, orders: &[Order]) {
+        for order in orders {
+            // A full queue only leaves the transition to be recorded again (a no-op in the store).
+            let _ = self
+                .confirmations
+                .try_send(Confirmed::Transition(self.keys(order.sale_id), order.order_id));
+        }
+    }
+
+    async fn hold(&self, sale: SaleId, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        let keys = self.keys(sale);
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .hget(&keys.holds, order_id.hyphenated().to_string())
+            .await
+            .map_err(unavailable)?;
+        Ok(raw.and_then(|raw| decode_logged(sale, order_id, &raw)))
+    }
+
+    async fn hold_counts(&self, sale: SaleId) -> Result<HoldCounts, BackendError> {
+        let keys = self.keys(sale);
+        let (awaiting, paid): (Option<i64>, Option<i64>) = self
+            .conn
+            .clone()
+            .hget(&keys.meta, &["awaiting", "paid"])
+            .await
+            .map_err(unavailable)?;
+        Ok(HoldCounts {
+            awaiting_payment: awaiting.unwrap_or(0).max(0) as u64,
+            paid: paid.unwrap_or(0).max(0) as u64,
+        })
     }
 
     fn known_sold_out(&self, sale: SaleId, now: Millis) -> bool {
@@ -340,7 +718,9 @@ impl StockGate for RedisGate {
 
     fn confirm(&self, r: &Reservation) {
         // A full queue only delays the cleanup to the reconciler; never block the answer on it.
-        let _ = self.confirmations.try_send((self.keys(r.sale_id), r.clone()));
+        let _ = self
+            .confirmations
+            .try_send(Confirmed::Reservation(self.keys(r.sale_id), r.clone()));
     }
 
     async fn open_reservations(&self, sale: SaleId) -> Result<u64, BackendError> {

@@ -53,6 +53,8 @@ pub async fn purchase<G: StockGate, S: OrderStore>(
                 order_id: Some(c.order_id),
                 user_id: Some(c.user_id),
                 remaining: Some(c.remaining),
+                state: Some(c.state),
+                pay_by: c.pay_by,
             })
             .into_response())
         }
@@ -73,6 +75,8 @@ pub async fn purchase<G: StockGate, S: OrderStore>(
         order_id: None,
         user_id: None,
         remaining: None,
+        state: None,
+        pay_by: None,
     })
     .into_response())
 }

@@ -13,7 +13,7 @@ use crate::engine::{EngineError, PurchaseError};
 pub enum ApiError {
     #[error("no such sale")]
     SaleNotFound,
-    #[error("no order for this buyer in this sale")]
+    #[error("no such order")]
     OrderNotFound,
     #[error("no such route")]
     RouteNotFound,
@@ -63,6 +63,16 @@ pub enum ApiError {
     NotReady(String),
     #[error("a buyer may only read their own orders")]
     NotYourOrders,
+    #[error("the Seckill-Signature header is missing, malformed, stale or does not match: {0}")]
+    InvalidSignature(String),
+    #[error("payments are disabled: start the engine with SECKILL_PAYMENT_WEBHOOK_SECRET set")]
+    PaymentsDisabled,
+    #[error("the order is already paid by another payment")]
+    AlreadyPaid,
+    #[error("the order's payment window is closed (expired, cancelled, or no payment step); the payment is kept for a refund")]
+    PaymentWindowClosed,
+    #[error("the order cannot be cancelled: it is paid, expired, cancelled, or has no payment step")]
+    NotCancellable,
     /// A backend's error: its role is the message, its cause goes to the log.
     #[error("{}", backend_message(.0))]
     Backend(BackendError),
@@ -99,6 +109,11 @@ impl ApiError {
             InvalidPurchaseToken,
             NotReady(String::new()),
             NotYourOrders,
+            InvalidSignature(String::new()),
+            PaymentsDisabled,
+            AlreadyPaid,
+            PaymentWindowClosed,
+            NotCancellable,
             Backend(BackendError::unavailable(Role::Store, "example")),
             Backend(BackendError::outcome_unknown(Role::Log, "example")),
             Backend(BackendError::fault(Role::Store, "example")),
@@ -131,7 +146,9 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders => StatusCode::FORBIDDEN,
+            PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders | PaymentsDisabled => StatusCode::FORBIDDEN,
+            InvalidSignature(_) => StatusCode::UNAUTHORIZED,
+            AlreadyPaid | PaymentWindowClosed | NotCancellable => StatusCode::CONFLICT,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Backend(BackendError::Fault { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,6 +184,11 @@ impl ApiError {
             InvalidPurchaseToken => "invalid_purchase_token",
             NotReady(_) => "not_ready",
             NotYourOrders => "not_your_orders",
+            InvalidSignature(_) => "invalid_signature",
+            PaymentsDisabled => "payments_disabled",
+            AlreadyPaid => "already_paid",
+            PaymentWindowClosed => "payment_window_closed",
+            NotCancellable => "not_cancellable",
             Backend(BackendError::Unavailable { .. } | BackendError::Full { .. }) => "unavailable",
             Backend(BackendError::OutcomeUnknown { .. }) => "outcome_unknown",
             Backend(BackendError::Overloaded { .. }) => "overloaded",
@@ -213,6 +235,19 @@ impl From<EngineError> for ApiError {
             EngineError::SaleNotFound => ApiError::SaleNotFound,
             EngineError::OrderNotFound => ApiError::OrderNotFound,
             EngineError::Backend(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::payment::lifecycle::PaymentError> for ApiError {
+    fn from(e: crate::payment::lifecycle::PaymentError) -> Self {
+        use crate::payment::lifecycle::PaymentError;
+        match e {
+            PaymentError::OrderNotFound => ApiError::OrderNotFound,
+            PaymentError::AlreadyPaid => ApiError::AlreadyPaid,
+            PaymentError::WindowClosed => ApiError::PaymentWindowClosed,
+            PaymentError::NotCancellable => ApiError::NotCancellable,
+            PaymentError::Backend(e) => e.into(),
         }
     }
 }

@@ -101,6 +101,26 @@ impl<T: DeserializeOwned, G: StockGate, S: OrderStore> FromRequest<Arc<AppState<
     }
 }
 
+/// The raw request body (what a signature covers), at most [`super::BODY_LIMIT`] bytes, arriving
+/// within the configured body timeout.
+pub struct RawBody(pub Bytes);
+
+impl<G: StockGate, S: OrderStore> FromRequest<Arc<AppState<G, S>>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app)).await;
+        let bytes = read.map_err(|_| ApiError::RequestTimeout)?.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        Ok(RawBody(bytes))
+    }
+}
+
 /// The admin token, compared in constant time. `None` disables the admin routes.
 pub struct AdminToken(Option<Secret>);
 

@@ -25,6 +25,7 @@ pub mod limit;
 pub mod observe;
 pub mod openapi;
 mod ops;
+pub mod orders;
 pub mod purchase_token;
 pub mod routes;
 mod sales;
@@ -51,6 +52,9 @@ pub struct AppState<G, S> {
     pub purchase_tokens: PurchaseTokens,
     /// Purchases must carry a token from `GET /api/sales/{id}/token`.
     pub require_purchase_token: bool,
+    /// Sales that name no payment window get this one.
+    pub default_payment_window_secs: u32,
+    pub payments: orders::Payments,
     /// The route table, once the router is built: the metrics' route names, by slot.
     pub(crate) route_table: OnceLock<Vec<RouteInfo>>,
 }
@@ -80,6 +84,19 @@ pub fn routes<G: StockGate, S: OrderStore>(limits: Arc<RateLimits>) -> Routes<Ar
             Kind::Plain,
             get(sales::orders_of::<G, S>),
         )
+        .add("/api/orders/{order_id}", Kind::Plain, get(orders::get::<G, S>))
+        .add(
+            "/api/orders/{order_id}/cancel",
+            Kind::Plain,
+            post(orders::cancel::<G, S>),
+        )
+        .add(
+            "/api/orders/{order_id}/test-payment",
+            Kind::Plain,
+            post(orders::test_payment::<G, S>),
+        )
+        .add("/api/payments", Kind::Plain, get(orders::config::<G, S>))
+        .add("/api/payments/webhook", Kind::Plain, post(orders::webhook::<G, S>))
         .add("/api/admin/stats", Kind::Plain, get(ops::admin_stats::<G, S>))
         .add("/api/openapi.json", Kind::Plain, get(ops::openapi_document))
         .add("/metrics", Kind::Monitoring, get(ops::metrics::<G, S>))

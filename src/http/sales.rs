@@ -36,7 +36,8 @@ pub async fn create<G: StockGate, S: OrderStore>(
     _: Admin,
     JsonBody(request): JsonBody<NewSaleRequest>,
 ) -> Result<Response, ApiError> {
-    let sale = app.engine.create_sale(SaleSpec::parse(request)?).await?;
+    let spec = SaleSpec::parse(request, app.default_payment_window_secs)?;
+    let sale = app.engine.create_sale(spec).await?;
     tracing::info!(sale = %sale.id, stock = sale.stock, "sale created");
     Ok((StatusCode::CREATED, Json(sale)).into_response())
 }

@@ -42,7 +42,7 @@ impl DistributedApp {
             mysql: mysql.clone(),
             publish_delay,
         };
-        let engine = Engine::start(gate, store, config.demo_stock).await?;
+        let engine = Engine::start(gate, store, config.demo_stock, config.payment_window_secs).await?;
         let app = Application::bind(config, engine).await?;
         if !config.no_consumer {
             let (d, stop) = (d.clone(), app.stop.clone());

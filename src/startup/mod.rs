@@ -61,7 +61,7 @@ impl EmbeddedApp {
         let delay = Duration::from_millis(config.commit_delay_ms);
         let store = SqliteStore::open_with_commit_delay(&config.data_dir, delay)?;
         tracing::info!(path = %store.path().display(), "order store opened");
-        let engine = Engine::start(MemoryGate::new(), store, config.demo_stock).await?;
+        let engine = Engine::start(MemoryGate::new(), store, config.demo_stock, config.payment_window_secs).await?;
         Application::bind(config, engine).await
     }
 }
@@ -104,10 +104,18 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             limits,
             purchase_tokens,
             require_purchase_token: config.require_purchase_token,
+            default_payment_window_secs: config.payment_window_secs,
+            payments: crate::http::orders::Payments::new(
+                config.payment_webhook_secret.as_ref(),
+                config.payment_provider,
+                config.payment_url.clone(),
+            ),
             route_table: OnceLock::new(),
         });
         let (stop, background) = (CancellationToken::new(), TaskTracker::new());
         background.spawn(prune_rate_limits(Arc::clone(&state.limits), stop.clone()));
+        let (expiring, stop_expiry) = (Arc::clone(&state), stop.clone());
+        background.spawn(async move { crate::payment::expiry::run(&expiring.engine, stop_expiry).await });
         Ok(Application {
             listener,
             state,

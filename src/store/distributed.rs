@@ -1,10 +1,11 @@
 //! The distributed [`OrderStore`]: an order is recorded once the Kafka log acknowledges it;
 //! the consumer later writes it to MySQL, where the catalogue and the reads live.
 
-use super::{MySqlStore, OrderStore, StoreAudit, StoredOrder};
+use super::{MySqlStore, OrderStore, StoreAudit};
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{Holding, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{GateState, Order, Sale, SaleId, SaleSpec, UserId};
 use crate::log::KafkaLog;
+use crate::payment::LatePayment;
 
 /// How long `/readyz` waits for each of MySQL and the broker (within the engine's 2.5 s bound).
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -36,12 +37,26 @@ impl OrderStore for DistributedStore {
         self.mysql.sale(id).await
     }
 
-    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
+    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<Order>, BackendError> {
         self.mysql.orders_of(sale, user).await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
-        self.mysql.holders(sale).await
+    async fn order(&self, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        self.mysql.order(order_id).await
+    }
+
+    async fn gate_state(&self, sale: SaleId) -> Result<GateState, BackendError> {
+        self.mysql.gate_state(sale).await
+    }
+
+    /// Through the log, like a purchase: durable once the broker has every one of them.
+    async fn record_transitions(&self, orders: &[Order]) -> Result<(), BackendError> {
+        let published = futures::future::join_all(orders.iter().map(|o| self.log.publish(o))).await;
+        published.into_iter().collect()
+    }
+
+    async fn record_late_payment(&self, late: &LatePayment) -> Result<(), BackendError> {
+        self.mysql.record_late_payment(late).await
     }
 
     async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {

@@ -7,7 +7,8 @@
 use std::future::Future;
 
 use crate::backend::{BackendError, Check};
-use crate::domain::{Holding, Millis, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{GateState, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::payment::LatePayment;
 
 #[cfg(feature = "distributed")]
 pub mod distributed;
@@ -21,18 +22,17 @@ pub use distributed::DistributedStore;
 pub use mysql::MySqlStore;
 pub use sqlite::SqliteStore;
 
-/// An order as read back from the store.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredOrder {
-    pub order_id: String,
-    pub seq: u32,
-    pub created_at: Millis,
-}
-
 /// Counts the auditor compares with the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreAudit {
+    /// Orders that hold a unit: confirmed, awaiting payment or paid.
     pub stored: u64,
+    pub awaiting_payment: u64,
+    pub paid: u64,
+    /// Orders whose unit went back on sale.
+    pub expired: u64,
+    pub cancelled: u64,
+    pub late_payments: u64,
     /// Rows beyond the first for the same `(sale, user, seq)`: must be 0.
     pub duplicates: u64,
     /// Orders kept apart because another order held their `(sale, user, seq)`: must be 0.
@@ -53,15 +53,22 @@ pub trait OrderStore: Send + Sync + 'static {
     fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, BackendError>> + Send;
 
     /// A buyer's orders in one sale, oldest first.
-    fn orders_of(
-        &self,
-        sale: SaleId,
-        user: &UserId,
-    ) -> impl Future<Output = Result<Vec<StoredOrder>, BackendError>> + Send;
+    fn orders_of(&self, sale: SaleId, user: &UserId) -> impl Future<Output = Result<Vec<Order>, BackendError>> + Send;
 
-    /// Every buyer of a sale with the units they hold and their highest `seq`: what the gate is
-    /// rebuilt from.
-    fn holders(&self, sale: SaleId) -> impl Future<Output = Result<Vec<Holding>, BackendError>> + Send;
+    /// One order by its id.
+    fn order(&self, order_id: uuid::Uuid) -> impl Future<Output = Result<Option<Order>, BackendError>> + Send;
+
+    /// What the gate of `sale` is rebuilt from: every buyer with the units they hold and their
+    /// highest `seq`, the orders awaiting payment, the count paid.
+    fn gate_state(&self, sale: SaleId) -> impl Future<Output = Result<GateState, BackendError>> + Send;
+
+    /// Makes payment-lifecycle transitions durable (the gate decided them): each order's new
+    /// state, payment and all. `Ok` only once every one of them survives a crash.
+    fn record_transitions(&self, orders: &[Order]) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Keeps a payment that came after its hold closed, so the shop can refund it; the same
+    /// payment id twice is kept once.
+    fn record_late_payment(&self, late: &LatePayment) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// What the store holds for a sale, for the auditor.
     fn audit(&self, sale: SaleId, per_user_limit: u32)

@@ -8,26 +8,97 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, QueryBuilder, Row};
 
-use super::{StoreAudit, StoredOrder};
+use super::StoreAudit;
 use crate::backend::{BackendError, Cause, Role};
-use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{now_millis, GateState, Holding, Order, OrderState, Payment, Sale, SaleId, SaleSpec, UserId};
+use crate::payment::LatePayment;
 
-/// Rows per `INSERT` statement (5 placeholders each, far below MySQL's 65,535).
+/// Rows per `INSERT` statement (9 placeholders each, far below MySQL's 65,535).
 const ROWS_PER_INSERT: usize = 2_000;
 
-/// `INSERT IGNORE INTO <table>` of `orders` (both order tables have the same first columns).
+/// The states whose orders hold a unit, as SQL.
+const HELD: &str = "('confirmed', 'awaiting_payment', 'paid')";
+
+/// `INSERT IGNORE INTO <table>` of `orders` (both order tables have the same columns).
 fn insert_rows<'a>(table: &str, orders: &'a [Order]) -> QueryBuilder<'a, sqlx::MySql> {
     let mut insert = QueryBuilder::new(format!(
-        "INSERT IGNORE INTO {table} (order_id, sale_id, user_id, seq, created_at) "
+        "INSERT IGNORE INTO {table} (order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id) "
     ));
     insert.push_values(orders, |mut row, o| {
         row.push_bind(o.order_id.hyphenated().to_string())
             .push_bind(o.sale_id.0)
             .push_bind(o.user_id.as_str())
             .push_bind(o.seq)
-            .push_bind(o.created_at);
+            .push_bind(o.created_at)
+            .push_bind(o.state.as_str())
+            .push_bind(o.pay_by)
+            .push_bind(o.payment.as_ref().map(|p| p.at))
+            .push_bind(o.payment.as_ref().map(|p| p.id.as_str()));
     });
     insert
+}
+
+/// Closes the holds of `orders` that are still open: a hold only ever closes, once, so the
+/// log's events apply in any order and a replay changes nothing.
+async fn close_holds(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, orders: &[Order]) -> Result<(), BackendError> {
+    for state in [OrderState::Expired, OrderState::Cancelled] {
+        let ids: Vec<String> = orders
+            .iter()
+            .filter(|o| o.state == state)
+            .map(|o| o.order_id.hyphenated().to_string())
+            .collect();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let mut update = QueryBuilder::new("UPDATE orders SET state = ");
+            update
+                .push_bind(state.as_str())
+                .push(" WHERE state = 'awaiting_payment' AND order_id IN ");
+            update.push_tuples(chunk, |mut row, id| {
+                row.push_bind(id);
+            });
+            update.build().execute(&mut **tx).await.map_err(unavailable)?;
+        }
+    }
+    for o in orders.iter().filter(|o| o.state == OrderState::Paid) {
+        let Some(payment) = &o.payment else { continue };
+        sqlx::query(
+            "UPDATE orders SET state = 'paid', paid_at = ?, payment_id = ?
+             WHERE order_id = ? AND state = 'awaiting_payment'",
+        )
+        .bind(payment.at)
+        .bind(&payment.id)
+        .bind(o.order_id.hyphenated().to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+const SELECT_ORDER: &str =
+    "SELECT order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id FROM orders";
+
+fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<Order, sqlx::Error> {
+    let decode = |column: &str, e: String| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: e.into(),
+    };
+    let order_id: String = r.try_get("order_id")?;
+    let state: String = r.try_get("state")?;
+    let payment_id: Option<String> = r.try_get("payment_id")?;
+    let paid_at: Option<i64> = r.try_get("paid_at")?;
+    Ok(Order {
+        order_id: uuid::Uuid::parse_str(&order_id).map_err(|e| decode("order_id", e.to_string()))?,
+        sale_id: SaleId(r.try_get("sale_id")?),
+        user_id: UserId::trusted(r.try_get("user_id")?),
+        seq: r.try_get::<i32, _>("seq")? as u32,
+        created_at: r.try_get("created_at")?,
+        state: OrderState::parse(&state).ok_or_else(|| decode("state", format!("not an order state: {state}")))?,
+        pay_by: r.try_get("pay_by")?,
+        payment: payment_id.map(|id| Payment {
+            id,
+            at: paid_at.unwrap_or_default(),
+        }),
+    })
 }
 
 /// Orders of `chunk` that `INSERT IGNORE` skipped although their id is not stored: another order
@@ -74,7 +145,8 @@ fn unavailable(e: impl Into<Cause>) -> BackendError {
     BackendError::unavailable(Role::Store, e)
 }
 
-const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
+const SELECT_SALE: &str =
+    "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at FROM sales";
 
 fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
     Ok(Sale {
@@ -86,6 +158,7 @@ fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
             starts_at: row.try_get("starts_at")?,
             ends_at: row.try_get("ends_at")?,
             demo: row.try_get::<Option<i8>, _>("demo")?.is_some(),
+            payment_window_secs: row.try_get::<i32, _>("payment_window_secs")?.max(0) as u32,
         },
         created_at: row.try_get("created_at")?,
     })
@@ -142,6 +215,12 @@ impl MySqlStore {
                 keep_conflicts(&mut tx, chunk).await?;
             }
         }
+        if orders
+            .iter()
+            .any(|o| o.payment.is_some() || matches!(o.state, OrderState::Expired | OrderState::Cancelled))
+        {
+            close_holds(&mut tx, orders).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(inserted)
     }
@@ -149,8 +228,8 @@ impl MySqlStore {
     pub async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
         let created_at = now_millis();
         let result = sqlx::query(
-            "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&spec.name)
         .bind(spec.stock as i64)
@@ -158,6 +237,7 @@ impl MySqlStore {
         .bind(spec.starts_at)
         .bind(spec.ends_at)
         .bind(spec.demo.then_some(1i8))
+        .bind(spec.payment_window_secs)
         .bind(created_at)
         .execute(&self.pool)
         .await
@@ -198,40 +278,46 @@ impl MySqlStore {
         row.as_ref().map(sale_from_row).transpose().map_err(unavailable)
     }
 
-    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
-        let rows =
-            sqlx::query("SELECT order_id, seq, created_at FROM orders WHERE sale_id = ? AND user_id = ? ORDER BY seq")
-                .bind(sale.0)
-                .bind(user.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+    pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<Order>, BackendError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_ORDER} WHERE sale_id = ? AND user_id = ? ORDER BY seq"
+        ))
+        .bind(sale.0)
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter()
-            .map(|r| {
-                Ok(StoredOrder {
-                    order_id: r.try_get("order_id")?,
-                    seq: r.try_get::<i32, _>("seq")? as u32,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
 
-    /// Conflicting orders count too: each took a unit from the gate.
-    pub async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
-        let rows = sqlx::query(
-            "SELECT user_id, COUNT(*) AS n, MAX(seq) AS last_seq FROM (
-                 SELECT user_id, seq FROM orders WHERE sale_id = ?
-                 UNION ALL SELECT user_id, seq FROM order_conflicts WHERE sale_id = ?
-             ) AS held GROUP BY user_id",
-        )
+    pub async fn order(&self, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        let row = sqlx::query(&format!("{SELECT_ORDER} WHERE order_id = ?"))
+            .bind(order_id.hyphenated().to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(order_from_row).transpose().map_err(unavailable)
+    }
+
+    /// Conflicting orders count too: each took a unit from the gate. An expired or cancelled
+    /// order holds no unit but keeps its `seq` taken.
+    pub async fn gate_state(&self, sale: SaleId) -> Result<GateState, BackendError> {
+        let rows = sqlx::query(&format!(
+            "SELECT user_id, CAST(SUM(state IN {HELD}) AS SIGNED) AS n, MAX(seq) AS last_seq FROM (
+                 SELECT user_id, seq, state FROM orders WHERE sale_id = ?
+                 UNION ALL SELECT user_id, seq, state FROM order_conflicts WHERE sale_id = ?
+             ) AS held GROUP BY user_id"
+        ))
         .bind(sale.0)
         .bind(sale.0)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        rows.iter()
+        let holders = rows
+            .iter()
             .map(|r| {
                 Ok(Holding {
                     user: UserId::trusted(r.try_get("user_id")?),
@@ -240,18 +326,64 @@ impl MySqlStore {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let open_holds = sqlx::query(&format!(
+            "{SELECT_ORDER} WHERE sale_id = ? AND state = 'awaiting_payment'"
+        ))
+        .bind(sale.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(order_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)?;
+        let paid: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE sale_id = ? AND state = 'paid'")
+            .bind(sale.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(GateState {
+            holders,
+            open_holds,
+            paid: paid as u64,
+        })
+    }
+
+    /// Directly in MySQL (not through the log): a refused payment is answered only once kept.
+    pub async fn record_late_payment(&self, late: &LatePayment) -> Result<(), BackendError> {
+        sqlx::query(
+            "INSERT IGNORE INTO late_payments (payment_id, order_id, sale_id, amount, received_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&late.payment_id)
+        .bind(late.order_id.hyphenated().to_string())
+        .bind(late.sale_id.0)
+        .bind(&late.amount)
+        .bind(late.received_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     pub async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS stored, COUNT(*) - COUNT(DISTINCT user_id, seq) AS duplicates,
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COALESCE(SUM(state IN {HELD}), 0) AS SIGNED) AS stored,
+                    COUNT(*) - COUNT(DISTINCT user_id, seq) AS duplicates,
+                    CAST(COALESCE(SUM(state = 'awaiting_payment'), 0) AS SIGNED) AS awaiting_payment,
+                    CAST(COALESCE(SUM(state = 'paid'), 0) AS SIGNED) AS paid,
+                    CAST(COALESCE(SUM(state = 'expired'), 0) AS SIGNED) AS expired,
+                    CAST(COALESCE(SUM(state = 'cancelled'), 0) AS SIGNED) AS cancelled,
+                    (SELECT COUNT(*) FROM late_payments WHERE sale_id = ?) AS late_payments,
                     (SELECT COUNT(*) FROM order_conflicts WHERE sale_id = ?) AS conflicts,
                     (SELECT COUNT(*) FROM (
-                         SELECT user_id FROM orders WHERE sale_id = ? GROUP BY user_id HAVING COUNT(*) > ?
+                         SELECT user_id FROM orders WHERE sale_id = ? AND state IN {HELD}
+                         GROUP BY user_id HAVING COUNT(*) > ?
                      ) AS beyond_limit) AS over_limit
-             FROM orders WHERE sale_id = ?",
-        )
+             FROM orders WHERE sale_id = ?"
+        ))
+        .bind(sale.0)
         .bind(sale.0)
         .bind(sale.0)
         .bind(per_user_limit)
@@ -262,6 +394,11 @@ impl MySqlStore {
         let count = |name: &str| row.try_get::<i64, _>(name).map(|n| n as u64).map_err(unavailable);
         Ok(StoreAudit {
             stored: count("stored")?,
+            awaiting_payment: count("awaiting_payment")?,
+            paid: count("paid")?,
+            expired: count("expired")?,
+            cancelled: count("cancelled")?,
+            late_payments: count("late_payments")?,
             duplicates: count("duplicates")?,
             conflicts: count("conflicts")?,
             over_limit: count("over_limit")?,

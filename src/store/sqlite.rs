@@ -14,10 +14,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OrderStore, StoreAudit, StoredOrder};
+use super::{OrderStore, StoreAudit};
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{now_millis, Holding, Order, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{now_millis, GateState, Holding, Order, OrderState, Payment, Sale, SaleId, SaleSpec, UserId};
 use crate::metrics::METRICS;
+use crate::payment::LatePayment;
 
 /// The most orders one transaction commits.
 const MAX_BATCH: usize = 4096;
@@ -45,13 +46,52 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at INTEGER NOT NULL,
     UNIQUE (sale_id, user_id, seq)
 );
+CREATE TABLE IF NOT EXISTS late_payments (
+    payment_id  TEXT    PRIMARY KEY,
+    order_id    TEXT    NOT NULL,
+    sale_id     INTEGER NOT NULL,
+    amount      TEXT,
+    received_at INTEGER NOT NULL
+);
 ";
 
-const INSERT_ORDER: &str =
-    "INSERT INTO orders (order_id, sale_id, user_id, seq, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_SALE: &str = "INSERT INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at)
+/// Columns added after the first release, added to an existing database at open.
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+    ("sales", "payment_window_secs", "INTEGER NOT NULL DEFAULT 0"),
+    ("orders", "state", "TEXT NOT NULL DEFAULT 'confirmed'"),
+    ("orders", "pay_by", "INTEGER"),
+    ("orders", "paid_at", "INTEGER"),
+    ("orders", "payment_id", "TEXT"),
+];
+
+/// After the columns exist: what the gate's rebuild and the auditor read by state.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS orders_by_state ON orders (sale_id, state);";
+
+const INSERT_ORDER: &str = "INSERT INTO orders (order_id, sale_id, user_id, seq, created_at, state, pay_by)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const SELECT_SALE: &str = "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at FROM sales";
+const UPDATE_STATE: &str = "UPDATE orders SET state = ?2, paid_at = ?3, payment_id = ?4 WHERE order_id = ?1";
+const INSERT_LATE_PAYMENT: &str =
+    "INSERT OR IGNORE INTO late_payments (payment_id, order_id, sale_id, amount, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_SALE: &str =
+    "INSERT INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at, payment_window_secs)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const SELECT_SALE: &str =
+    "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at, payment_window_secs FROM sales";
+const SELECT_ORDER: &str =
+    "SELECT order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id FROM orders";
+/// The states whose orders hold a unit, as SQL.
+const HELD: &str = "('confirmed', 'awaiting_payment', 'paid')";
+
+/// Adds `column` to `table` unless an earlier start did: SQLite has no `ADD COLUMN IF NOT EXISTS`.
+fn add_column_if_missing(conn: &Connection, table: &str, column: &str, declaration: &str) -> rusqlite::Result<()> {
+    let exists = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+        .exists([column])?;
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+    }
+    Ok(())
+}
 
 /// What the writer answers: shared, because one failed commit fails every order of its batch.
 type Written<T> = Result<T, Arc<rusqlite::Error>>;
@@ -65,12 +105,21 @@ enum Command {
         spec: SaleSpec,
         done: oneshot::Sender<Written<Sale>>,
     },
+    /// Payment-lifecycle transitions the gate decided (a batch of expiries is one command).
+    Transitions {
+        orders: Vec<Order>,
+        done: oneshot::Sender<Written<()>>,
+    },
+    LatePayment {
+        late: LatePayment,
+        done: oneshot::Sender<Written<()>>,
+    },
     /// Stop accepting; commit what is already queued; exit.
     Close,
 }
 
 enum Outcome {
-    Recorded(Written<()>),
+    Written(Written<()>),
     Created(Written<Sale>),
     Closed,
 }
@@ -78,7 +127,10 @@ enum Outcome {
 impl Command {
     fn answer(self, outcome: Outcome) {
         match (self, outcome) {
-            (Command::Record { done, .. }, Outcome::Recorded(r)) => drop(done.send(r)),
+            (
+                Command::Record { done, .. } | Command::Transitions { done, .. } | Command::LatePayment { done, .. },
+                Outcome::Written(r),
+            ) => drop(done.send(r)),
             (Command::CreateSale { done, .. }, Outcome::Created(r)) => drop(done.send(r)),
             (command, _) => command.fail(&Arc::new(rusqlite::Error::InvalidQuery)),
         }
@@ -86,7 +138,9 @@ impl Command {
 
     fn fail(self, why: &Arc<rusqlite::Error>) {
         match self {
-            Command::Record { done, .. } => drop(done.send(Err(Arc::clone(why)))),
+            Command::Record { done, .. } | Command::Transitions { done, .. } | Command::LatePayment { done, .. } => {
+                drop(done.send(Err(Arc::clone(why))))
+            }
             Command::CreateSale { done, .. } => drop(done.send(Err(Arc::clone(why)))),
             Command::Close => {}
         }
@@ -145,9 +199,14 @@ impl SqliteStore {
         let path = data_dir.join("seckill.sqlite3");
         let opened = |conn: rusqlite::Result<Connection>| conn.map_err(|e| cannot("cannot open the store in", &e));
         let writer_conn = opened(open(&path))?;
-        writer_conn
-            .execute_batch(SCHEMA)
-            .map_err(|e| cannot("cannot create the schema in", &e))?;
+        let schema = || -> rusqlite::Result<()> {
+            writer_conn.execute_batch(SCHEMA)?;
+            for (table, column, declaration) in ADDED_COLUMNS {
+                add_column_if_missing(&writer_conn, table, column, declaration)?;
+            }
+            writer_conn.execute_batch(INDEXES)
+        };
+        schema().map_err(|e| cannot("cannot create the schema in", &e))?;
         let reader = opened(open(&path))?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
@@ -164,6 +223,16 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Queues `command` (built around its answer channel) and waits for the writer's answer.
+    async fn write<T>(&self, command: impl FnOnce(oneshot::Sender<Written<T>>) -> Command) -> Result<T, BackendError> {
+        let (done, answer) = oneshot::channel();
+        self.enqueue(command(done)).await?;
+        match answer.await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(writer_stopped()),
+        }
     }
 
     async fn enqueue(&self, command: Command) -> Result<(), BackendError> {
@@ -201,32 +270,65 @@ fn sale_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sale> {
             starts_at: row.get(4)?,
             ends_at: row.get(5)?,
             demo: row.get(6)?,
+            payment_window_secs: row.get(8)?,
         },
         created_at: row.get(7)?,
     })
 }
 
+/// An order from a row of [`SELECT_ORDER`]. Stored values were validated on the way in; one
+/// that no longer parses is a fault of ours, reported as a conversion failure.
+fn order_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
+    let bad = |column: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.to_owned().into())
+    };
+    let id: String = row.get(0)?;
+    let state: String = row.get(5)?;
+    let paid_at: Option<i64> = row.get(7)?;
+    let payment_id: Option<String> = row.get(8)?;
+    Ok(Order {
+        order_id: uuid::Uuid::parse_str(&id).map_err(|_| bad(0, "not a UUID"))?,
+        sale_id: SaleId(row.get(1)?),
+        user_id: UserId::trusted(row.get(2)?),
+        seq: row.get(3)?,
+        created_at: row.get(4)?,
+        state: OrderState::parse(&state).ok_or_else(|| bad(5, "not an order state"))?,
+        pay_by: row.get(6)?,
+        payment: payment_id.map(|id| Payment {
+            id,
+            at: paid_at.unwrap_or_default(),
+        }),
+    })
+}
+
 impl OrderStore for SqliteStore {
     async fn record(&self, order: &Order) -> Result<(), BackendError> {
-        let (done, answer) = oneshot::channel();
-        self.enqueue(Command::Record {
-            order: order.clone(),
-            done,
-        })
-        .await?;
-        match answer.await {
-            Ok(result) => result.map_err(classify),
-            Err(_) => Err(writer_stopped()),
-        }
+        let order = order.clone();
+        self.write(|done| Command::Record { order, done }).await
     }
 
     async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
-        let (done, answer) = oneshot::channel();
-        self.enqueue(Command::CreateSale { spec, done }).await?;
-        match answer.await {
-            Ok(result) => result.map_err(classify),
-            Err(_) => Err(writer_stopped()),
-        }
+        self.write(|done| Command::CreateSale { spec, done }).await
+    }
+
+    async fn record_transitions(&self, orders: &[Order]) -> Result<(), BackendError> {
+        let orders = orders.to_vec();
+        self.write(|done| Command::Transitions { orders, done }).await
+    }
+
+    async fn record_late_payment(&self, late: &LatePayment) -> Result<(), BackendError> {
+        let late = late.clone();
+        self.write(|done| Command::LatePayment { late, done }).await
+    }
+
+    async fn order(&self, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        let id = order_id.hyphenated().to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!("{SELECT_ORDER} WHERE order_id = ?1"))?
+                .query_row([id], order_from_row)
+                .optional()
+        })
+        .await
     }
 
     async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
@@ -247,60 +349,81 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<StoredOrder>, BackendError> {
+    async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<Order>, BackendError> {
         let user = user.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT order_id, seq, created_at FROM orders WHERE sale_id = ?1 AND user_id = ?2 ORDER BY seq",
-            )?;
-            let rows = stmt.query_map(params![sale.0, user.as_str()], |r| {
-                Ok(StoredOrder {
-                    order_id: r.get(0)?,
-                    seq: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            })?;
+            let mut stmt = c.prepare_cached(&format!(
+                "{SELECT_ORDER} WHERE sale_id = ?1 AND user_id = ?2 ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params![sale.0, user.as_str()], order_from_row)?;
             rows.collect()
         })
         .await
     }
 
-    async fn holders(&self, sale: SaleId) -> Result<Vec<Holding>, BackendError> {
-        let rows: Vec<(String, u32, u32)> = self
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT user_id, COUNT(*), MAX(seq) FROM orders WHERE sale_id = ?1 GROUP BY user_id",
-                )?;
-                let rows = stmt.query_map([sale.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect()
+    async fn gate_state(&self, sale: SaleId) -> Result<GateState, BackendError> {
+        self.read(move |c| {
+            // Units held count against the limit; the last seq is over every order, returned
+            // units included, so no seq is handed out twice.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT user_id, SUM(state IN {HELD}), MAX(seq) FROM orders WHERE sale_id = ?1 GROUP BY user_id"
+            ))?;
+            let holders = stmt
+                .query_map([sale.0], |r| {
+                    Ok(Holding {
+                        // Stored ids were validated on the way in; the store is trusted.
+                        user: UserId::trusted(r.get(0)?),
+                        held: r.get(1)?,
+                        last_seq: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare_cached(&format!(
+                "{SELECT_ORDER} WHERE sale_id = ?1 AND state = 'awaiting_payment'"
+            ))?;
+            let open_holds = stmt
+                .query_map([sale.0], order_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let paid: i64 = c.query_row(
+                "SELECT COUNT(*) FROM orders WHERE sale_id = ?1 AND state = 'paid'",
+                [sale.0],
+                |r| r.get(0),
+            )?;
+            Ok(GateState {
+                holders,
+                open_holds,
+                paid: paid as u64,
             })
-            .await?;
-        // Stored ids were validated on the way in; the store is trusted.
-        Ok(rows
-            .into_iter()
-            .map(|(user, held, last_seq)| Holding {
-                user: UserId::trusted(user),
-                held,
-                last_seq,
-            })
-            .collect())
+        })
+        .await
     }
 
     /// Conflicts are refused at `record` (never acknowledged), so none is ever kept.
     async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {
         self.read(move |c| {
             c.query_row(
-                "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq),
-                        (SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE sale_id = ?1
-                                               GROUP BY user_id HAVING COUNT(*) > ?2))
-                 FROM orders WHERE sale_id = ?1",
+                &format!(
+                    "SELECT COALESCE(SUM(state IN {HELD}), 0), COUNT(*) - COUNT(DISTINCT user_id || '/' || seq),
+                            (SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE sale_id = ?1 AND state IN {HELD}
+                                                   GROUP BY user_id HAVING COUNT(*) > ?2)),
+                            COALESCE(SUM(state = 'awaiting_payment'), 0), COALESCE(SUM(state = 'paid'), 0),
+                            COALESCE(SUM(state = 'expired'), 0), COALESCE(SUM(state = 'cancelled'), 0),
+                            (SELECT COUNT(*) FROM late_payments WHERE sale_id = ?1)
+                     FROM orders WHERE sale_id = ?1"
+                ),
                 params![sale.0, per_user_limit],
                 |r| {
+                    let n = |i| r.get::<_, i64>(i).map(|n| n as u64);
                     Ok(StoreAudit {
-                        stored: r.get::<_, i64>(0)? as u64,
-                        duplicates: r.get::<_, i64>(1)? as u64,
+                        stored: n(0)?,
+                        duplicates: n(1)?,
                         conflicts: 0,
-                        over_limit: r.get::<_, i64>(2)? as u64,
+                        over_limit: n(2)?,
+                        awaiting_payment: n(3)?,
+                        paid: n(4)?,
+                        expired: n(5)?,
+                        cancelled: n(6)?,
+                        late_payments: n(7)?,
                     })
                 },
             )
@@ -372,19 +495,51 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
         {
             let mut insert_order = tx.prepare_cached(INSERT_ORDER)?;
             let mut insert_sale = tx.prepare_cached(INSERT_SALE)?;
+            let mut update_state = tx.prepare_cached(UPDATE_STATE)?;
+            let mut insert_late = tx.prepare_cached(INSERT_LATE_PAYMENT)?;
             for command in batch.iter() {
                 outcomes.push(match command {
-                    Command::Record { order, .. } => Outcome::Recorded(
+                    Command::Record { order, .. } => Outcome::Written(
                         insert_order
                             .execute(params![
                                 order.order_id.hyphenated().to_string(),
                                 order.sale_id.0,
                                 order.user_id.as_str(),
                                 order.seq,
-                                order.created_at
+                                order.created_at,
+                                order.state.as_str(),
+                                order.pay_by,
                             ])
                             .map(|_| ())
                             .map_err(|e| refused(order, e)),
+                    ),
+                    Command::Transitions { orders, .. } => Outcome::Written(
+                        orders
+                            .iter()
+                            .try_for_each(|o| {
+                                let payment = o.payment.as_ref();
+                                update_state
+                                    .execute(params![
+                                        o.order_id.hyphenated().to_string(),
+                                        o.state.as_str(),
+                                        payment.map(|p| p.at),
+                                        payment.map(|p| p.id.as_str()),
+                                    ])
+                                    .map(|_| ())
+                            })
+                            .map_err(Arc::new),
+                    ),
+                    Command::LatePayment { late, .. } => Outcome::Written(
+                        insert_late
+                            .execute(params![
+                                late.payment_id,
+                                late.order_id.hyphenated().to_string(),
+                                late.sale_id.0,
+                                late.amount,
+                                late.received_at,
+                            ])
+                            .map(|_| ())
+                            .map_err(Arc::new),
                     ),
                     Command::CreateSale { spec, .. } => {
                         let created_at = now_millis();
@@ -395,7 +550,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
                             spec.starts_at,
                             spec.ends_at,
                             spec.demo,
-                            created_at
+                            created_at,
+                            spec.payment_window_secs,
                         ]);
                         Outcome::Created(inserted.map_err(Arc::new).map(|_| Sale {
                             id: SaleId(tx.last_insert_rowid()),

@@ -313,6 +313,9 @@ async fn events_delivered_twice_are_stored_once() {
             user_id: seckill::domain::UserId::parse(&user).unwrap(),
             seq: 1,
             created_at: 0,
+            state: seckill::domain::OrderState::Confirmed,
+            pay_by: None,
+            payment: None,
         });
     }
     assert_eq!(wait_stored(&app, sale, 50, Duration::from_secs(30)).await["stored"], 50);

@@ -29,6 +29,7 @@ mod observability;
 mod openapi;
 #[cfg(feature = "e2e")]
 mod page;
+mod payments;
 mod prometheus;
 mod purchase;
 mod purchase_tokens;

@@ -44,7 +44,10 @@ async fn the_served_document_is_the_file_and_every_operation_is_routed() {
     let mut fallbacks = Vec::new();
     let mut checked = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{id}", "1").replace("{user_id}", "nobody");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{user_id}", "nobody")
+            .replace("{order_id}", "0192f1c4-5b7a-7c3e-9a51-2f4d6c8e0b1a");
         assert!(!concrete.contains('{'), "no value for a parameter of {path}");
         for method in METHODS.into_iter().filter(|m| item.get(*m).is_some()) {
             let request = match method {

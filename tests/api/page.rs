@@ -72,3 +72,58 @@ async fn a_buyer_waits_for_the_countdown_clicks_buy_and_sees_the_order() {
     assert!(!browser.enabled("#buy").await);
     browser.close().await;
 }
+
+/// A win with a payment step: the page shows the deadline counting down, pays through the
+/// test provider, and shows the order paid; a second hold, left alone, expires on screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_winner_sees_the_payment_deadline_pays_and_an_unpaid_hold_expires() {
+    let app = TestServer::spawn_with(crate::helpers::Options {
+        extra_args: vec!["--payment-provider".into(), "test".into()],
+        ..crate::helpers::Options::new()
+    })
+    .await;
+    let (_, sale) = app
+        .create_sale(json!({ "name": "held sneakers", "stock": 2, "payment_window_secs": 4 }))
+        .await;
+    let id = sale["id"].as_i64().unwrap();
+    let browser = Browser::start().await;
+
+    browser.goto(&app.url(&format!("/?sale={id}&user=page-payer"))).await;
+    browser
+        .wait_for("the button to open", async |b| b.enabled("#buy").await)
+        .await;
+    browser.click("#buy").await;
+    browser
+        .wait_for("the payment deadline", async |b| {
+            b.text("#deadline").await.contains("pay within")
+        })
+        .await;
+    assert!(
+        browser.displayed("#pay").await,
+        "the test provider's Pay button is shown"
+    );
+    browser.click("#pay").await;
+    browser
+        .wait_for("the order paid", async |b| b.text("#hold-state").await.contains("paid"))
+        .await;
+    let (_, orders) = app.get(&format!("/api/sales/{id}/orders/page-payer")).await;
+    assert_eq!(orders["orders"][0]["state"], "paid", "{orders}");
+
+    // Another buyer wins and does not pay: the page shows the hold expire.
+    browser.goto(&app.url(&format!("/?sale={id}&user=page-idler"))).await;
+    browser
+        .wait_for("the button to open", async |b| b.enabled("#buy").await)
+        .await;
+    browser.click("#buy").await;
+    browser
+        .wait_for("the deadline", async |b| {
+            b.text("#deadline").await.contains("pay within")
+        })
+        .await;
+    browser
+        .wait_for("the hold to expire", async |b| {
+            b.text("#hold-state").await.contains("expired")
+        })
+        .await;
+    browser.close().await;
+}

@@ -31,6 +31,49 @@ pub enum SaleStatus {
     Ended,
 }
 
+/// Where an order stands. Without a payment window an order is `confirmed` for good; with one it
+/// is `awaiting_payment` until exactly one of `paid`, `expired` or `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    Confirmed,
+    AwaitingPayment,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Confirmed => "confirmed",
+            OrderState::AwaitingPayment => "awaiting_payment",
+            OrderState::Paid => "paid",
+            OrderState::Expired => "expired",
+            OrderState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "confirmed" => OrderState::Confirmed,
+            "awaiting_payment" => OrderState::AwaitingPayment,
+            "paid" => OrderState::Paid,
+            "expired" => OrderState::Expired,
+            "cancelled" => OrderState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// The order holds its unit: it counts against the stock and the buyer's limit.
+    pub fn holds_unit(self) -> bool {
+        matches!(
+            self,
+            OrderState::Confirmed | OrderState::AwaitingPayment | OrderState::Paid
+        )
+    }
+}
+
 /// A sale as the API shows it: `GET /api/sales/{id}`, and `POST /api/sales` (201).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleView {
@@ -53,6 +96,15 @@ pub struct SaleView {
     pub demo: bool,
     /// The engine's clock when it answered, so a page counts down against it, not the buyer's.
     pub server_time: String,
+    /// Seconds a winner has to pay; 0: no payment step, orders are final.
+    #[serde(default)]
+    pub payment_window_secs: u32,
+    /// Units held by orders awaiting payment (part of `sold`; back in `remaining` if unpaid).
+    #[serde(default)]
+    pub awaiting_payment: u64,
+    /// Units paid for.
+    #[serde(default)]
+    pub paid: u64,
 }
 
 /// Every sale: `GET /api/sales`.
@@ -85,6 +137,41 @@ pub struct Confirmation {
     pub created_at: String,
     /// Units left right after this purchase.
     pub remaining: u64,
+    /// `confirmed`, or `awaiting_payment` on a sale with a payment window.
+    pub state: OrderState,
+    /// When awaiting payment: the deadline, after which the unit goes back on sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by: Option<String>,
+}
+
+/// How the buyer's page offers payment: `GET /api/payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentsConfig {
+    /// `test`: the engine's built-in test provider (`POST /api/orders/{id}/test-payment`);
+    /// `none`: a provider outside the engine.
+    pub provider: String,
+    /// The shop's payment page, `{order_id}` to fill in; `null`: none.
+    pub payment_url: Option<String>,
+}
+
+/// One order: `GET /api/orders/{order_id}`, `POST /api/orders/{order_id}/cancel`, and the
+/// payment webhook's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetail {
+    /// A UUID.
+    pub order_id: String,
+    pub sale_id: i64,
+    pub user_id: String,
+    pub seq: u32,
+    pub state: OrderState,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<String>,
+    /// The payment provider's id of the payment that settled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
 }
 
 /// One stored order of a buyer, inside [`BuyerOrders`].
@@ -97,6 +184,13 @@ pub struct OrderView {
     /// Always [`OrderStatus::Stored`].
     pub status: OrderStatus,
     pub created_at: String,
+    /// Where the order stands (as the store has it).
+    #[serde(default = "confirmed")]
+    pub state: OrderState,
+}
+
+fn confirmed() -> OrderState {
+    OrderState::Confirmed
 }
 
 /// A buyer's stored orders in one sale: `GET /api/sales/{id}/orders/{user}` (404 when none).
@@ -119,7 +213,7 @@ pub struct Audit {
     pub remaining: u64,
     /// Units the gate has handed out (`stock - remaining`).
     pub sold: u64,
-    /// Distinct orders in the order store.
+    /// Stored orders that hold a unit (confirmed, awaiting payment or paid).
     pub stored: u64,
     /// Units reserved at the gate whose orders are not confirmed yet.
     pub open_reservations: u64,
@@ -129,6 +223,21 @@ pub struct Audit {
     pub conflicts: u64,
     /// Buyers holding more units than the per-user limit.
     pub over_limit: u64,
+    /// Stored orders awaiting payment (part of `stored`).
+    #[serde(default)]
+    pub awaiting_payment: u64,
+    /// Stored orders paid (part of `stored`).
+    #[serde(default)]
+    pub paid: u64,
+    /// Orders whose hold expired unpaid: their units are back in `remaining`.
+    #[serde(default)]
+    pub expired: u64,
+    /// Orders their buyer cancelled: their units are back in `remaining`.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// Payments refused because their order's hold had closed, kept for refunds.
+    #[serde(default)]
+    pub late_payments: u64,
     /// `remaining + stored + conflicts + open_reservations == stock`, and no duplicate,
     /// conflict or buyer over the limit.
     pub consistent: bool,
@@ -189,6 +298,12 @@ pub struct ClassicPurchase {
     /// Units left right after this purchase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
+    /// On success: `confirmed`, or `awaiting_payment` on a sale with a payment window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<OrderState>,
+    /// When awaiting payment: the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by: Option<String>,
 }
 
 #[cfg(test)]

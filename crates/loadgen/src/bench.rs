@@ -167,7 +167,7 @@ fn report(config: &BenchConfig, sale: i64, elapsed: Duration, run: &Merged, verd
 fn mode(config: &BenchConfig) -> String {
     match config.users {
         // The wording scripts and past reports know; it is the classic API's anonymous buyers.
-        None => "seed (anonymous buyers)".into(),
+        None => "classic (anonymous buyers)".into(),
         Some(users) => format!(
             "per-user ({users} users{}{})",
             if config.jwt_secret.is_some() { ", JWT" } else { "" },
@@ -196,7 +196,7 @@ mod tests {
         let config = parse(&[]).expect("parses");
         assert_eq!((config.requests, config.concurrency, config.users), (2000, 2000, None));
         assert!(matches!(load(&config, 1).buyers, Buyers::Classic));
-        assert_eq!(mode(&config), "seed (anonymous buyers)");
+        assert_eq!(mode(&config), "classic (anonymous buyers)");
     }
 
     #[test]
