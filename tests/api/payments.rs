@@ -173,7 +173,7 @@ async fn distributed_an_unpaid_hold_expires_and_its_unit_is_sold_again() {
 // ---- payments racing the deadline: exactly one of pay and expire wins, as answered ----
 
 async fn payments_racing_the_deadline_are_never_paid_and_returned(apps: &[Arc<TestServer>]) {
-    const BUYERS: usize = 150;
+    const BUYERS: usize = 1_000;
     let app = &apps[0];
     let sale = sale_with_window(app, BUYERS as u64, 1, 2).await;
     let won = join_all((0..BUYERS).map(|i| {
@@ -189,7 +189,7 @@ async fn payments_racing_the_deadline_are_never_paid_and_returned(apps: &[Arc<Te
     let pay_by = won[0].1["pay_by"].as_str().expect("pay_by").to_owned();
     // Sleep to a little before the deadline, then pay everyone spread across it.
     let deadline = chrono_millis(&pay_by);
-    let wait_ms = deadline - now_millis() - 150;
+    let wait_ms = deadline - now_millis() - 250;
     if wait_ms > 0 {
         tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
     }
@@ -197,8 +197,8 @@ async fn payments_racing_the_deadline_are_never_paid_and_returned(apps: &[Arc<Te
         let app = Arc::clone(&apps[i % apps.len()]);
         let id = id.clone();
         async move {
-            // Spread over ~400 ms around the deadline.
-            tokio::time::sleep(Duration::from_millis((i as u64 * 3) % 400)).await;
+            // Spread over ~500 ms around the deadline.
+            tokio::time::sleep(Duration::from_millis((i as u64 * 7) % 500)).await;
             pay(&app, &id, &format!("pay-{id}")).await
         }
     }))
@@ -449,4 +449,161 @@ async fn a_sale_without_a_window_has_final_orders() {
         .await
         .expect("GET");
     assert_eq!(resp.status(), 200);
+}
+
+// ---- kill -9 in the middle of a storm of expiries ----
+
+/// 1,200 holds, a quarter paid, the engine killed while the rest expire (some expired before the
+/// kill, some deadlines pass while it is down): after a restart every unpaid hold expires once,
+/// every paid one stays paid, and every returned unit is back exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_a_kill_during_a_storm_of_expiries_loses_and_doubles_nothing() {
+    use futures::StreamExt;
+    const BUYERS: usize = 1_200;
+    let mut app = embedded().await;
+    let sale = sale_with_window(&app, BUYERS as u64, 1, 4).await;
+    let won: Vec<(usize, Value)> = futures::stream::iter(0..BUYERS)
+        .map(|i| {
+            let app = &app;
+            async move {
+                let (status, body) = app.buy(sale, &format!("storm-{i}")).await;
+                assert_eq!(status, 201, "{body}");
+                (i, body)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let paid: Vec<&Value> = won.iter().filter(|(i, _)| i % 4 == 0).map(|(_, o)| o).collect();
+    for order in &paid {
+        let (status, body) = pay(&app, &id_of(order), &format!("storm-pay-{}", id_of(order))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let first_deadline = won
+        .iter()
+        .map(|(_, o)| chrono_millis(o["pay_by"].as_str().expect("pay_by")))
+        .min()
+        .expect("orders");
+    let wait = first_deadline + 300 - now_millis();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    app.kill9().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let app = app.restart(with_payments(Options::new())).await;
+
+    let unpaid = (BUYERS - paid.len()) as u64;
+    let audit = wait_audit(&app, sale, Duration::from_secs(30), |a| a["awaiting_payment"] == 0).await;
+    assert_eq!(audit["awaiting_payment"], 0, "{audit}");
+    assert_eq!(audit["paid"], paid.len(), "{audit}");
+    assert_eq!(audit["expired"], unpaid, "{audit}");
+    assert_eq!(audit["stored"], paid.len(), "{audit}");
+    assert_eq!(audit["remaining"], unpaid, "{audit}");
+    assert_eq!(audit["consistent"], true, "{audit}");
+    for order in &paid {
+        let user = order["user_id"].as_str().expect("user");
+        assert_eq!(order_state(&app, &id_of(order), user).await, "paid");
+    }
+}
+
+async fn order_state(app: &TestServer, order_id: &str, user: &str) -> String {
+    let (status, body) = order(app, order_id, user).await;
+    assert_eq!(status, 200, "{body}");
+    body["state"].as_str().expect("state").to_owned()
+}
+
+/// A hold cancelled is bought by the next buyer at once.
+#[tokio::test]
+async fn a_cancelled_unit_goes_to_the_next_buyer() {
+    let app = embedded().await;
+    let sale = sale_with_window(&app, 1, 1, 600).await;
+    let (status, won) = app.buy(sale, "giver").await;
+    assert_eq!(status, 201, "{won}");
+    let (status, body) = app.buy(sale, "taker").await;
+    assert_error(status, &body, 410, "sold_out");
+    assert_eq!(cancel(&app, &id_of(&won), "giver").await.0, 200);
+    let (status, taken) = app.buy(sale, "taker").await;
+    assert_eq!(status, 201, "{taken}");
+}
+
+// ---- distributed: the log carries every transition, in any order ----
+
+/// The consumer merges an order's events in any order: a replayed `awaiting_payment` copy after
+/// `paid` or `expired` changes nothing in MySQL.
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distributed_a_replayed_older_event_never_overwrites_a_newer_state() {
+    let services = Services::start().await;
+    let app = distributed(&services).await;
+    let sale = sale_with_window(&app, 10, 1, 1).await;
+    let (_, paid) = app.buy(sale, "replay-payer").await;
+    let (_, idle) = app.buy(sale, "replay-idler").await;
+    assert_eq!(pay(&app, &id_of(&paid), "replay-pay").await.0, 200);
+    let expired = wait_state(&app, &id_of(&idle), "replay-idler", "expired", Duration::from_secs(15)).await;
+    assert_eq!(expired["state"], "expired");
+    let audit = wait_audit(&app, sale, Duration::from_secs(30), |a| a["paid"] == 1 && a["expired"] == 1).await;
+    assert_eq!((audit["paid"].clone(), audit["expired"].clone()), (json!(1), json!(1)), "{audit}");
+
+    // Both purchases again, as they first went through the log.
+    let log = seckill::log::KafkaLog::connect(&services.brokers, &services.topic, Duration::from_secs(5)).expect("log");
+    for (body, user) in [(&paid, "replay-payer"), (&idle, "replay-idler")] {
+        let order = seckill::domain::Order {
+            order_id: id_of(body).parse().expect("uuid"),
+            sale_id: seckill::domain::SaleId(sale),
+            user_id: seckill::domain::UserId::parse(user).expect("user"),
+            seq: 1,
+            created_at: 0,
+            state: seckill::domain::OrderState::AwaitingPayment,
+            pay_by: Some(0),
+            payment: None,
+        };
+        log.publish(&order).await.expect("publish");
+    }
+    // A new order behind them tells when the consumer has gone past the copies.
+    let (status, marker) = app.buy(sale, "replay-marker").await;
+    assert_eq!(status, 201, "{marker}");
+    let audit = wait_audit(&app, sale, Duration::from_secs(30), |a| a["awaiting_payment"] == 1).await;
+    assert_eq!(audit["awaiting_payment"], 1, "only the marker awaits payment: {audit}");
+    assert_eq!(audit["paid"], 1, "{audit}");
+    assert_eq!(audit["expired"], 1, "{audit}");
+    for (user, state) in [("replay-payer", "paid"), ("replay-idler", "expired")] {
+        let (status, stored) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["orders"][0]["state"], state, "{stored}");
+    }
+}
+
+/// Holds expire while the broker is away: Redis decides and returns the units at once; the
+/// expiries reach MySQL once the broker is back (recorded again from the gate's list of
+/// unconfirmed transitions).
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distributed_expiries_decided_while_the_broker_is_away_reach_mysql_later() {
+    let services = Services::start().await;
+    let app = distributed(&services).await;
+    let sale = sale_with_window(&app, 20, 1, 1).await;
+    let mut won = Vec::new();
+    for i in 0..20 {
+        let (status, body) = app.buy(sale, &format!("away-{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        won.push(body);
+    }
+    wait_audit(&app, sale, Duration::from_secs(30), |a| a["awaiting_payment"] == 20).await;
+    services.broker.pause();
+    // Every hold expires in the gate, and its unit is back on sale, though the log is away.
+    for (i, order) in won.iter().enumerate() {
+        let expired = wait_state(&app, &id_of(order), &format!("away-{i}"), "expired", Duration::from_secs(15)).await;
+        assert_eq!(expired["state"], "expired", "{expired}");
+    }
+    let (_, view) = app.get(&format!("/api/sales/{sale}")).await;
+    assert_eq!(view["remaining"], 20, "{view}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    services.broker.resume();
+    let audit = wait_audit(&app, sale, Duration::from_secs(60), |a| {
+        a["expired"] == 20 && a["consistent"] == true
+    })
+    .await;
+    assert_eq!(audit["expired"], 20, "{audit}");
+    assert_eq!(audit["awaiting_payment"], 0, "{audit}");
+    assert_eq!(audit["consistent"], true, "{audit}");
 }
