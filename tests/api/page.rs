@@ -125,5 +125,14 @@ async fn a_winner_sees_the_payment_deadline_pays_and_an_unpaid_hold_expires() {
             b.text("#hold-state").await.contains("expired")
         })
         .await;
+    // The unit is back on sale: the stock shown rises and the buy button comes back.
+    browser
+        .wait_for("the stock to rise", async |b| {
+            b.text("#remaining").await.contains("1 / 2")
+        })
+        .await;
+    browser
+        .wait_for("the button to come back", async |b| b.enabled("#buy").await)
+        .await;
     browser.close().await;
 }

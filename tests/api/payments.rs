@@ -541,8 +541,15 @@ async fn distributed_a_replayed_older_event_never_overwrites_a_newer_state() {
     assert_eq!(pay(&app, &id_of(&paid), "replay-pay").await.0, 200);
     let expired = wait_state(&app, &id_of(&idle), "replay-idler", "expired", Duration::from_secs(15)).await;
     assert_eq!(expired["state"], "expired");
-    let audit = wait_audit(&app, sale, Duration::from_secs(30), |a| a["paid"] == 1 && a["expired"] == 1).await;
-    assert_eq!((audit["paid"].clone(), audit["expired"].clone()), (json!(1), json!(1)), "{audit}");
+    let audit = wait_audit(&app, sale, Duration::from_secs(30), |a| {
+        a["paid"] == 1 && a["expired"] == 1
+    })
+    .await;
+    assert_eq!(
+        (audit["paid"].clone(), audit["expired"].clone()),
+        (json!(1), json!(1)),
+        "{audit}"
+    );
 
     // Both purchases again, as they first went through the log.
     let log = seckill::log::KafkaLog::connect(&services.brokers, &services.topic, Duration::from_secs(5)).expect("log");
@@ -592,7 +599,14 @@ async fn distributed_expiries_decided_while_the_broker_is_away_reach_mysql_later
     services.broker.pause();
     // Every hold expires in the gate, and its unit is back on sale, though the log is away.
     for (i, order) in won.iter().enumerate() {
-        let expired = wait_state(&app, &id_of(order), &format!("away-{i}"), "expired", Duration::from_secs(15)).await;
+        let expired = wait_state(
+            &app,
+            &id_of(order),
+            &format!("away-{i}"),
+            "expired",
+            Duration::from_secs(15),
+        )
+        .await;
         assert_eq!(expired["state"], "expired", "{expired}");
     }
     let (_, view) = app.get(&format!("/api/sales/{sale}")).await;
