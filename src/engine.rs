@@ -88,6 +88,8 @@ pub struct Engine<G, S> {
     /// Purchases in flight; past the limit the engine sheds load (503) instead of queueing.
     in_flight: tokio::sync::Semaphore,
     max_in_flight: usize,
+    /// Sales the gate lost and that wait to be rebuilt from the store.
+    pub(crate) lost: crate::recovery::LostSales,
 }
 
 /// Purchases in flight at once unless configured otherwise.
@@ -149,6 +151,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             anonymous: AnonymousIds::new(),
             in_flight: tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            lost: crate::recovery::LostSales::default(),
         })
     }
 
@@ -195,6 +198,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             .flat_map(|(checks, name, role)| {
                 checks.unwrap_or_else(|_| vec![Check::required(name, Err(timed_out(role)))])
             })
+            .chain(std::iter::once(self.lost.check()))
             .collect()
     }
 
@@ -226,7 +230,12 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     async fn try_purchase(&self, sale_id: SaleId, user: UserId) -> Result<Confirmation, PurchaseError> {
         let now = now_millis();
-        let reservation = self.gate.reserve(sale_id, &user, now).await?;
+        let reservation = match self.gate.reserve(sale_id, &user, now).await {
+            Err(ReserveError::Refused(Refusal::UnknownSale)) if self.cached().contains_key(&sale_id) => {
+                return Err(self.gate_lost(sale_id).into());
+            }
+            reserved => reserved?,
+        };
         let order = Order {
             order_id: reservation.order_id,
             sale_id,
@@ -286,7 +295,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     pub async fn remaining(&self, id: SaleId) -> Result<u64, EngineError> {
-        self.gate.remaining(id).await?.ok_or(EngineError::SaleNotFound)
+        match self.gate.remaining(id).await? {
+            Some(remaining) => Ok(remaining),
+            None if self.cached().contains_key(&id) => Err(self.gate_lost(id).into()),
+            None => Err(EngineError::SaleNotFound),
+        }
     }
 
     pub async fn sale(&self, id: SaleId) -> Result<SaleView, EngineError> {
@@ -417,7 +430,11 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 
     async fn view(&self, sale: &Sale) -> Result<SaleView, BackendError> {
-        let remaining = self.gate.remaining(sale.id).await?.unwrap_or(0);
+        let remaining = self
+            .gate
+            .remaining(sale.id)
+            .await?
+            .ok_or_else(|| self.gate_lost(sale.id))?;
         let holds = self.gate.hold_counts(sale.id).await?;
         let now = now_millis();
         let spec = &sale.spec;

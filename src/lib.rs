@@ -22,11 +22,15 @@
 //!   (durable once [`log::KafkaLog`] acks; [`consumer`] writes the log into MySQL; [`reconcile`]
 //!   re-publishes reservations whose instance died before the ack).
 //!
+//! Beside the buy path, a won unit on a sale with a payment window is a hold ([`payment`]): paid
+//! through a signed webhook, cancelled, or expired back on sale, exactly one of the three.
+//!
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
-//! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
+//! resets or re-creates stock; [`recovery`] does the same while running for a sale the gate
+//! lost (a Redis that restarted empty). [`startup`] is the one place where backends are chosen;
 //! [`shutdown`] drains purchases and flushes the store on SIGTERM. [`config`] reads flags,
-//! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`health`]
-//! is what `/readyz` asks each backend.
+//! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`backend`]
+//! holds the backends' error and what `/readyz` asks each of them.
 //!
 //! The load generator and the auditor (`seckill bench`, `seckill audit`) are clients of the
 //! HTTP API, not part of this library: `crates/loadgen` (`seckill-loadgen`), reading answers
@@ -46,6 +50,7 @@ pub mod metrics;
 pub mod payment;
 #[cfg(feature = "distributed")]
 pub mod reconcile;
+pub mod recovery;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

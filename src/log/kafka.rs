@@ -11,9 +11,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
@@ -190,6 +192,47 @@ impl KafkaLog {
             }
         }
         Ok(())
+    }
+
+    /// The longest a `publish` can wait for its verdict: an order published before some moment
+    /// is in the log, or failed, by then.
+    pub fn longest_delivery_wait(&self) -> Duration {
+        self.timeout + DELIVERY_GRACE
+    }
+
+    /// Whether consumer `group` has committed every partition of the topic up to its end
+    /// (blocking: call it off the async workers).
+    pub fn drained(&self, group: &str, timeout: Duration) -> Result<bool, BackendError> {
+        let unavailable = |e: KafkaError| BackendError::unavailable(Role::Log, e);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(unavailable)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(unavailable)?;
+        let mut partitions = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                partitions.add_partition(&self.topic, partition.id());
+            }
+        }
+        let committed = consumer.committed_offsets(partitions, timeout).map_err(unavailable)?;
+        for element in committed.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, element.partition(), timeout)
+                .map_err(unavailable)?;
+            let next = match element.offset() {
+                Offset::Offset(next) => next,
+                _ => low,
+            };
+            if next < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Publishes `order` and waits for the broker's acknowledgement.

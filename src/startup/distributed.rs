@@ -41,6 +41,7 @@ impl DistributedApp {
             log,
             mysql: mysql.clone(),
             publish_delay,
+            consumer_group: config.distributed.kafka_group.clone(),
         };
         let engine = Engine::start(gate, store, config.demo_stock, config.payment_window_secs).await?;
         let app = Application::bind(config, engine).await?;

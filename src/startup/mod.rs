@@ -116,6 +116,8 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         background.spawn(prune_rate_limits(Arc::clone(&state.limits), stop.clone()));
         let (expiring, stop_expiry) = (Arc::clone(&state), stop.clone());
         background.spawn(async move { crate::payment::expiry::run(&expiring.engine, stop_expiry).await });
+        let (healing, stop_healing) = (Arc::clone(&state), stop.clone());
+        background.spawn(async move { crate::recovery::run(&healing.engine, stop_healing).await });
         Ok(Application {
             listener,
             state,

@@ -15,6 +15,8 @@ pub struct DistributedStore {
     pub mysql: MySqlStore,
     /// Fault injection (`--commit-delay-ms`): hold each order before publishing it.
     pub publish_delay: std::time::Duration,
+    /// The consumers' group: whether they drained the log tells when MySQL has every order.
+    pub consumer_group: String,
 }
 
 impl OrderStore for DistributedStore {
@@ -57,6 +59,18 @@ impl OrderStore for DistributedStore {
 
     async fn record_late_payment(&self, late: &LatePayment) -> Result<(), BackendError> {
         self.mysql.record_late_payment(late).await
+    }
+
+    async fn caught_up(&self, since: crate::domain::Millis) -> Result<bool, BackendError> {
+        let settled_at = since + self.log.longest_delivery_wait().as_millis() as i64;
+        if crate::domain::now_millis() < settled_at {
+            return Ok(false);
+        }
+        let log = std::sync::Arc::clone(&self.log);
+        let group = self.consumer_group.clone();
+        tokio::task::spawn_blocking(move || log.drained(&group, READY_TIMEOUT))
+            .await
+            .map_err(|e| BackendError::fault(Role::Log, e))?
     }
 
     async fn audit(&self, sale: SaleId, per_user_limit: u32) -> Result<StoreAudit, BackendError> {

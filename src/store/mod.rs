@@ -70,6 +70,12 @@ pub trait OrderStore: Send + Sync + 'static {
     /// payment id twice is kept once.
     fn record_late_payment(&self, late: &LatePayment) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Whether every order acknowledged before `since` is in what [`OrderStore::gate_state`]
+    /// reads (a gate that lost a sale is rebuilt only then). Embedded: always, a recorded
+    /// order is in SQLite. Distributed: once the log's longest delivery wait has passed since
+    /// `since` and the consumers have drained the log into MySQL.
+    fn caught_up(&self, since: crate::domain::Millis) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
     /// What the store holds for a sale, for the auditor.
     fn audit(&self, sale: SaleId, per_user_limit: u32)
         -> impl Future<Output = Result<StoreAudit, BackendError>> + Send;

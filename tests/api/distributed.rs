@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::helpers::{Options, Services, TestServer};
+use crate::helpers::{assert_error, Options, Services, TestServer};
 
 /// Polls the audit (up to a minute) until the books balance with no reservation left open:
 /// the consumer has drained and the reconciler has settled what a fault left uncertain.
@@ -616,4 +616,65 @@ async fn units_released_during_broker_outages_never_make_a_buyer_reuse_a_seq() {
             "{user}'s confirmed order {body} is not stored"
         );
     }
+}
+
+/// Redis loses a live sale (a restart without persistence, a `FLUSHALL`): the sale answers 503,
+/// never 404 or "sold out", and `/readyz` is 503 naming it, until the gate is rebuilt from MySQL
+/// once the log is drained into it; then selling resumes and the stock is sold exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_redis_lost_answers_503_until_rebuilt_from_the_store_and_never_oversells() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(300, 1).await;
+    for i in 0..100 {
+        let (status, body) = app.buy(sale, &format!("before-loss-{i}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let keys: Vec<String> = ["meta", "holders", "seqs", "pending", "holds", "deadlines", "settled"]
+        .iter()
+        .map(|name| services.gate_key(sale, name))
+        .collect();
+    services.redis_del(&keys).await;
+
+    let (status, body) = app.buy(sale, "during-loss").await;
+    assert_error(status, &body, 503, "unavailable");
+    let (status, view) = app.get(&format!("/api/sales/{sale}")).await;
+    assert_eq!(status, 503, "the sale is neither missing nor sold out: {view}");
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.to_string().contains("gate-state"), "{ready}");
+
+    // Rebuilt once the log is drained (after the log's longest delivery wait).
+    let started = Instant::now();
+    loop {
+        let (status, _) = app.get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never rebuilt: {}",
+            app.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A buyer from before the loss still holds their unit; the rest of the stock sells once.
+    let (status, body) = app.buy(sale, "before-loss-7").await;
+    assert_error(status, &body, 409, "already_purchased");
+    let answers = join_all((0..400).map(|i| {
+        let app = &app;
+        async move { app.buy(sale, &format!("after-loss-{i}")).await.0 }
+    }))
+    .await;
+    let sold_after = answers.iter().filter(|s| **s == 201).count();
+    assert_eq!(
+        sold_after,
+        200,
+        "answers: {:?}",
+        answers.iter().filter(|s| **s != 201 && **s != 410).collect::<Vec<_>>()
+    );
+    let audit = wait_stored(&app, sale, 300, Duration::from_secs(30)).await;
+    assert_eq!(audit["stored"], 300, "{audit}");
+    assert_eq!(audit["remaining"], 0, "{audit}");
+    assert_eq!(audit["consistent"], true, "{audit}");
 }
