@@ -54,3 +54,4 @@ pub mod recovery;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub mod throttle;

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::FaultCause;
 use super::limit::RateLimits;
 use crate::metrics::METRICS;
+use crate::throttle::Throttle;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -201,11 +202,16 @@ impl Done {
         METRICS.observe_request(self.slot, status.as_u16(), self.started.elapsed());
         if let Some(FaultCause(cause)) = response.extensions_mut().remove::<FaultCause>() {
             let (id, method, route) = (&self.id, &self.method, self.path);
-            // A backend outage (503) is the operator's to fix and may repeat per request: a warning.
+            // A backend outage (503) is the operator's to fix and may repeat per request: a
+            // warning. Both are throttled: a stampede against a dead backend must not flood the log.
+            static UNAVAILABLE: Throttle = Throttle::new(1_000);
+            static FAILED: Throttle = Throttle::new(1_000);
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                tracing::warn!(request_id = ?id, %method, route, status = status.as_u16(), %cause, "backend unavailable");
-            } else {
-                tracing::error!(request_id = ?id, %method, route, status = status.as_u16(), %cause, "request failed");
+                if let Some(suppressed) = UNAVAILABLE.allow() {
+                    tracing::warn!(request_id = ?id, %method, route, status = status.as_u16(), %cause, suppressed, "backend unavailable");
+                }
+            } else if let Some(suppressed) = FAILED.allow() {
+                tracing::error!(request_id = ?id, %method, route, status = status.as_u16(), %cause, suppressed, "request failed");
             }
         }
         response.headers_mut().insert(REQUEST_ID, self.id);

@@ -7,6 +7,7 @@
 //! batch, not per order; a lone buyer is committed at once, with no waiting for company.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::backend::{BackendError, Check, Role};
 use crate::domain::{now_millis, GateState, Holding, Order, OrderState, Payment, Sale, SaleId, SaleSpec, UserId};
 use crate::metrics::METRICS;
 use crate::payment::LatePayment;
+use crate::throttle::Throttle;
 
 /// The most orders one transaction commits.
 const MAX_BATCH: usize = 4096;
@@ -45,6 +47,11 @@ CREATE TABLE IF NOT EXISTS orders (
     seq        INTEGER NOT NULL CHECK (seq >= 1),
     created_at INTEGER NOT NULL,
     UNIQUE (sale_id, user_id, seq)
+);
+-- One row, rewritten by the readiness probe of a store whose writes failed.
+CREATE TABLE IF NOT EXISTS write_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS late_payments (
     payment_id  TEXT    PRIMARY KEY,
@@ -114,6 +121,8 @@ enum Command {
         late: LatePayment,
         done: oneshot::Sender<Written<()>>,
     },
+    /// A tiny write: can the store write again after writes failed (`/readyz`)?
+    Probe { done: oneshot::Sender<Written<()>> },
     /// Stop accepting; commit what is already queued; exit.
     Close,
 }
@@ -128,7 +137,10 @@ impl Command {
     fn answer(self, outcome: Outcome) {
         match (self, outcome) {
             (
-                Command::Record { done, .. } | Command::Transitions { done, .. } | Command::LatePayment { done, .. },
+                Command::Record { done, .. }
+                | Command::Transitions { done, .. }
+                | Command::LatePayment { done, .. }
+                | Command::Probe { done },
                 Outcome::Written(r),
             ) => drop(done.send(r)),
             (Command::CreateSale { done, .. }, Outcome::Created(r)) => drop(done.send(r)),
@@ -138,9 +150,10 @@ impl Command {
 
     fn fail(self, why: &Arc<rusqlite::Error>) {
         match self {
-            Command::Record { done, .. } | Command::Transitions { done, .. } | Command::LatePayment { done, .. } => {
-                drop(done.send(Err(Arc::clone(why))))
-            }
+            Command::Record { done, .. }
+            | Command::Transitions { done, .. }
+            | Command::LatePayment { done, .. }
+            | Command::Probe { done } => drop(done.send(Err(Arc::clone(why)))),
             Command::CreateSale { done, .. } => drop(done.send(Err(Arc::clone(why)))),
             Command::Close => {}
         }
@@ -153,6 +166,9 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The last group commit failed (a full disk, say): `/readyz` probes a write until one
+    /// succeeds.
+    write_failing: Arc<AtomicBool>,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -209,15 +225,18 @@ impl SqliteStore {
         schema().map_err(|e| cannot("cannot create the schema in", &e))?;
         let reader = opened(open(&path))?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let write_failing = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&write_failing);
         let writer = std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || run_writer(writer_conn, receiver, delay))
+            .spawn(move || run_writer(writer_conn, receiver, delay, &failing))
             .map_err(|e| cannot("cannot start the writer thread for", &e))?;
         Ok(SqliteStore {
             sender,
             writer: Mutex::new(Some(writer)),
             reader: Arc::new(Mutex::new(reader)),
             path,
+            write_failing,
         })
     }
 
@@ -438,6 +457,8 @@ impl OrderStore for SqliteStore {
     async fn ready(&self) -> Vec<Check> {
         let result = if self.sender.is_closed() {
             Err(writer_stopped())
+        } else if self.write_failing.load(Ordering::Relaxed) {
+            self.write(|done| Command::Probe { done }).await
         } else {
             self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
         };
@@ -455,7 +476,7 @@ impl OrderStore for SqliteStore {
     }
 }
 
-fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay: Duration) {
+fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay: Duration, failing: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // After `close()`, `blocking_recv` still yields what was buffered, then `None`.
     while let Some(first) = commands.blocking_recv() {
@@ -473,7 +494,8 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>, delay
         if batch.iter().any(|c| matches!(c, Command::Close)) {
             commands.close();
         }
-        commit_batch(&mut conn, &mut batch);
+        let committed = commit_batch(&mut conn, &mut batch);
+        failing.store(!committed, Ordering::Relaxed);
     }
     tracing::info!("order store closed; every queued order is committed");
 }
@@ -492,7 +514,8 @@ fn refused(order: &Order, e: rusqlite::Error) -> Arc<rusqlite::Error> {
 
 /// Inserts the batch in one transaction. A row that fails (say a duplicate) fails alone;
 /// a failed commit fails every row, and none of them is stored.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
+/// Commits `batch` in one transaction and answers each command; `false` if the commit failed.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> bool {
     let mut outcomes = Vec::with_capacity(batch.len());
     let committed = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
@@ -563,6 +586,14 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
                             created_at,
                         }))
                     }
+                    Command::Probe { .. } => Outcome::Written(
+                        tx.execute(
+                            "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?1)",
+                            [now_millis()],
+                        )
+                        .map(|_| ())
+                        .map_err(Arc::new),
+                    ),
                     Command::Close => Outcome::Closed,
                 });
             }
@@ -571,11 +602,19 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
     })();
     METRICS.observe_commit(batch.len());
     match committed {
-        Ok(()) => batch.drain(..).zip(outcomes).for_each(|(c, o)| c.answer(o)),
+        Ok(()) => {
+            batch.drain(..).zip(outcomes).for_each(|(c, o)| c.answer(o));
+            true
+        }
         Err(e) => {
-            tracing::error!(error = %e, batch = batch.len(), "group commit failed; no order of the batch is stored");
+            // A full disk fails every batch until the operator acts: one line a second.
+            static FAILED: Throttle = Throttle::new(1_000);
+            if let Some(suppressed) = FAILED.allow() {
+                tracing::error!(error = %e, batch = batch.len(), suppressed, "group commit failed; no order of the batch is stored");
+            }
             let why = Arc::new(e);
             batch.drain(..).for_each(|c| c.fail(&why));
+            false
         }
     }
 }

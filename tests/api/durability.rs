@@ -256,3 +256,73 @@ async fn a_disk_that_fills_and_frees_never_makes_a_buyer_reuse_a_seq_or_locks_th
         }
     }
 }
+
+/// A full disk is an outage the operator must end, not a fault of ours: purchases answer 503
+/// `unavailable` with `Retry-After` (never 500), `/readyz` is 503 naming the store until a write
+/// succeeds again, and a stampede against the full disk writes a few log lines, not one per
+/// request. Needs root (a tmpfs of its own).
+#[cfg(feature = "e2e")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_answers_503_makes_the_instance_unready_and_floods_no_log() {
+    let disk = crate::helpers::Tmpfs::mount(4);
+    let app = TestServer::spawn_with(Options {
+        data_dir: Some(disk.path().to_path_buf()),
+        ..Options::new()
+    })
+    .await;
+    let sale = app.live_sale(1_000_000, 1).await;
+    let (status, body) = app.buy(sale, "before-full").await;
+    assert_eq!(status, 201, "{body}");
+    let log_lines_before = app.log_tail(100_000).lines().count();
+
+    disk.fill();
+    let answers = futures::future::join_all((0..2_000).map(|i| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .post(app.url(&format!("/api/sales/{sale}/purchase")))
+                .header("x-user-id", format!("full-{i}"))
+                .send()
+                .await
+                .expect("POST");
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").is_some();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let refused: Vec<_> = answers.iter().filter(|(status, _, _)| *status != 201).collect();
+    assert!(
+        refused.len() > 1_000,
+        "a full disk refused only {} purchases",
+        refused.len()
+    );
+    for (status, retry_after, body) in &refused {
+        assert_eq!(*status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert!(*retry_after, "503 without Retry-After: {body}");
+    }
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.to_string().contains("sqlite"), "{ready}");
+    let logged = app.log_tail(100_000).lines().count() - log_lines_before;
+    assert!(logged < 100, "{logged} log lines for {} refusals", refused.len());
+
+    disk.free();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = app.get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still unready after the disk was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = app.buy(sale, "after-free").await;
+    assert_eq!(status, 201, "{body}");
+}
