@@ -678,3 +678,44 @@ async fn a_sale_redis_lost_answers_503_until_rebuilt_from_the_store_and_never_ov
     assert_eq!(audit["remaining"], 0, "{audit}");
     assert_eq!(audit["consistent"], true, "{audit}");
 }
+
+/// A table dropped behind the engine's back (the migrations stay recorded as applied, so
+/// nothing recreates it) is named: by `/readyz` while running, and by the start-up error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_mysql_table_is_named_by_readyz_and_at_start() {
+    use sqlx::Connection;
+    let services = Services::start().await;
+    let mut app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["mysql"], "ok", "{ready}");
+
+    let mut conn = sqlx::mysql::MySqlConnection::connect(&services.database_url)
+        .await
+        .expect("mysql");
+    sqlx::query("DROP TABLE orders").execute(&mut conn).await.expect("drop");
+    // The answer names the role; the log names the table.
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["checks"]["mysql"], "unavailable", "{ready}");
+    let log = app.log_tail(50);
+    assert!(
+        log.contains("table orders is missing"),
+        "the log does not name the dropped table: {log}"
+    );
+
+    app.terminate().await;
+    let started = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--backend")
+        .arg("distributed")
+        .args(services.args())
+        .env("SECKILL_LOG", "warn")
+        .output()
+        .await
+        .expect("run seckill");
+    assert!(!started.status.success());
+    let stderr = String::from_utf8_lossy(&started.stderr);
+    assert!(stderr.contains("table orders is missing"), "{stderr}");
+}

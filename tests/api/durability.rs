@@ -326,3 +326,21 @@ async fn a_full_disk_answers_503_makes_the_instance_unready_and_floods_no_log() 
     let (status, body) = app.buy(sale, "after-free").await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// A data dir whose store file is not a database stops the start with SQLite's own words,
+/// not "internal error".
+#[tokio::test]
+async fn a_store_file_that_is_not_a_database_is_named_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("seckill.sqlite3"), b"not a database, just garbage").expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SECKILL_LOG", "warn")
+        .output()
+        .await
+        .expect("run seckill");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("file is not a database"), "{stderr}");
+}
