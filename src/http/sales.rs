@@ -48,8 +48,11 @@ pub async fn get<G: StockGate, S: OrderStore>(
     Ok(Json(app.engine.sale(sale_id(&id)?).await?).into_response())
 }
 
+/// An operator's tool, behind the admin token: it counts every order of the sale, which an
+/// anonymous flood must not be able to make the engine do.
 pub async fn audit<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
+    _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(app.engine.audit(sale_id(&id)?).await?).into_response())
