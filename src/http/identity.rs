@@ -59,6 +59,8 @@ impl Authenticator {
             .map(|(alg, _)| alg)
             .collect();
         validation.leeway = LEEWAY_SECS;
+        // A token not valid yet is not valid: the library checks `nbf` only when asked.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(issuer) = &config.jwt_issuer {
             validation.set_issuer(&[issuer]);
@@ -128,9 +130,15 @@ impl Authenticator {
     fn verify(&self, token: Option<&str>) -> Result<UserId, ApiError> {
         let token =
             token.ok_or_else(|| ApiError::InvalidToken("the Authorization header is not `Bearer <JWT>`".into()))?;
-        let algorithm = jsonwebtoken::decode_header(token)
-            .map_err(|e| ApiError::InvalidToken(e.to_string()))?
-            .alg;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+        // `crit` names extensions the token's meaning depends on (RFC 7515, 4.1.11); we
+        // understand none, and the library does not look, so any is refused here.
+        if let Some(critical) = &header.crit {
+            return Err(ApiError::InvalidToken(format!(
+                "critical header extensions {critical:?} are not understood"
+            )));
+        }
+        let algorithm = header.alg;
         let key = match algorithm {
             Algorithm::HS256 => self.hs256.as_ref(),
             Algorithm::RS256 => self.rs256.as_ref(),
@@ -207,6 +215,35 @@ mod tests {
         ] {
             let h = headers(&[("authorization", format!("Bearer {bad}"))]);
             assert!(matches!(auth.require(&h), Err(ApiError::InvalidToken(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let auth = authenticator(&["--auth", "jwt"], "k");
+        let early = token("k", json!({"sub": "alice", "exp": in_secs(600), "nbf": in_secs(300)}));
+        let h = headers(&[("authorization", format!("Bearer {early}"))]);
+        assert!(matches!(auth.require(&h), Err(ApiError::InvalidToken(_))));
+        let valid = token("k", json!({"sub": "alice", "exp": in_secs(600), "nbf": in_secs(-60)}));
+        let h = headers(&[("authorization", format!("Bearer {valid}"))]);
+        assert_eq!(auth.require(&h).expect("valid").as_str(), "alice");
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let auth = authenticator(&["--auth", "jwt"], "k");
+        let claims = json!({"sub": "alice", "exp": in_secs(60)});
+        for critical in [vec!["b64".to_owned()], vec!["exp".to_owned()], vec![]] {
+            let header = Header {
+                crit: Some(critical.clone()),
+                ..Header::default()
+            };
+            let signed = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"k")).expect("encode");
+            let h = headers(&[("authorization", format!("Bearer {signed}"))]);
+            assert!(
+                matches!(auth.require(&h), Err(ApiError::InvalidToken(_))),
+                "{critical:?}"
+            );
         }
     }
 
