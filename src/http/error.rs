@@ -31,6 +31,8 @@ pub enum ApiError {
     MissingUserId,
     #[error("X-User-Id must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @")]
     InvalidUserId,
+    #[error("the request carries more than one X-User-Id or Authorization header; send one")]
+    AmbiguousIdentity,
     #[error("{0}")]
     InvalidSale(String),
     #[error("malformed JSON body: {0}")]
@@ -84,6 +86,7 @@ impl ApiError {
             AlreadyPurchased,
             MissingUserId,
             InvalidUserId,
+            AmbiguousIdentity,
             InvalidSale(String::new()),
             MalformedJson(String::new()),
             PayloadTooLarge,
@@ -127,7 +130,9 @@ impl ApiError {
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
             AlreadyPurchased => StatusCode::CONFLICT,
-            MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
+            MissingUserId | InvalidUserId | AmbiguousIdentity | InvalidSale(_) | MalformedJson(_) => {
+                StatusCode::BAD_REQUEST
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -152,6 +157,7 @@ impl ApiError {
             AlreadyPurchased => "already_purchased",
             MissingUserId => "missing_user_id",
             InvalidUserId => "invalid_user_id",
+            AmbiguousIdentity => "ambiguous_identity",
             InvalidSale(_) => "invalid_sale",
             MalformedJson(_) => "malformed_json",
             PayloadTooLarge => "payload_too_large",

@@ -93,6 +93,7 @@ impl Authenticator {
 
     /// The buyer of a request; `Ok(None)` when it names none (the classic API's anonymous buyers).
     pub fn identify(&self, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
+        refuse_repeated_identity(headers)?;
         let bearer = || {
             headers
                 .get(header::AUTHORIZATION)
@@ -150,6 +151,17 @@ impl Authenticator {
             .claims;
         UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))
     }
+}
+
+/// Two `X-User-Id` or two `Authorization` headers name two buyers (or two credentials): which
+/// one a proxy, the gateway and we would each pick differs, so none is picked.
+pub(crate) fn refuse_repeated_identity(headers: &HeaderMap) -> Result<(), ApiError> {
+    for name in [header::AUTHORIZATION.as_str(), "x-user-id"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::AmbiguousIdentity);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -137,3 +137,31 @@ async fn rs256_tokens_verify_with_the_public_key_and_algorithm_confusion_fails()
         "{order}"
     );
 }
+
+/// Two `X-User-Id` or two `Authorization` headers name two buyers; a proxy, the gateway and
+/// the engine might each pick another, so the engine picks none: 400 `ambiguous_identity`.
+#[tokio::test]
+async fn two_identity_headers_are_refused_as_ambiguous() {
+    let app = TestServer::spawn_with(with_jwt("either")).await;
+    let sale = app.live_sale(10, 1).await;
+    let path = format!("/api/sales/{sale}/purchase");
+    let (alice, bob) = (
+        format!("Bearer {}", hs256(JWT_SECRET, "alice", 60)),
+        format!("Bearer {}", hs256(JWT_SECRET, "bob", 60)),
+    );
+    for headers in [
+        vec![("x-user-id", "alice"), ("x-user-id", "bob")],
+        vec![("authorization", alice.as_str()), ("authorization", bob.as_str())],
+        vec![("authorization", alice.as_str()), ("authorization", alice.as_str())],
+    ] {
+        let (status, _, body) = post(&app, &path, &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+        let (status, _, body) = post(&app, "/seckill/seckill", &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+        let token_path = format!("/api/sales/{sale}/token");
+        let (status, _, body) = get_with(&app, &token_path, &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+    }
+    assert_eq!(app.audit(sale).await["stored"], 0, "nobody bought");
+    assert_eq!(app.count().await, 1000, "nobody bought the demo sale either");
+}
