@@ -54,6 +54,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the Authorization: Bearer <JWT> header is required")]
     TokenRequired,
+    #[error("the buyer must be named: X-User-Id from the gateway, or Authorization: Bearer <JWT>")]
+    IdentityRequired,
     #[error("invalid token: {0}")]
     InvalidToken(String),
     #[error("this sale needs a purchase token: GET /api/sales/{{id}}/token, then send it as X-Purchase-Token")]
@@ -97,6 +99,7 @@ impl ApiError {
             Overloaded,
             RateLimited(1),
             TokenRequired,
+            IdentityRequired,
             InvalidToken(String::new()),
             PurchaseTokenRequired,
             InvalidPurchaseToken,
@@ -135,7 +138,7 @@ impl ApiError {
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Unauthorized | TokenRequired | IdentityRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
             PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders => StatusCode::FORBIDDEN,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -168,6 +171,7 @@ impl ApiError {
             Overloaded => "overloaded",
             RateLimited(_) => "rate_limited",
             TokenRequired => "token_required",
+            IdentityRequired => "identity_required",
             InvalidToken(_) => "invalid_token",
             PurchaseTokenRequired => "purchase_token_required",
             InvalidPurchaseToken => "invalid_purchase_token",
@@ -294,6 +298,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            // No credentials at all: a challenge without an error (RFC 6750, 3.1).
+            ApiError::IdentityRequired => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
                 );
             }
             ApiError::TokenRequired | ApiError::InvalidToken(_) => {

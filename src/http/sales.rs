@@ -89,8 +89,9 @@ pub async fn purchase_token<G: StockGate, S: OrderStore>(
     .into_response())
 }
 
-/// A buyer's orders. With JWTs (`--auth jwt`, or `either` when one is sent) only that buyer may
-/// read them; behind a trusted gateway (`header`) the gateway decides.
+/// A buyer's orders. With JWTs (`--auth jwt`, or `either`, where the caller names themselves by
+/// a JWT or `X-User-Id`) only that buyer may read them; behind a trusted gateway (`header`) the
+/// gateway decides.
 pub async fn orders_of<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams((id, user)): PathParams<(String, String)>,
@@ -101,7 +102,8 @@ pub async fn orders_of<G: StockGate, S: OrderStore>(
     let caller = match app.auth.mode() {
         AuthMode::Header => None,
         AuthMode::Jwt => Some(app.auth.require(&headers)?),
-        AuthMode::Either => app.auth.identify(&headers)?,
+        // A caller who names nobody is nobody's reader: otherwise anyone reads anyone's orders.
+        AuthMode::Either => Some(app.auth.identify(&headers)?.ok_or(ApiError::IdentityRequired)?),
     };
     if caller.is_some_and(|caller| caller != user) {
         return Err(ApiError::NotYourOrders);

@@ -165,3 +165,23 @@ async fn two_identity_headers_are_refused_as_ambiguous() {
     assert_eq!(app.audit(sale).await["stored"], 0, "nobody bought");
     assert_eq!(app.count().await, 1000, "nobody bought the demo sale either");
 }
+
+/// `--auth either`: whoever reads a buyer's orders must name themselves (a JWT or the gateway's
+/// `X-User-Id`) and be that buyer; naming nobody is 401, not a way round the check.
+#[tokio::test]
+async fn either_mode_reads_orders_only_for_a_caller_who_names_themselves() {
+    let app = TestServer::spawn_with(with_jwt("either")).await;
+    let sale = app.live_sale(10, 1).await;
+    assert_eq!(app.buy(sale, "alice").await.0, 201);
+    let orders = format!("/api/sales/{sale}/orders/alice");
+    let (status, headers, body) = get_with(&app, &orders, &[]).await;
+    assert_error(status, &body, 401, "identity_required");
+    assert!(headers.contains_key("www-authenticate"), "{headers:?}");
+    let (status, _, body) = get_with(&app, &orders, &[("x-user-id", "mallory")]).await;
+    assert_error(status, &body, 403, "not_your_orders");
+    let (status, _, body) = get_with(&app, &orders, &[("x-user-id", "alice")]).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("alice")), "{body}");
+    let alice = format!("Bearer {}", hs256(JWT_SECRET, "alice", 60));
+    let (status, _, body) = get_with(&app, &orders, &[("authorization", &alice)]).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("alice")), "{body}");
+}
