@@ -31,6 +31,8 @@ pub enum ApiError {
     MissingUserId,
     #[error("X-User-Id must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @")]
     InvalidUserId,
+    #[error("user ids starting with `anon-` belong to the engine's anonymous buyers and cannot be sent")]
+    ReservedUserId,
     #[error("the request carries more than one X-User-Id or Authorization header; send one")]
     AmbiguousIdentity,
     #[error("{0}")]
@@ -88,6 +90,7 @@ impl ApiError {
             AlreadyPurchased,
             MissingUserId,
             InvalidUserId,
+            ReservedUserId,
             AmbiguousIdentity,
             InvalidSale(String::new()),
             MalformedJson(String::new()),
@@ -133,7 +136,7 @@ impl ApiError {
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
             AlreadyPurchased => StatusCode::CONFLICT,
-            MissingUserId | InvalidUserId | AmbiguousIdentity | InvalidSale(_) | MalformedJson(_) => {
+            MissingUserId | InvalidUserId | ReservedUserId | AmbiguousIdentity | InvalidSale(_) | MalformedJson(_) => {
                 StatusCode::BAD_REQUEST
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -159,7 +162,8 @@ impl ApiError {
             SoldOut => "sold_out",
             AlreadyPurchased => "already_purchased",
             MissingUserId => "missing_user_id",
-            InvalidUserId => "invalid_user_id",
+            // Still an id the client may not send: the code clients already handle.
+            InvalidUserId | ReservedUserId => "invalid_user_id",
             AmbiguousIdentity => "ambiguous_identity",
             InvalidSale(_) => "invalid_sale",
             MalformedJson(_) => "malformed_json",

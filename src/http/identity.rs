@@ -14,6 +14,10 @@ use crate::domain::UserId;
 #[error("{0}")]
 pub struct InvalidAuthConfig(String);
 
+/// The engine's own anonymous buyers' ids start with this (`engine::AnonymousIds`). A client may
+/// not name itself so: it would share, or lock out, an anonymous buyer's purchases.
+pub const ANONYMOUS_PREFIX: &str = "anon-";
+
 /// Clock skew a token's `exp`/`nbf` are allowed.
 const LEEWAY_SECS: u64 = 5;
 
@@ -103,7 +107,11 @@ impl Authenticator {
             headers
                 .get("x-user-id")
                 .map(|raw| -> Result<UserId, ApiError> {
-                    Ok(UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?)
+                    let user = UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?;
+                    if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+                        return Err(ApiError::ReservedUserId);
+                    }
+                    Ok(user)
                 })
                 .transpose()
         };
@@ -149,7 +157,14 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| ApiError::InvalidToken(e.to_string()))?
             .claims;
-        UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))
+        let user =
+            UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))?;
+        if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+            return Err(ApiError::InvalidToken(format!(
+                "`sub` may not start with `{ANONYMOUS_PREFIX}`: those are anonymous buyers"
+            )));
+        }
+        Ok(user)
     }
 }
 
@@ -222,6 +237,7 @@ mod tests {
             token("other-key", json!({"sub": "alice", "exp": in_secs(60)})),
             token("k", json!({"sub": "alice", "exp": in_secs(-60)})),
             token("k", json!({"sub": "bad user!", "exp": in_secs(60)})),
+            token("k", json!({"sub": "anon-0123456789abcdef-3", "exp": in_secs(60)})),
             token("k", json!({"sub": "alice"})),
             "not.a.jwt".to_owned(),
         ] {

@@ -185,3 +185,30 @@ async fn either_mode_reads_orders_only_for_a_caller_who_names_themselves() {
     let (status, _, body) = get_with(&app, &orders, &[("authorization", &alice)]).await;
     assert_eq!((status, body["user_id"].as_str()), (200, Some("alice")), "{body}");
 }
+
+/// Anonymous buyers' ids (`anon-<prefix>-<n>`) are predictable from one's own; a named buyer who
+/// sends the next one would share its limit and lock it out. Client-sent ids may not start with
+/// `anon-`, so the anonymous buyer still buys.
+#[tokio::test]
+async fn a_named_buyer_cannot_take_an_anonymous_buyers_id() {
+    let app = TestServer::spawn().await;
+    let first = app.classic_buy().await;
+    let first_id = first["user_id"].as_str().expect("anonymous id").to_owned();
+    let prefix = first_id.strip_suffix("-1").expect("the first anonymous buyer is #1");
+    let next = format!("{prefix}-2");
+    let (status, _, body) = post(&app, "/seckill/seckill", &[("x-user-id", &next)]).await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let sale = app.live_sale(10, 1).await;
+    let (status, body) = app.buy(sale, &next).await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let (status, body) = app.buy(sale, "anon-anything").await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let second = app.classic_buy().await;
+    assert_eq!(
+        (second["ok"].as_bool(), second["user_id"].as_str()),
+        (Some(true), Some(next.as_str())),
+        "{second}"
+    );
+    // An id that merely contains the word is anyone's.
+    assert_eq!(app.buy(sale, "not-anon-1").await.0, 201);
+}
