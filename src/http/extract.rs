@@ -40,7 +40,7 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Mayb
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
         let must_identify = app.auth.mode() == AuthMode::Jwt || app.require_purchase_token;
         let user = if must_identify {
-            Some(app.auth.require(&parts.headers)?)
+            Some(app.auth.require_classic(&parts.headers)?)
         } else {
             app.auth.identify(&parts.headers)?
         };

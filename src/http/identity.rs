@@ -128,12 +128,22 @@ impl Authenticator {
         }
     }
 
-    /// The buyer of a request that must name one.
+    /// The buyer of a request that must name one: naming nobody is 401, as the API's security
+    /// schemes say.
     pub fn require(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
         self.identify(headers)?.ok_or(match self.mode {
-            AuthMode::Header | AuthMode::Either => ApiError::MissingUserId,
+            AuthMode::Header | AuthMode::Either => ApiError::IdentityRequired,
             AuthMode::Jwt => ApiError::TokenRequired,
         })
+    }
+
+    /// [`Self::require`] for the classic API, whose clients know a missing `X-User-Id` as 400
+    /// `missing_user_id`.
+    pub fn require_classic(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
+        match self.require(headers) {
+            Err(ApiError::IdentityRequired) => Err(ApiError::MissingUserId),
+            other => other,
+        }
     }
 
     fn verify(&self, token: Option<&str>) -> Result<UserId, ApiError> {
@@ -280,6 +290,16 @@ mod tests {
         let auth = authenticator(&["--auth", "either"], "k");
         let h = headers(&[("x-user-id", "bob".into())]);
         assert_eq!(auth.require(&h).expect("valid").as_str(), "bob");
+    }
+
+    #[test]
+    fn naming_nobody_is_401_on_the_api_and_400_on_the_classic_api() {
+        let auth = authenticator(&["--auth", "either"], "k");
+        let nobody = HeaderMap::new();
+        assert!(matches!(auth.require(&nobody), Err(ApiError::IdentityRequired)));
+        assert!(matches!(auth.require_classic(&nobody), Err(ApiError::MissingUserId)));
+        let jwt = authenticator(&["--auth", "jwt"], "k");
+        assert!(matches!(jwt.require_classic(&nobody), Err(ApiError::TokenRequired)));
     }
 
     #[test]

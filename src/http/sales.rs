@@ -103,7 +103,7 @@ pub async fn orders_of<G: StockGate, S: OrderStore>(
         AuthMode::Header => None,
         AuthMode::Jwt => Some(app.auth.require(&headers)?),
         // A caller who names nobody is nobody's reader: otherwise anyone reads anyone's orders.
-        AuthMode::Either => Some(app.auth.identify(&headers)?.ok_or(ApiError::IdentityRequired)?),
+        AuthMode::Either => Some(app.auth.require(&headers)?),
     };
     if caller.is_some_and(|caller| caller != user) {
         return Err(ApiError::NotYourOrders);
