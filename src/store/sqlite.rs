@@ -116,12 +116,14 @@ impl Readers {
     /// Runs `query` on a free reader; the caller holds one of the pool's permits.
     fn with_free<T>(&self, query: impl FnOnce(&Connection) -> T) -> T {
         for conn in &self.connections {
-            if let Ok(conn) = conn.try_lock() {
-                return query(&conn);
+            // A panic cannot leave a connection half-changed: poisoning is ignored.
+            match conn.try_lock() {
+                Ok(conn) => return query(&conn),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => return query(&poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
         // Unreachable while permits and connections are as many, but waiting is correct anyway.
-        // A panic cannot leave a connection half-changed: poisoning is ignored.
         let conn = self.connections[0]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
