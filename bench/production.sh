@@ -20,7 +20,8 @@ WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-export SECKILL_JWT_SECRET=bench-jwt-secret SECKILL_PURCHASE_TOKEN_SECRET=bench-token-secret
+# The admin token: the bench's checks read the audit, an admin route.
+export SECKILL_JWT_SECRET=bench-jwt-secret SECKILL_PURCHASE_TOKEN_SECRET=bench-token-secret SECKILL_ADMIN_TOKEN=bench-admin-token
 
 # run NAME JWT(0|1) [serve flags] -- [bench flags] -> purchases/s on stdout
 run() {

@@ -28,6 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The engines and the bench share it: the audit is an admin route.
+export SECKILL_ADMIN_TOKEN="${SECKILL_ADMIN_TOKEN:-ratio-admin-token}"
+
 rps() { awk '/Requests\/sec/ {print $2}'; }
 
 # start_engine NAME STOCK [extra serve flags]: sets URL. Not run in $(...): a subshell's
@@ -65,7 +68,7 @@ echo "   $SOLDOUT req/s"
 echo "== selling path: every request a new buyer, every success fsynced (group commit)"
 start_engine selling 1000000000
 SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
-SOLD=$(curl -s "$URL/api/sales/1/audit")
+SOLD=$(curl -s -H "authorization: Bearer $SECKILL_ADMIN_TOKEN" "$URL/api/sales/1/audit")
 stop_all
 echo "   $SELLING req/s; audit after: $SOLD"
 

@@ -209,6 +209,21 @@ pub enum PaymentProvider {
     Test,
 }
 
+/// Service URLs that may carry a password: given on the command line, they must not.
+pub const URL_SETTINGS: [&str; 2] = ["redis_url", "database_url"];
+
+/// Whether a service URL names a password (`scheme://user:password@host`, `redis://:password@host`).
+pub fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority
+        .rfind('@')
+        .and_then(|at| authority[..at].split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     Embedded,
@@ -218,8 +233,14 @@ pub enum Backend {
 /// Where the distributed mode's services are.
 #[derive(Debug, Clone, Args)]
 pub struct DistributedConfig {
-    /// Redis holding the stock gate.
-    #[arg(long, env = "SECKILL_REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    /// Redis holding the stock gate. A URL with a password only from the environment or the
+    /// config file.
+    #[arg(
+        long,
+        env = "SECKILL_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key (several deployments can share one Redis).
@@ -246,10 +267,12 @@ pub struct DistributedConfig {
     #[arg(long, env = "SECKILL_KAFKA_TIMEOUT_MS", default_value_t = 5000)]
     pub kafka_timeout_ms: u64,
 
-    /// MySQL (or MariaDB) of the order store; the database is created when missing.
+    /// MySQL (or MariaDB) of the order store; the database is created when missing. A URL with
+    /// a password only from the environment or the config file.
     #[arg(
         long,
         env = "SECKILL_DATABASE_URL",
+        hide_env_values = true,
         default_value = "mysql://root@127.0.0.1:3306/seckill"
     )]
     pub database_url: String,
@@ -321,6 +344,12 @@ pub enum ConfigError {
     NotASwitch { path: PathBuf, key: String },
     #[error("--{0} is a secret: set it in the environment or the config file, not on the command line")]
     SecretOnCommandLine(String),
+    /// The flag and its variable; never the URL, which holds the password.
+    #[error(
+        "--{0} carries a password, which the command line shows to every user of the machine: \
+         set {1} or `{2}` in the config file instead"
+    )]
+    PasswordOnCommandLine(String, String, String),
     #[error(transparent)]
     Cli(#[from] clap::Error),
 }
@@ -354,6 +383,18 @@ fn refuse_secrets_on_command_line(matches: &ArgMatches) -> Result<(), ConfigErro
         if matches!(matches.try_contains_id(id), Ok(true)) && matches.value_source(id) == Some(ValueSource::CommandLine)
         {
             return Err(ConfigError::SecretOnCommandLine(id.replace('_', "-")));
+        }
+    }
+    for id in URL_SETTINGS {
+        let from_command_line = matches!(matches.try_contains_id(id), Ok(true))
+            && matches.value_source(id) == Some(ValueSource::CommandLine);
+        let url = matches.try_get_one::<String>(id).ok().flatten();
+        if from_command_line && url.is_some_and(|url| url_has_password(url)) {
+            return Err(ConfigError::PasswordOnCommandLine(
+                id.replace('_', "-"),
+                format!("SECKILL_{}", id.to_uppercase()),
+                id.to_owned(),
+            ));
         }
     }
     Ok(())
@@ -623,6 +664,52 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@r:6379/0"), "redis://:***@r:6379/0");
         assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
         assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
+    }
+
+    #[test]
+    fn urls_with_a_password_are_refused_on_the_command_line_only() {
+        assert!(url_has_password("mysql://u:pw@db/x") && url_has_password("redis://:pw@r:6379/0"));
+        for plain in [
+            "mysql://root@db/x",
+            "redis://127.0.0.1:6379/0",
+            "redis://u:@r/0",
+            "no-scheme",
+        ] {
+            assert!(!url_has_password(plain), "{plain}");
+        }
+        for (subcommand, flag) in [
+            ("serve", "--redis-url"),
+            ("serve", "--database-url"),
+            ("consumer", "--database-url"),
+        ] {
+            let matches = Cli::command()
+                .try_get_matches_from(["seckill", subcommand, flag, "mysql://u:visible-in-ps@db/x"])
+                .expect("parses");
+            let refused = refuse_secrets_on_command_line(matches.subcommand().expect("subcommand").1);
+            let Err(e @ ConfigError::PasswordOnCommandLine(..)) = refused else {
+                panic!("{subcommand} {flag}: {refused:?}");
+            };
+            let message = e.to_string();
+            assert!(
+                message.contains(&flag[2..]) && message.contains("SECKILL_"),
+                "{message}"
+            );
+            assert!(!message.contains("visible-in-ps"), "{message}");
+        }
+        // Without a password, or from the file, a URL is fine.
+        let matches = Cli::command()
+            .try_get_matches_from(["seckill", "serve", "--redis-url", "redis://r:6379/0"])
+            .expect("parses");
+        assert!(refuse_secrets_on_command_line(matches.subcommand().expect("serve").1).is_ok());
+        let file = write("database_url = \"mysql://u:from-the-file@db/x\"\n");
+        let args: Vec<OsString> = vec!["seckill".into(), "serve".into(), "--config".into(), file.path().into()];
+        let Ok(Cli {
+            command: Command::Serve(config),
+        }) = load::<Cli>(args)
+        else {
+            panic!("a password from the file is accepted");
+        };
+        assert_eq!(config.distributed.database_url, "mysql://u:from-the-file@db/x");
     }
 
     #[test]

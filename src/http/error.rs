@@ -31,6 +31,10 @@ pub enum ApiError {
     MissingUserId,
     #[error("X-User-Id must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @")]
     InvalidUserId,
+    #[error("user ids starting with `anon-` belong to the engine's anonymous buyers and cannot be sent")]
+    ReservedUserId,
+    #[error("the request carries more than one X-User-Id or Authorization header; send one")]
+    AmbiguousIdentity,
     #[error("{0}")]
     InvalidSale(String),
     #[error("malformed JSON body: {0}")]
@@ -52,6 +56,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the Authorization: Bearer <JWT> header is required")]
     TokenRequired,
+    #[error("the buyer must be named: X-User-Id from the gateway, or Authorization: Bearer <JWT>")]
+    IdentityRequired,
     #[error("invalid token: {0}")]
     InvalidToken(String),
     #[error("this sale needs a purchase token: GET /api/sales/{{id}}/token, then send it as X-Purchase-Token")]
@@ -94,6 +100,8 @@ impl ApiError {
             AlreadyPurchased,
             MissingUserId,
             InvalidUserId,
+            ReservedUserId,
+            AmbiguousIdentity,
             InvalidSale(String::new()),
             MalformedJson(String::new()),
             PayloadTooLarge,
@@ -104,6 +112,7 @@ impl ApiError {
             Overloaded,
             RateLimited(1),
             TokenRequired,
+            IdentityRequired,
             InvalidToken(String::new()),
             PurchaseTokenRequired,
             InvalidPurchaseToken,
@@ -142,12 +151,15 @@ impl ApiError {
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
             AlreadyPurchased => StatusCode::CONFLICT,
-            MissingUserId | InvalidUserId | InvalidSale(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
+            MissingUserId | InvalidUserId | ReservedUserId | AmbiguousIdentity | InvalidSale(_) | MalformedJson(_) => {
+                StatusCode::BAD_REQUEST
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Unauthorized | TokenRequired | InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Unauthorized | TokenRequired | IdentityRequired | InvalidToken(_) | InvalidSignature(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             PurchaseTokenRequired | InvalidPurchaseToken | NotYourOrders | PaymentsDisabled => StatusCode::FORBIDDEN,
-            InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             AlreadyPaid | PaymentWindowClosed | NotCancellable => StatusCode::CONFLICT,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -168,7 +180,9 @@ impl ApiError {
             SoldOut => "sold_out",
             AlreadyPurchased => "already_purchased",
             MissingUserId => "missing_user_id",
-            InvalidUserId => "invalid_user_id",
+            // Still an id the client may not send: the code clients already handle.
+            InvalidUserId | ReservedUserId => "invalid_user_id",
+            AmbiguousIdentity => "ambiguous_identity",
             InvalidSale(_) => "invalid_sale",
             MalformedJson(_) => "malformed_json",
             PayloadTooLarge => "payload_too_large",
@@ -179,6 +193,7 @@ impl ApiError {
             Overloaded => "overloaded",
             RateLimited(_) => "rate_limited",
             TokenRequired => "token_required",
+            IdentityRequired => "identity_required",
             InvalidToken(_) => "invalid_token",
             PurchaseTokenRequired => "purchase_token_required",
             InvalidPurchaseToken => "invalid_purchase_token",
@@ -323,6 +338,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            // No credentials at all: a challenge without an error (RFC 6750, 3.1).
+            ApiError::IdentityRequired => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
                 );
             }
             ApiError::TokenRequired | ApiError::InvalidToken(_) => {

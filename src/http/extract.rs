@@ -40,7 +40,7 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Mayb
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
         let must_identify = app.auth.mode() == AuthMode::Jwt || app.require_purchase_token;
         let user = if must_identify {
-            Some(app.auth.require(&parts.headers)?)
+            Some(app.auth.require_classic(&parts.headers)?)
         } else {
             app.auth.identify(&parts.headers)?
         };
@@ -84,6 +84,16 @@ impl<T: DeserializeOwned, G: StockGate, S: OrderStore> FromRequest<Arc<AppState<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        // A body announced over the limit is refused before any of it is read: waiting for it
+        // would hold the client (and a task) until the body timeout, only to refuse it then.
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|length| length > super::BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app)).await;
         let bytes = read.map_err(|_| ApiError::RequestTimeout)?.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

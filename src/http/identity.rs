@@ -14,6 +14,10 @@ use crate::domain::UserId;
 #[error("{0}")]
 pub struct InvalidAuthConfig(String);
 
+/// The engine's own anonymous buyers' ids start with this (`engine::AnonymousIds`). A client may
+/// not name itself so: it would share, or lock out, an anonymous buyer's purchases.
+const ANONYMOUS_PREFIX: &str = "anon-";
+
 /// Clock skew a token's `exp`/`nbf` are allowed.
 const LEEWAY_SECS: u64 = 5;
 
@@ -59,6 +63,8 @@ impl Authenticator {
             .map(|(alg, _)| alg)
             .collect();
         validation.leeway = LEEWAY_SECS;
+        // A token not valid yet is not valid: the library checks `nbf` only when asked.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(issuer) = &config.jwt_issuer {
             validation.set_issuer(&[issuer]);
@@ -91,6 +97,7 @@ impl Authenticator {
 
     /// The buyer of a request; `Ok(None)` when it names none (the classic API's anonymous buyers).
     pub fn identify(&self, headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
+        refuse_repeated_identity(headers)?;
         let bearer = || {
             headers
                 .get(header::AUTHORIZATION)
@@ -100,7 +107,11 @@ impl Authenticator {
             headers
                 .get("x-user-id")
                 .map(|raw| -> Result<UserId, ApiError> {
-                    Ok(UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?)
+                    let user = UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?;
+                    if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+                        return Err(ApiError::ReservedUserId);
+                    }
+                    Ok(user)
                 })
                 .transpose()
         };
@@ -117,20 +128,36 @@ impl Authenticator {
         }
     }
 
-    /// The buyer of a request that must name one.
+    /// The buyer of a request that must name one: naming nobody is 401, as the API's security
+    /// schemes say.
     pub fn require(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
         self.identify(headers)?.ok_or(match self.mode {
-            AuthMode::Header | AuthMode::Either => ApiError::MissingUserId,
+            AuthMode::Header | AuthMode::Either => ApiError::IdentityRequired,
             AuthMode::Jwt => ApiError::TokenRequired,
         })
+    }
+
+    /// [`Self::require`] for the classic API, whose clients know a missing `X-User-Id` as 400
+    /// `missing_user_id`.
+    pub fn require_classic(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
+        match self.require(headers) {
+            Err(ApiError::IdentityRequired) => Err(ApiError::MissingUserId),
+            other => other,
+        }
     }
 
     fn verify(&self, token: Option<&str>) -> Result<UserId, ApiError> {
         let token =
             token.ok_or_else(|| ApiError::InvalidToken("the Authorization header is not `Bearer <JWT>`".into()))?;
-        let algorithm = jsonwebtoken::decode_header(token)
-            .map_err(|e| ApiError::InvalidToken(e.to_string()))?
-            .alg;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+        // `crit` names extensions the token's meaning depends on (RFC 7515, 4.1.11); we
+        // understand none, and the library does not look, so any is refused here.
+        if let Some(critical) = &header.crit {
+            return Err(ApiError::InvalidToken(format!(
+                "critical header extensions {critical:?} are not understood"
+            )));
+        }
+        let algorithm = header.alg;
         let key = match algorithm {
             Algorithm::HS256 => self.hs256.as_ref(),
             Algorithm::RS256 => self.rs256.as_ref(),
@@ -140,8 +167,26 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| ApiError::InvalidToken(e.to_string()))?
             .claims;
-        UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))
+        let user =
+            UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))?;
+        if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+            return Err(ApiError::InvalidToken(format!(
+                "`sub` may not start with `{ANONYMOUS_PREFIX}`: those are anonymous buyers"
+            )));
+        }
+        Ok(user)
     }
+}
+
+/// Two `X-User-Id` or two `Authorization` headers name two buyers (or two credentials): which
+/// one a proxy, the gateway and we would each pick differs, so none is picked.
+pub(crate) fn refuse_repeated_identity(headers: &HeaderMap) -> Result<(), ApiError> {
+    for name in [header::AUTHORIZATION.as_str(), "x-user-id"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::AmbiguousIdentity);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,6 +247,7 @@ mod tests {
             token("other-key", json!({"sub": "alice", "exp": in_secs(60)})),
             token("k", json!({"sub": "alice", "exp": in_secs(-60)})),
             token("k", json!({"sub": "bad user!", "exp": in_secs(60)})),
+            token("k", json!({"sub": "anon-0123456789abcdef-3", "exp": in_secs(60)})),
             token("k", json!({"sub": "alice"})),
             "not.a.jwt".to_owned(),
         ] {
@@ -211,10 +257,49 @@ mod tests {
     }
 
     #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let auth = authenticator(&["--auth", "jwt"], "k");
+        let early = token("k", json!({"sub": "alice", "exp": in_secs(600), "nbf": in_secs(300)}));
+        let h = headers(&[("authorization", format!("Bearer {early}"))]);
+        assert!(matches!(auth.require(&h), Err(ApiError::InvalidToken(_))));
+        let valid = token("k", json!({"sub": "alice", "exp": in_secs(600), "nbf": in_secs(-60)}));
+        let h = headers(&[("authorization", format!("Bearer {valid}"))]);
+        assert_eq!(auth.require(&h).expect("valid").as_str(), "alice");
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let auth = authenticator(&["--auth", "jwt"], "k");
+        let claims = json!({"sub": "alice", "exp": in_secs(60)});
+        for critical in [vec!["b64".to_owned()], vec!["exp".to_owned()], vec![]] {
+            let header = Header {
+                crit: Some(critical.clone()),
+                ..Header::default()
+            };
+            let signed = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"k")).expect("encode");
+            let h = headers(&[("authorization", format!("Bearer {signed}"))]);
+            assert!(
+                matches!(auth.require(&h), Err(ApiError::InvalidToken(_))),
+                "{critical:?}"
+            );
+        }
+    }
+
+    #[test]
     fn either_mode_falls_back_to_the_header() {
         let auth = authenticator(&["--auth", "either"], "k");
         let h = headers(&[("x-user-id", "bob".into())]);
         assert_eq!(auth.require(&h).expect("valid").as_str(), "bob");
+    }
+
+    #[test]
+    fn naming_nobody_is_401_on_the_api_and_400_on_the_classic_api() {
+        let auth = authenticator(&["--auth", "either"], "k");
+        let nobody = HeaderMap::new();
+        assert!(matches!(auth.require(&nobody), Err(ApiError::IdentityRequired)));
+        assert!(matches!(auth.require_classic(&nobody), Err(ApiError::MissingUserId)));
+        let jwt = authenticator(&["--auth", "jwt"], "k");
+        assert!(matches!(jwt.require_classic(&nobody), Err(ApiError::TokenRequired)));
     }
 
     #[test]

@@ -49,8 +49,11 @@ pub async fn get<G: StockGate, S: OrderStore>(
     Ok(Json(app.engine.sale(sale_id(&id)?).await?).into_response())
 }
 
+/// An operator's tool, behind the admin token: it counts every order of the sale, which an
+/// anonymous flood must not be able to make the engine do.
 pub async fn audit<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
+    _: Admin,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(app.engine.audit(sale_id(&id)?).await?).into_response())
@@ -87,8 +90,9 @@ pub async fn purchase_token<G: StockGate, S: OrderStore>(
     .into_response())
 }
 
-/// A buyer's orders. With JWTs (`--auth jwt`, or `either` when one is sent) only that buyer may
-/// read them; behind a trusted gateway (`header`) the gateway decides.
+/// A buyer's orders. With JWTs (`--auth jwt`, or `either`, where the caller names themselves by
+/// a JWT or `X-User-Id`) only that buyer may read them; behind a trusted gateway (`header`) the
+/// gateway decides.
 pub async fn orders_of<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams((id, user)): PathParams<(String, String)>,
@@ -99,7 +103,8 @@ pub async fn orders_of<G: StockGate, S: OrderStore>(
     let caller = match app.auth.mode() {
         AuthMode::Header => None,
         AuthMode::Jwt => Some(app.auth.require(&headers)?),
-        AuthMode::Either => app.auth.identify(&headers)?,
+        // A caller who names nobody is nobody's reader: otherwise anyone reads anyone's orders.
+        AuthMode::Either => Some(app.auth.require(&headers)?),
     };
     if caller.is_some_and(|caller| caller != user) {
         return Err(ApiError::NotYourOrders);

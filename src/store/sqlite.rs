@@ -28,6 +28,9 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_CAPACITY: usize = 65_536;
 /// How long a buyer waits for a place in a full queue before being told to retry.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Reader connections: WAL lets them read side by side, so one long count does not hold up
+/// every other read.
+const READERS: usize = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sales (
@@ -164,11 +167,38 @@ impl Command {
 pub struct SqliteStore {
     sender: mpsc::Sender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+    /// Readiness has a connection of its own: `/readyz` never queues behind the API's reads.
+    probe: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// The last group commit failed (a full disk, say): `/readyz` probes a write until one
     /// succeeds.
     write_failing: Arc<AtomicBool>,
+}
+
+/// The reader connections; a permit guarantees one of them is free.
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Readers {
+    /// Runs `query` on a free reader; the caller holds one of the pool's permits.
+    fn with_free<T>(&self, query: impl FnOnce(&Connection) -> T) -> T {
+        for conn in &self.connections {
+            // A panic cannot leave a connection half-changed: poisoning is ignored.
+            match conn.try_lock() {
+                Ok(conn) => return query(&conn),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => return query(&poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        // Unreachable while permits and connections are as many, but waiting is correct anyway.
+        let conn = self.connections[0]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        query(&conn)
+    }
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -223,7 +253,10 @@ impl SqliteStore {
             writer_conn.execute_batch(INDEXES)
         };
         schema().map_err(|e| cannot("cannot create the schema in", &e))?;
-        let reader = opened(open(&path))?;
+        let connections = (0..READERS)
+            .map(|_| opened(open(&path)).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let probe = opened(open(&path))?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let write_failing = Arc::new(AtomicBool::new(false));
         let failing = Arc::clone(&write_failing);
@@ -234,7 +267,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             sender,
             writer: Mutex::new(Some(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(Readers {
+                connections,
+                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            }),
+            probe: Arc::new(Mutex::new(probe)),
             path,
             write_failing,
         })
@@ -263,16 +300,20 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a read on the reader connection off the async threads.
+    /// Runs a read on a free reader connection off the async threads. Readers beyond the pool
+    /// wait here, on the async side, instead of each holding a blocking thread.
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let reader = Arc::clone(&self.reader);
+        let permit = Arc::clone(&self.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| BackendError::fault(Role::Store, e))?;
+        let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            // A panic cannot leave a connection half-changed: poisoning is ignored.
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            query(&conn).map_err(classify)
+            let _permit = permit;
+            readers.with_free(|conn| query(conn).map_err(classify))
         })
         .await
         .map_err(|e| BackendError::fault(Role::Store, e))?
@@ -460,7 +501,13 @@ impl OrderStore for SqliteStore {
         } else if self.write_failing.load(Ordering::Relaxed) {
             self.write(|done| Command::Probe { done }).await
         } else {
-            self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+            let probe = Arc::clone(&self.probe);
+            tokio::task::spawn_blocking(move || {
+                let conn = probe.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify)
+            })
+            .await
+            .unwrap_or_else(|e| Err(BackendError::fault(Role::Store, e)))
         };
         vec![Check::required("sqlite", result)]
     }

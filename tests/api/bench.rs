@@ -3,11 +3,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::{Options, TestServer};
+use crate::helpers::{Options, TestServer, ADMIN_TOKEN};
 
 fn bench() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
+    // The bench's checks read the audit, an admin route.
     cmd.arg("bench")
+        .env("SECKILL_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -107,6 +109,7 @@ async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
     assert_eq!(app.buy(sale, "someone").await.0, 201);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
         .args(["audit", "--url", &app.base])
+        .env("SECKILL_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .await
         .unwrap();
@@ -134,6 +137,7 @@ async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
     drop(conn);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
         .args(["audit", "--url", &app.base, "--sale", &sale.to_string()])
+        .env("SECKILL_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .await
         .unwrap();

@@ -148,6 +148,42 @@ fn bad_config_files_and_secret_flags_stop_the_start_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("SECKILL_JWT_SECRET"));
 }
 
+/// `--help` shows each setting's variable, and clap would show its value too: service URLs carry
+/// passwords, so their values are hidden; one typed on the command line is refused.
+#[test]
+fn help_never_shows_a_password_and_urls_with_one_are_refused_as_flags() {
+    for subcommand in ["serve", "consumer"] {
+        let output = seckill()
+            .args([subcommand, "--help"])
+            .env("SECKILL_REDIS_URL", "redis://:redis-pw-1@redis:6379/0")
+            .env("SECKILL_DATABASE_URL", "mysql://u:mysql-pw-2@db/seckill")
+            .env("SECKILL_ADMIN_TOKEN", "admin-token-3")
+            .env("SECKILL_JWT_SECRET", "jwt-secret-4")
+            .output()
+            .expect("run");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && help.contains("SECKILL_DATABASE_URL"),
+            "{help}"
+        );
+        for secret in ["redis-pw-1", "mysql-pw-2", "admin-token-3", "jwt-secret-4"] {
+            assert!(!help.contains(secret), "`{subcommand} --help` shows {secret}: {help}");
+        }
+    }
+    let output = seckill()
+        .args(["serve", "--database-url", "mysql://u:visible-in-ps@db/seckill"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--database-url carries a password"), "{stderr}");
+    assert!(stderr.contains("SECKILL_DATABASE_URL"), "{stderr}");
+    assert!(
+        !stderr.contains("visible-in-ps"),
+        "the password is not echoed: {stderr}"
+    );
+}
+
 #[test]
 fn the_readme_table_documents_every_serve_setting() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");

@@ -115,6 +115,31 @@ async fn slow_bodies_get_408_and_do_not_stop_the_sale() {
     }
 }
 
+/// A body announced over the limit is refused at once (413), not after the body timeout (408):
+/// the client sends the head and nothing more.
+#[tokio::test]
+async fn a_content_length_over_the_limit_is_413_before_the_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestServer::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/sales HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The body timeout is 10 s by default; 2 s shows the answer did not wait for it.
+    tokio::time::timeout(std::time::Duration::from_secs(2), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered at once, not after the body timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+    assert_eq!(app.get("/api/sales").await.0, 200, "the engine goes on");
+}
+
 #[tokio::test]
 async fn oversized_headers_are_refused_and_the_sale_goes_on() {
     let app = TestServer::spawn().await;

@@ -271,8 +271,17 @@ impl TestServer {
         }
     }
 
+    /// The auditor's verdict (an admin route).
     pub async fn audit(&self, sale: i64) -> Value {
-        let (status, audit) = self.get(&format!("/api/sales/{sale}/audit")).await;
+        let resp = self
+            .client
+            .get(self.url(&format!("/api/sales/{sale}/audit")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let audit = resp.json().await.unwrap_or(Value::Null);
         assert_eq!(status, 200, "{audit}");
         audit
     }

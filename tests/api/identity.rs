@@ -137,3 +137,78 @@ async fn rs256_tokens_verify_with_the_public_key_and_algorithm_confusion_fails()
         "{order}"
     );
 }
+
+/// Two `X-User-Id` or two `Authorization` headers name two buyers; a proxy, the gateway and
+/// the engine might each pick another, so the engine picks none: 400 `ambiguous_identity`.
+#[tokio::test]
+async fn two_identity_headers_are_refused_as_ambiguous() {
+    let app = TestServer::spawn_with(with_jwt("either")).await;
+    let sale = app.live_sale(10, 1).await;
+    let path = format!("/api/sales/{sale}/purchase");
+    let (alice, bob) = (
+        format!("Bearer {}", hs256(JWT_SECRET, "alice", 60)),
+        format!("Bearer {}", hs256(JWT_SECRET, "bob", 60)),
+    );
+    for headers in [
+        vec![("x-user-id", "alice"), ("x-user-id", "bob")],
+        vec![("authorization", alice.as_str()), ("authorization", bob.as_str())],
+        vec![("authorization", alice.as_str()), ("authorization", alice.as_str())],
+    ] {
+        let (status, _, body) = post(&app, &path, &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+        let (status, _, body) = post(&app, "/seckill/seckill", &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+        let token_path = format!("/api/sales/{sale}/token");
+        let (status, _, body) = get_with(&app, &token_path, &headers).await;
+        assert_error(status, &body, 400, "ambiguous_identity");
+    }
+    assert_eq!(app.audit(sale).await["stored"], 0, "nobody bought");
+    assert_eq!(app.count().await, 1000, "nobody bought the demo sale either");
+}
+
+/// `--auth either`: whoever reads a buyer's orders must name themselves (a JWT or the gateway's
+/// `X-User-Id`) and be that buyer; naming nobody is 401, not a way round the check.
+#[tokio::test]
+async fn either_mode_reads_orders_only_for_a_caller_who_names_themselves() {
+    let app = TestServer::spawn_with(with_jwt("either")).await;
+    let sale = app.live_sale(10, 1).await;
+    assert_eq!(app.buy(sale, "alice").await.0, 201);
+    let orders = format!("/api/sales/{sale}/orders/alice");
+    let (status, headers, body) = get_with(&app, &orders, &[]).await;
+    assert_error(status, &body, 401, "identity_required");
+    assert!(headers.contains_key("www-authenticate"), "{headers:?}");
+    let (status, _, body) = get_with(&app, &orders, &[("x-user-id", "mallory")]).await;
+    assert_error(status, &body, 403, "not_your_orders");
+    let (status, _, body) = get_with(&app, &orders, &[("x-user-id", "alice")]).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("alice")), "{body}");
+    let alice = format!("Bearer {}", hs256(JWT_SECRET, "alice", 60));
+    let (status, _, body) = get_with(&app, &orders, &[("authorization", &alice)]).await;
+    assert_eq!((status, body["user_id"].as_str()), (200, Some("alice")), "{body}");
+}
+
+/// Anonymous buyers' ids (`anon-<prefix>-<n>`) are predictable from one's own; a named buyer who
+/// sends the next one would share its limit and lock it out. Client-sent ids may not start with
+/// `anon-`, so the anonymous buyer still buys.
+#[tokio::test]
+async fn a_named_buyer_cannot_take_an_anonymous_buyers_id() {
+    let app = TestServer::spawn().await;
+    let first = app.classic_buy().await;
+    let first_id = first["user_id"].as_str().expect("anonymous id").to_owned();
+    let prefix = first_id.strip_suffix("-1").expect("the first anonymous buyer is #1");
+    let next = format!("{prefix}-2");
+    let (status, _, body) = post(&app, "/seckill/seckill", &[("x-user-id", &next)]).await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let sale = app.live_sale(10, 1).await;
+    let (status, body) = app.buy(sale, &next).await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let (status, body) = app.buy(sale, "anon-anything").await;
+    assert_error(status, &body, 400, "invalid_user_id");
+    let second = app.classic_buy().await;
+    assert_eq!(
+        (second["ok"].as_bool(), second["user_id"].as_str()),
+        (Some(true), Some(next.as_str())),
+        "{second}"
+    );
+    // An id that merely contains the word is anyone's.
+    assert_eq!(app.buy(sale, "not-anon-1").await.0, 201);
+}

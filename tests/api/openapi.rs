@@ -81,3 +81,32 @@ async fn the_served_document_is_the_file_and_every_operation_is_routed() {
         app.log_tail(20)
     );
 }
+
+/// The classic purchase's refusal codes are the document's: a named buyer over the limit is
+/// told `already_purchased` (200, as the classic API answers every sale outcome).
+#[tokio::test]
+async fn the_classic_purchase_answers_only_documented_codes() {
+    let app = TestServer::spawn_with(Options::new()).await;
+    let documented: Vec<Value> = document_file()["components"]["schemas"]["ClassicPurchaseResult"]["properties"]["code"]
+        ["enum"]
+        .as_array()
+        .expect("the code enum")
+        .clone();
+    let buy = || async {
+        let resp = app
+            .client
+            .post(app.url("/seckill/seckill"))
+            .header("x-user-id", "carol")
+            .send()
+            .await
+            .expect("POST");
+        (resp.status().as_u16(), resp.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(buy().await.1["ok"], true);
+    let (status, again) = buy().await;
+    assert_eq!(
+        (status, &again["ok"], &again["code"]),
+        (200, &Value::Bool(false), &Value::from("already_purchased"))
+    );
+    assert!(documented.contains(&again["code"]), "{again} not in {documented:?}");
+}

@@ -32,7 +32,7 @@ async fn purchases_need_a_live_token_bound_to_the_buyer_and_sale() {
     let (status, _, body) = get_with(&app, &token_path, &[("x-user-id", "alice")]).await;
     assert_error(status, &body, 403, "not_started");
     let (status, _, body) = get_with(&app, &token_path, &[]).await;
-    assert_error(status, &body, 400, "missing_user_id");
+    assert_error(status, &body, 401, "identity_required");
     tokio::time::sleep(Duration::from_millis(2200)).await;
 
     let (status, _, issued) = get_with(&app, &token_path, &[("x-user-id", "alice")]).await;

@@ -125,13 +125,94 @@ async fn invalid_sales_are_refused_with_400() {
 #[tokio::test]
 async fn unknown_sales_are_404() {
     let app = TestServer::spawn().await;
-    for path in [
-        "/api/sales/999",
-        "/api/sales/abc",
-        "/api/sales/-1",
-        "/api/sales/999/audit",
-    ] {
+    for path in ["/api/sales/999", "/api/sales/abc", "/api/sales/-1"] {
         let (status, body) = app.get(path).await;
         assert_error(status, &body, 404, "sale_not_found");
     }
+}
+
+/// The audit counts every order of a sale: an operator's tool, behind the admin token. While
+/// audits of a big sale run back to back, `/readyz` still answers 200: it has a connection of its
+/// own and never queues behind the API's reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_is_admin_only_and_readyz_answers_while_audits_run() {
+    let app = TestServer::spawn().await;
+    let sale = app.live_sale(1_000_000, 1).await;
+    let path = format!("/api/sales/{sale}/audit");
+    let anonymous = app.client.get(app.url(&path)).send().await.unwrap();
+    let status = anonymous.status().as_u16();
+    assert_error(status, &anonymous.json().await.unwrap(), 401, "unauthorized");
+    let wrong = app
+        .client
+        .get(app.url(&path))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    let status = wrong.status().as_u16();
+    assert_error(status, &wrong.json().await.unwrap(), 403, "forbidden");
+    let unknown = app
+        .client
+        .get(app.url("/api/sales/999/audit"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = unknown.status().as_u16();
+    assert_error(status, &unknown.json().await.unwrap(), 404, "sale_not_found");
+    let disabled = TestServer::spawn_with(Options {
+        admin_token: None,
+        ..Options::new()
+    })
+    .await;
+    let (status, body) = disabled.get("/api/sales/1/audit").await;
+    assert_error(status, &body, 403, "admin_disabled");
+
+    // A sale with many stored orders makes each audit a long count.
+    let conn = rusqlite::Connection::open(app.data_dir().join("seckill.sqlite3")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+         INSERT INTO orders (order_id, sale_id, user_id, seq, created_at)
+         SELECT 'bulk-' || i, ?1, 'buyer-' || i, 1, 0 FROM n",
+        [sale],
+    )
+    .unwrap();
+    drop(conn);
+
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let auditors: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url(&path));
+            tokio::spawn(async move {
+                let mut audits = 0u32;
+                while std::time::Instant::now() < until {
+                    let resp = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    audits += 1;
+                }
+                audits
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut probes = 0;
+    while std::time::Instant::now() < until {
+        let started = std::time::Instant::now();
+        let (status, body) = app.get("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        // The engine gives a check 2.5 s; far less means readiness did not wait for the audits.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        probes += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut audits = 0;
+    for auditor in auditors {
+        audits += auditor.await.unwrap();
+    }
+    assert!(probes >= 10 && audits >= 12, "probes {probes}, audits {audits}");
 }

@@ -15,6 +15,9 @@ pub struct AuditConfig {
     /// Base URL of any engine instance.
     #[arg(long, env = "SECKILL_AUDIT_URL", default_value = "http://127.0.0.1:3030")]
     pub url: String,
+    /// The engine's admin token: the audit is an admin route.
+    #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Audit only this sale.
     #[arg(long)]
     pub sale: Option<i64>,
@@ -26,7 +29,7 @@ pub struct AuditConfig {
 
 /// Prints a verdict per sale; `Ok(false)` when any sale is inconsistent.
 pub async fn run(config: AuditConfig) -> anyhow::Result<bool> {
-    let target = Target::new(&config.url, 4);
+    let target = Target::new(&config.url, 4).with_admin_token(config.admin_token.as_deref());
     let ids: Vec<i64> = match config.sale {
         Some(id) => vec![id],
         None => target.sales().await?.sales.iter().map(|sale| sale.id).collect(),

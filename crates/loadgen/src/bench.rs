@@ -51,6 +51,9 @@ pub struct BenchConfig {
     /// How long to wait for every success to be stored before failing the drain check.
     #[arg(long, default_value_t = 60.0)]
     pub drain_timeout: f64,
+    /// The engine's admin token: the invariant checks read the audit, an admin route.
+    #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Skip the invariant checks (pure load).
     #[arg(long)]
     pub no_check: bool,
@@ -86,7 +89,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
 /// Fires the load, merges what the workers saw, and checks the invariants; the summary is
 /// returned, not printed.
 pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
-    let target = Arc::new(Target::new(&config.url, config.concurrency as usize));
+    let target =
+        Arc::new(Target::new(&config.url, config.concurrency as usize).with_admin_token(config.admin_token.as_deref()));
     let sale = match config.sale {
         Some(id) => id,
         None => demo_sale(&target).await?,

@@ -34,6 +34,8 @@ pub enum ClientError {
 pub struct Target {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
+    /// `Authorization: Bearer <admin token>` for the admin routes (the audit).
+    admin: Option<String>,
 }
 
 impl Target {
@@ -48,7 +50,14 @@ impl Target {
         Target {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            admin: None,
         }
+    }
+
+    /// The engine's admin token, which the audit needs.
+    pub fn with_admin_token(mut self, token: Option<&str>) -> Self {
+        self.admin = token.filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
+        self
     }
 
     /// Sends a request with no body; any status is an answer.
@@ -70,7 +79,11 @@ impl Target {
 
     /// `GET path`, answered 2xx with a body of type `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let (status, body) = self.send(Method::GET, path, &[]).await?;
+        self.get_with(path, &[]).await
+    }
+
+    async fn get_with<T: DeserializeOwned>(&self, path: &str, headers: &[(&str, &str)]) -> Result<T, ClientError> {
+        let (status, body) = self.send(Method::GET, path, headers).await?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 path: path.to_owned(),
@@ -93,7 +106,11 @@ impl Target {
     }
 
     pub async fn audit(&self, sale: i64) -> Result<Audit, ClientError> {
-        self.get(&format!("/api/sales/{sale}/audit")).await
+        let path = format!("/api/sales/{sale}/audit");
+        match &self.admin {
+            Some(bearer) => self.get_with(&path, &[("authorization", bearer)]).await,
+            None => self.get(&path).await,
+        }
     }
 }
 
