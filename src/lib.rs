@@ -24,7 +24,9 @@
 //!
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
 //! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
-//! [`shutdown`] drains purchases and flushes the store on SIGTERM. [`config`] reads flags,
+//! [`shutdown`] drains purchases and flushes the store on SIGTERM. Connections come in through
+//! `server`, our own accept loop: it caps them per client address and in total, and closes a
+//! connection whose request head trickles or that idles, so slow clients cannot hold the door. [`config`] reads flags,
 //! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`health`]
 //! is what `/readyz` asks each backend.
 //!
@@ -45,6 +47,8 @@ pub mod log;
 pub mod metrics;
 #[cfg(feature = "distributed")]
 pub mod reconcile;
+// The accept loop: connection caps, header and idle timeouts, so slow clients cannot hold the door.
+mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
