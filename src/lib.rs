@@ -26,9 +26,9 @@
 //! resets or re-creates stock. [`startup`] is the one place where backends are chosen;
 //! [`shutdown`] drains purchases and flushes the store on SIGTERM. Connections come in through
 //! `server`, our own accept loop: it caps them per client address and in total, and closes a
-//! connection whose request head trickles or that idles, so slow clients cannot hold the door. [`config`] reads flags,
-//! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`health`]
-//! is what `/readyz` asks each backend.
+//! connection whose request head trickles or that idles, so slow clients cannot hold the door.
+//! [`config`] reads flags, `SECKILL_*` variables and the TOML file, and keeps secrets off the
+//! command line; [`health`] is what `/readyz` asks each backend.
 //!
 //! The load generator and the auditor (`seckill bench`, `seckill audit`) are clients of the
 //! HTTP API, not part of this library: `crates/loadgen` (`seckill-loadgen`), reading answers
