@@ -35,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
             user_id: UserId::parse(&format!("drain-{i}")).expect("valid id"),
             seq: 1,
             created_at: 0,
+            state: seckill::domain::OrderState::Confirmed,
+            pay_by: None,
+            payment: None,
         })
         .collect();
 

@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
@@ -132,6 +133,31 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_REQUEST_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_body_timeout_ms: u64,
 
+    /// Open client connections at most; one more is closed as soon as it is accepted. Default:
+    /// 90 % of the open-file limit (raised to its hard limit at start), keeping at least 100
+    /// descriptors for the store, the backends and logs.
+    #[arg(long, env = "SECKILL_MAX_CONNECTIONS", value_parser = at_least_one)]
+    pub max_connections: Option<NonZeroUsize>,
+
+    /// Open connections one client address may hold (an IPv6 client is its /64); one more is
+    /// closed as soon as it is accepted. Always the TCP peer's address, even with
+    /// --trust-forwarded-for. High by default because thousands of phones may share one
+    /// carrier-grade NAT address, and a sale must not refuse them; lower it when clients come
+    /// straight from the internet.
+    #[arg(long, env = "SECKILL_MAX_CONNECTIONS_PER_IP", value_parser = at_least_one, default_value = "4096")]
+    pub max_connections_per_ip: NonZeroUsize,
+
+    /// A request head must arrive whole within this time, counted from the accept or from the
+    /// first byte of the next request on a kept-alive connection; the connection is closed
+    /// otherwise (a client trickling header bytes holds nothing for long).
+    #[arg(long, env = "SECKILL_HEADER_TIMEOUT_SECS", value_parser = at_least_one, default_value = "10")]
+    pub header_timeout_secs: NonZeroUsize,
+
+    /// A kept-alive connection that carries nothing for this long is closed (so is one whose
+    /// client stops reading its response).
+    #[arg(long, env = "SECKILL_KEEP_ALIVE_TIMEOUT_SECS", value_parser = at_least_one, default_value = "60")]
+    pub keep_alive_timeout_secs: NonZeroUsize,
+
     /// `embedded`: one process, in-process gate, SQLite. `distributed`: Redis gate, Kafka log,
     /// MySQL store; run as many instances as you like on the same services.
     #[arg(long, env = "SECKILL_BACKEND", value_enum, default_value_t = Backend::Embedded)]
@@ -189,6 +215,12 @@ impl ServeConfig {
             }
         }
     }
+}
+
+/// A count or a time that 0 would turn into "refuse everything" or "close at once".
+fn at_least_one(value: &str) -> Result<NonZeroUsize, String> {
+    let n: usize = value.parse().map_err(|_| format!("`{value}` is not a whole number"))?;
+    NonZeroUsize::new(n).ok_or_else(|| "must be at least 1 (0 would refuse or close every connection)".to_owned())
 }
 
 /// Settings that may only come from the environment or the config file: a command line is

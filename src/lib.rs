@@ -28,9 +28,11 @@
 //! On start-up, [`engine::Engine::start`] rebuilds the gate from the store, so a restart never
 //! resets or re-creates stock; [`recovery`] does the same while running for a sale the gate
 //! lost (a Redis that restarted empty). [`startup`] is the one place where backends are chosen;
-//! [`shutdown`] drains purchases and flushes the store on SIGTERM. [`config`] reads flags,
-//! `SECKILL_*` variables and the TOML file, and keeps secrets off the command line; [`backend`]
-//! holds the backends' error and what `/readyz` asks each of them.
+//! [`shutdown`] drains purchases and flushes the store on SIGTERM. Connections come in through
+//! `server`, our own accept loop: it caps them per client address and in total, and closes a
+//! connection whose request head trickles or that idles, so slow clients cannot hold the door.
+//! [`config`] reads flags, `SECKILL_*` variables and the TOML file, and keeps secrets off the
+//! command line; [`backend`] holds the backends' error and what `/readyz` asks each of them.
 //!
 //! The load generator and the auditor (`seckill bench`, `seckill audit`) are clients of the
 //! HTTP API, not part of this library: `crates/loadgen` (`seckill-loadgen`), reading answers
@@ -51,6 +53,8 @@ pub mod payment;
 #[cfg(feature = "distributed")]
 pub mod reconcile;
 pub mod recovery;
+// The accept loop: connection caps, header and idle timeouts, so slow clients cannot hold the door.
+mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

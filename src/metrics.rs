@@ -90,6 +90,36 @@ impl RateLimitScope {
     }
 }
 
+/// Why a connection was closed as soon as it was accepted: the `reason` label of
+/// `seckill_connections_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// Its client address already held `--max-connections-per-ip`.
+    PerIp,
+    /// The engine already held `--max-connections`.
+    Total,
+}
+
+impl ConnectionRefusal {
+    const ALL: [ConnectionRefusal; 2] = [ConnectionRefusal::PerIp, ConnectionRefusal::Total];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionRefusal::PerIp => "per_ip",
+            ConnectionRefusal::Total => "total",
+        }
+    }
+}
+
+/// Why the engine closed a connection its client had not closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// A request head did not arrive whole within the header timeout.
+    HeaderTimeout,
+    /// Nothing moved for the keep-alive timeout.
+    Idle,
+}
+
 /// Routes the HTTP layer may report; the last slot collects everything else.
 pub const MAX_ROUTES: usize = 32;
 /// Statuses counted one by one; any other lands in the `other` column.
@@ -244,6 +274,10 @@ pub struct Metrics {
     order_conflicts: AtomicU64,
     transitions: [AtomicU64; TransitionKind::ALL.len()],
     late_payments: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: [AtomicU64; ConnectionRefusal::ALL.len()],
+    header_timeouts: AtomicU64,
+    idle_closes: AtomicU64,
 }
 
 /// What the admin page shows (`GET /api/admin/stats`), cumulative since start.
@@ -289,6 +323,10 @@ impl Metrics {
             order_conflicts: AtomicU64::new(0),
             transitions: [const { AtomicU64::new(0) }; TransitionKind::ALL.len()],
             late_payments: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: [const { AtomicU64::new(0) }; ConnectionRefusal::ALL.len()],
+            header_timeouts: AtomicU64::new(0),
+            idle_closes: AtomicU64::new(0),
         }
     }
 
@@ -329,6 +367,26 @@ impl Metrics {
 
     pub fn observe_rate_limited(&self, scope: RateLimitScope) {
         self.rate_limited[scope as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn observe_connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn observe_connection_closed(&self, why: ConnectionClose) {
+        match why {
+            ConnectionClose::HeaderTimeout => &self.header_timeouts,
+            ConnectionClose::Idle => &self.idle_closes,
+        }
+        .fetch_add(1, Relaxed);
     }
 
     pub fn observe_commit(&self, rows: usize) {
@@ -481,6 +539,50 @@ impl Metrics {
 
         header(
             &mut out,
+            "seckill_connections_open",
+            "gauge",
+            "Client connections held now (the consumer's metrics port not counted).",
+        );
+        let _ = writeln!(out, "seckill_connections_open {}", self.connections_open.load(Relaxed));
+        header(
+            &mut out,
+            "seckill_connections_refused_total",
+            "counter",
+            "Connections closed as soon as accepted, by the cap they were over.",
+        );
+        for reason in ConnectionRefusal::ALL {
+            let _ = writeln!(
+                out,
+                "seckill_connections_refused_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.connections_refused[reason as usize].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "seckill_header_timeouts_total",
+            "counter",
+            "Connections closed because a request head did not arrive whole within the header timeout.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_header_timeouts_total {}",
+            self.header_timeouts.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "seckill_idle_connections_closed_total",
+            "counter",
+            "Kept-alive connections closed after the keep-alive timeout with nothing moving.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_idle_connections_closed_total {}",
+            self.idle_closes.load(Relaxed)
+        );
+
+        header(
+            &mut out,
             "seckill_purchases_in_flight",
             "gauge",
             "Purchases being processed now.",
@@ -591,6 +693,9 @@ mod tests {
         }
         for (i, kind) in TransitionKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, i, "{kind:?}");
+        }
+        for (i, reason) in ConnectionRefusal::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
         }
     }
 

@@ -33,7 +33,7 @@ pub async fn run<G: StockGate, S: OrderStore>(engine: &Engine<G, S>, stop: Cance
                 engine.expire_due().await;
                 passes += 1;
                 // Every few seconds: what a failed store or a dead instance left unconfirmed.
-                if passes % 15 == 0 {
+                if passes.is_multiple_of(15) {
                     engine.record_unconfirmed().await;
                 }
             }

@@ -69,12 +69,12 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         let transition = Transition::Pay(payment.clone());
         match self.gate.settle(sale, order_id, &transition, now_millis()).await? {
             Settlement::Won(order) => {
-                self.record(&[order.clone()], TransitionKind::Paid).await?;
+                self.record(std::slice::from_ref(&order), TransitionKind::Paid).await?;
                 Ok(order)
             }
             Settlement::AlreadyDone { order, unconfirmed } => {
                 if unconfirmed {
-                    self.record(&[order.clone()], TransitionKind::Paid).await?;
+                    self.record(std::slice::from_ref(&order), TransitionKind::Paid).await?;
                 }
                 Ok(order)
             }
@@ -127,7 +127,8 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         let transition = Transition::Cancel { by: by.clone() };
         match self.gate.settle(sale, order_id, &transition, now_millis()).await? {
             Settlement::Won(order) => {
-                self.record(&[order.clone()], TransitionKind::Cancelled).await?;
+                self.record(std::slice::from_ref(&order), TransitionKind::Cancelled)
+                    .await?;
                 Ok(order)
             }
             Settlement::AlreadyDone { .. } | Settlement::Lost(_) => Err(PaymentError::NotCancellable),

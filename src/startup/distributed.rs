@@ -77,6 +77,8 @@ pub async fn run_consumer(
             let local = listener.local_addr().unwrap_or(addr);
             // Scripts and tests read this line to find the port when listening on port 0.
             println!("seckill consumer metrics on http://{local}");
+            // A port for Prometheus on the operators' network, not for buyers: plain
+            // `axum::serve`, without the buyers' accept loop and its caps.
             Some(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, crate::http::consumer_router()).await {
                     tracing::error!(error = %e, "metrics server stopped");

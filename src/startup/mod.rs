@@ -22,6 +22,7 @@ use crate::http::limit::{Limiter, RateLimits};
 use crate::http::purchase_token::PurchaseTokens;
 use crate::http::{router, AppState};
 use crate::metrics::RateLimitScope;
+use crate::server::{self, ConnectionLimits};
 use crate::store::{OrderStore, SqliteStore};
 
 #[cfg(feature = "distributed")]
@@ -48,6 +49,7 @@ pub enum StartupError {
 pub struct Application<G, S> {
     listener: TcpListener,
     state: Arc<AppState<G, S>>,
+    connections: ConnectionLimits,
     /// Tells the background work to stop.
     stop: CancellationToken,
     background: TaskTracker,
@@ -94,6 +96,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             trust_forwarded_for: config.trust_forwarded_for,
         });
         let auth = Authenticator::from_config(config).map_err(|e| StartupError::Config(e.to_string()))?;
+        let connections = connection_limits(config);
         let addr = config.listen;
         let listener = listen(addr).map_err(|cause| StartupError::Listen { addr, cause })?;
         let state = Arc::new(AppState {
@@ -121,6 +124,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         Ok(Application {
             listener,
             state,
+            connections,
             stop,
             background,
         })
@@ -140,18 +144,48 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
     ) -> std::io::Result<()> {
         let app = router(Arc::clone(&self.state));
         // The peer address costs an extension per request: only the per-IP limit needs it.
-        let served = if self.state.limits.ip.enabled() {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
-        } else {
-            axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
-        };
+        let connect_info = self.state.limits.ip.enabled();
+        server::serve(self.listener, app, self.connections, connect_info, shutdown).await;
         self.state.engine.shutdown().await;
         self.stop.cancel();
         self.background.close();
         self.background.wait().await;
-        served
+        Ok(())
     }
+}
+
+/// The connection caps and timeouts; raises the open-file limit first, since the default total
+/// cap is derived from it.
+fn connection_limits(config: &ServeConfig) -> ConnectionLimits {
+    let open_files = match server::raise_open_files_limit() {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit (RLIMIT_NOFILE)");
+            limit
+        }
+        // Serving with the limit we have beats not serving; the default cap stays under it.
+        Err(e @ server::ConnectionError::SetLimit { current, .. }) => {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "open-file limit not raised");
+            current
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "open-file limit unknown: assuming 1024");
+            1024
+        }
+    };
+    let limits = ConnectionLimits {
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| server::default_max_connections(open_files)),
+        max_connections_per_ip: config.max_connections_per_ip,
+        header_timeout: Duration::from_secs(config.header_timeout_secs.get() as u64),
+        keep_alive_timeout: Duration::from_secs(config.keep_alive_timeout_secs.get() as u64),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "connection caps"
+    );
+    limits
 }
 
 /// Forgets rate-limit buckets of clients gone quiet, so a crowd of one-time IPs does not pile up.

@@ -18,6 +18,7 @@ mod browser;
 mod classic_api;
 mod concurrency;
 mod config;
+mod connections;
 mod deploy;
 #[cfg(feature = "distributed")]
 mod distributed;

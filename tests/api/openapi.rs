@@ -87,8 +87,8 @@ async fn the_served_document_is_the_file_and_every_operation_is_routed() {
 #[tokio::test]
 async fn the_classic_purchase_answers_only_documented_codes() {
     let app = TestServer::spawn_with(Options::new()).await;
-    let documented: Vec<Value> = document_file()["components"]["schemas"]["ClassicPurchaseResult"]["properties"]["code"]
-        ["enum"]
+    let documented: Vec<Value> = document_file()["components"]["schemas"]["ClassicPurchaseResult"]["properties"]
+        ["code"]["enum"]
         .as_array()
         .expect("the code enum")
         .clone();
