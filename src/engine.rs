@@ -322,7 +322,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// Loads into the cache (and the gate) the sales other instances created since this one
     /// started.
-    async fn refresh_catalogue(&self) -> Result<(), EngineError> {
+    pub(crate) async fn refresh_catalogue(&self) -> Result<(), EngineError> {
         for sale in self.store.sales().await? {
             if !self.cached().contains_key(&sale.id) {
                 self.find_sale(sale.id).await?;

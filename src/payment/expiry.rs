@@ -30,6 +30,13 @@ pub async fn run<G: StockGate, S: OrderStore>(engine: &Engine<G, S>, stop: Cance
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
+                // Sales another instance created: this one expires their holds too, so holds
+                // expire while that instance is down.
+                if passes.is_multiple_of(25) {
+                    if let Err(e) = engine.refresh_catalogue().await {
+                        tracing::warn!(error = %e, "cannot refresh the catalogue of sales");
+                    }
+                }
                 engine.expire_due().await;
                 passes += 1;
                 // Every few seconds: what a failed store or a dead instance left unconfirmed.

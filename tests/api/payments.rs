@@ -621,3 +621,43 @@ async fn distributed_expiries_decided_while_the_broker_is_away_reach_mysql_later
     assert_eq!(audit["awaiting_payment"], 0, "{audit}");
     assert_eq!(audit["consistent"], true, "{audit}");
 }
+
+/// Any instance expires any hold: the instance that sold them is killed, and another one,
+/// which never served that sale, expires them and puts the units back.
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distributed_holds_of_a_dead_instance_expire_on_another() {
+    let services = Services::start().await;
+    let survivor = distributed(&services).await;
+    let mut seller = TestServer::spawn_with(with_payments(Options {
+        no_consumer: true,
+        ..Options::distributed(&services)
+    }))
+    .await;
+    let sale = sale_with_window(&seller, 10, 1, 2).await;
+    let mut won = Vec::new();
+    for i in 0..10 {
+        let (status, body) = seller.buy(sale, &format!("orphan-{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        won.push(body);
+    }
+    seller.kill9().await;
+    for (i, order) in won.iter().enumerate() {
+        let expired = wait_state(
+            &survivor,
+            &id_of(order),
+            &format!("orphan-{i}"),
+            "expired",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(expired["state"], "expired", "{expired}");
+    }
+    let audit = wait_audit(&survivor, sale, Duration::from_secs(30), |a| {
+        a["expired"] == 10 && a["remaining"] == 10 && a["consistent"] == true
+    })
+    .await;
+    assert_eq!(audit["expired"], 10, "{audit}");
+    assert_eq!(audit["remaining"], 10, "{audit}");
+    assert_eq!(audit["consistent"], true, "{audit}");
+}
