@@ -91,9 +91,12 @@ impl HoldBook {
             _ => return Settlement::Lost(hold.order(sale, order_id)),
         };
         hold.state = next;
-        self.awaiting.fetch_sub(1, Ordering::Relaxed);
+        // A paid unit moves from awaiting to paid now; an expired or cancelled one stays counted
+        // as awaiting until it is back in the sale's stock ([`HoldBook::recorded`]), so the
+        // sale's counts always add up to its stock.
         if let Transition::Pay(payment) = transition {
             hold.payment = Some(payment.clone());
+            self.awaiting.fetch_sub(1, Ordering::Relaxed);
             self.paid.fetch_add(1, Ordering::Relaxed);
         }
         self.unconfirmed.insert(order_id, now);
@@ -124,7 +127,15 @@ impl HoldBook {
     /// The transition of `order_id` is durable; `true` the first time (its unit, if it gives
     /// one back, goes back now, and once).
     pub(super) fn recorded(&self, order_id: &uuid::Uuid) -> bool {
-        self.unconfirmed.remove(order_id).is_some()
+        let first = self.unconfirmed.remove(order_id).is_some();
+        let returned = self
+            .holds
+            .get(order_id)
+            .is_some_and(|h| matches!(h.state, OrderState::Expired | OrderState::Cancelled));
+        if first && returned {
+            self.awaiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        first
     }
 
     pub(super) fn get(&self, sale: SaleId, order_id: &uuid::Uuid) -> Option<Order> {
