@@ -245,7 +245,7 @@ fn payments(
         remaining_at_rest: verdict.map_or(0, |v| v.at_rest.remaining),
         paid_at_rest: verdict.map_or(0, |v| v.at_rest.paid),
         at_rest_after_last_deadline_s: verdict
-            .zip(ledger.last_pay_by_ms)
+            .zip(ledger.last_unpaid_pay_by_ms)
             .map(|(v, last)| (v.at_rest_unix_ms - last) as f64 / 1000.0),
     }
 }

@@ -108,7 +108,7 @@ async fn at_rest(target: &Target, sale: i64, timeout: Duration) -> Result<(SaleV
 }
 
 /// Each hold's order as the engine has it now (`None`: it could not be read).
-async fn states(target: &Arc<Target>, holds: &[Hold], concurrency: usize) -> Vec<(String, Option<OrderState>)> {
+async fn states(target: &Arc<Target>, holds: &[Hold], concurrency: usize) -> OrderStates {
     let per_task = holds.len().div_ceil(concurrency.max(1)).max(1);
     let tasks: Vec<_> = holds
         .chunks(per_task)
@@ -131,6 +131,9 @@ async fn states(target: &Arc<Target>, holds: &[Hold], concurrency: usize) -> Vec
     }
     all
 }
+
+/// Orders by id, each with its state (`None`: it could not be read).
+pub(crate) type OrderStates = Vec<(String, Option<OrderState>)>;
 
 /// What a run with payments is judged on, read once the sale is at rest.
 pub(crate) struct Settled<'a> {
@@ -330,7 +333,7 @@ mod tests {
         }
     }
 
-    fn orders(states: &[OrderState]) -> Vec<(String, Option<OrderState>)> {
+    fn orders(states: &[OrderState]) -> OrderStates {
         states
             .iter()
             .enumerate()
@@ -339,13 +342,7 @@ mod tests {
     }
 
     /// A run of 50 stock: 30 paid, 2 payments too late (their orders expired), nothing left.
-    fn settled_run() -> (
-        SaleView,
-        Audit,
-        Audit,
-        Vec<(String, Option<OrderState>)>,
-        Vec<(String, Option<OrderState>)>,
-    ) {
+    fn settled_run() -> (SaleView, Audit, Audit, OrderStates, OrderStates) {
         let mut after = audit(30, 30, 0);
         after.stock = 50;
         after.remaining = 20;

@@ -88,7 +88,7 @@ fn unit(bits: u64) -> f64 {
 
 /// What the webhook answered one payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Paid {
+pub(crate) enum Answer {
     /// 200: the order is paid.
     Paid,
     /// 409 `payment_window_closed`: the hold had expired; the engine keeps it as a late payment.
@@ -99,15 +99,15 @@ pub(crate) enum Paid {
     Error,
 }
 
-fn classify(status: StatusCode, body: &[u8]) -> Paid {
+fn classify(status: StatusCode, body: &[u8]) -> Answer {
     match status.as_u16() {
-        200 => Paid::Paid,
+        200 => Answer::Paid,
         409 => match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(e) if e.error.code == "payment_window_closed" => Paid::TooLate,
-            Ok(e) if e.error.code == "already_paid" => Paid::AlreadyPaid,
-            _ => Paid::Error,
+            Ok(e) if e.error.code == "payment_window_closed" => Answer::TooLate,
+            Ok(e) if e.error.code == "already_paid" => Answer::AlreadyPaid,
+            _ => Answer::Error,
         },
-        _ => Paid::Error,
+        _ => Answer::Error,
     }
 }
 
@@ -116,6 +116,8 @@ fn classify(status: StatusCode, body: &[u8]) -> Paid {
 pub(crate) struct Hold {
     pub order_id: String,
     pub buyer: String,
+    /// Its deadline, in unix milliseconds.
+    pub pay_by_ms: Option<i64>,
 }
 
 /// What the provider did and was answered, over the whole run.
@@ -132,9 +134,20 @@ pub(crate) struct Ledger {
     pub latency: Histogram<u64>,
     /// From the first payment sent to the last answered; `None` when nothing was paid.
     pub span: Option<Duration>,
-    /// The latest `pay_by` of any hold, in unix milliseconds.
-    pub last_pay_by_ms: Option<i64>,
+    /// The latest `pay_by` of a hold that was not paid, in unix milliseconds: when the last
+    /// unit should go back on sale.
+    pub last_unpaid_pay_by_ms: Option<i64>,
 }
+
+/// One payment sent: its answer, when it was sent and when answered.
+struct Attempt {
+    answer: Answer,
+    sent: Instant,
+    done: Instant,
+}
+
+/// A hold's task: the hold, and its payment if the provider paid.
+type PaymentTask = JoinHandle<(Hold, Option<Attempt>)>;
 
 /// The provider: signs and sends payments, one task per hold.
 pub(crate) struct Payer {
@@ -142,9 +155,8 @@ pub(crate) struct Payer {
     signer: Signer,
     ratio: f64,
     window: Duration,
-    tasks: Mutex<Vec<JoinHandle<(Hold, Option<(Paid, Instant, Instant)>)>>>,
+    tasks: Mutex<Vec<PaymentTask>>,
     let_expire: AtomicU64,
-    last_pay_by_ms: Mutex<Option<i64>>,
 }
 
 impl Payer {
@@ -156,7 +168,6 @@ impl Payer {
             window,
             tasks: Mutex::new(Vec::new()),
             let_expire: AtomicU64::new(0),
-            last_pay_by_ms: Mutex::new(None),
         }
     }
 
@@ -166,12 +177,8 @@ impl Payer {
         let Ok(won) = serde_json::from_slice::<Confirmation>(confirmation) else {
             return false;
         };
-        if let Some(pay_by) = won.pay_by.as_deref().and_then(unix_millis) {
-            if let Ok(mut last) = self.last_pay_by_ms.lock() {
-                *last = Some(last.map_or(pay_by, |l: i64| l.max(pay_by)));
-            }
-        }
         let hold = Hold {
+            pay_by_ms: won.pay_by.as_deref().and_then(unix_millis),
             order_id: won.order_id,
             buyer: won.user_id,
         };
@@ -187,7 +194,8 @@ impl Payer {
                     tokio::time::sleep(after).await;
                     let sent = Instant::now();
                     let answer = payer.pay(&hold.order_id).await;
-                    (hold, Some((answer, sent, Instant::now())))
+                    let done = Instant::now();
+                    (hold, Some(Attempt { answer, sent, done }))
                 }
             }
         });
@@ -198,7 +206,7 @@ impl Payer {
     }
 
     /// Sends one signed payment notice for `order_id`.
-    async fn pay(&self, order_id: &str) -> Paid {
+    async fn pay(&self, order_id: &str) -> Answer {
         let body = notice(order_id, &format!("bench-{}", uuid::Uuid::new_v4().simple()));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let signature = self.signer.sign(now.as_secs(), body.as_bytes());
@@ -212,7 +220,7 @@ impl Payer {
             .await
         {
             Ok((status, answer)) => classify(status, &answer),
-            Err(_) => Paid::Error,
+            Err(_) => Answer::Error,
         }
     }
 
@@ -232,7 +240,7 @@ impl Payer {
             errors: 0,
             latency: latency_histogram(),
             span: None,
-            last_pay_by_ms: self.last_pay_by_ms.lock().map(|l| *l).unwrap_or(None),
+            last_unpaid_pay_by_ms: None,
         };
         let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
         for task in tasks {
@@ -240,7 +248,17 @@ impl Payer {
                 ledger.errors += 1;
                 continue;
             };
-            let Some((answer, sent, done)) = answered else {
+            let unpaid = !matches!(
+                answered,
+                Some(Attempt {
+                    answer: Answer::Paid | Answer::AlreadyPaid,
+                    ..
+                })
+            );
+            if let (true, Some(pay_by)) = (unpaid, hold.pay_by_ms) {
+                ledger.last_unpaid_pay_by_ms = Some(ledger.last_unpaid_pay_by_ms.map_or(pay_by, |l| l.max(pay_by)));
+            }
+            let Some(Attempt { answer, sent, done }) = answered else {
                 continue;
             };
             let micros = (done.duration_since(sent).as_micros().max(1) as u64).min(MAX_LATENCY_US);
@@ -249,10 +267,10 @@ impl Payer {
             first = Some(first.map_or(sent, |f| f.min(sent)));
             last = Some(last.map_or(done, |l| l.max(done)));
             match answer {
-                Paid::Paid => ledger.paid.push(hold),
-                Paid::TooLate => ledger.too_late.push(hold),
-                Paid::AlreadyPaid => ledger.already_paid += 1,
-                Paid::Error => ledger.errors += 1,
+                Answer::Paid => ledger.paid.push(hold),
+                Answer::TooLate => ledger.too_late.push(hold),
+                Answer::AlreadyPaid => ledger.already_paid += 1,
+                Answer::Error => ledger.errors += 1,
             }
         }
         ledger.let_expire = self.let_expire.load(Ordering::Relaxed);
@@ -318,11 +336,11 @@ mod tests {
             let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
             classify(StatusCode::CONFLICT, body.as_bytes())
         };
-        assert_eq!(classify(StatusCode::OK, b"{}"), Paid::Paid);
-        assert_eq!(conflict("payment_window_closed"), Paid::TooLate);
-        assert_eq!(conflict("already_paid"), Paid::AlreadyPaid);
-        assert_eq!(conflict("other"), Paid::Error);
-        assert_eq!(classify(StatusCode::UNAUTHORIZED, b"{}"), Paid::Error);
+        assert_eq!(classify(StatusCode::OK, b"{}"), Answer::Paid);
+        assert_eq!(conflict("payment_window_closed"), Answer::TooLate);
+        assert_eq!(conflict("already_paid"), Answer::AlreadyPaid);
+        assert_eq!(conflict("other"), Answer::Error);
+        assert_eq!(classify(StatusCode::UNAUTHORIZED, b"{}"), Answer::Error);
     }
 
     #[test]

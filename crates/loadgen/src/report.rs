@@ -113,8 +113,8 @@ pub struct Payments {
     pub stock: u64,
     pub remaining_at_rest: u64,
     pub paid_at_rest: u64,
-    /// From the last hold's `pay_by` to the sale seen with nothing awaiting payment; `None`
-    /// when no hold was won.
+    /// From the last unpaid hold's `pay_by` to the sale seen with nothing awaiting payment:
+    /// how long the last expired unit took to be back on sale. `None` when every hold was paid.
     pub at_rest_after_last_deadline_s: Option<f64>,
 }
 
@@ -226,7 +226,10 @@ impl fmt::Display for Payments {
             self.remaining_at_rest, self.paid_at_rest, self.stock, self.expired
         )?;
         if let Some(s) = self.at_rest_after_last_deadline_s {
-            write!(f, "; nothing awaiting payment {s:.3} s after the last pay_by")?;
+            write!(
+                f,
+                "; nothing awaiting payment {s:.3} s after the last unpaid hold's pay_by"
+            )?;
         }
         writeln!(f)
     }
@@ -328,7 +331,7 @@ mod tests {
         });
         let text = r.to_string();
         assert!(
-            text.contains("\n  payments     window 2 s, pay ratio 0.50: 100 holds → 50 paid, 48 let expire, 2 too late (409), 0 already paid, 0 errors\n  webhook      25 payments/s\n  at rest      remaining 0 + paid 50 of stock 50; 50 expired; nothing awaiting payment 0.180 s after the last pay_by\n"),
+            text.contains("\n  payments     window 2 s, pay ratio 0.50: 100 holds → 50 paid, 48 let expire, 2 too late (409), 0 already paid, 0 errors\n  webhook      25 payments/s\n  at rest      remaining 0 + paid 50 of stock 50; 50 expired; nothing awaiting payment 0.180 s after the last unpaid hold's pay_by\n"),
             "{text}"
         );
     }
