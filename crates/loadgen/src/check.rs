@@ -82,6 +82,7 @@ pub(crate) async fn check_paying(
         audit: &audit,
         paid: &paid,
         too_late: &too_late,
+        webhook_errors: ledger.errors,
     }));
     invariants.push(stored_equals_sold(&audit));
     invariants.push(no_duplicates(&audit));
@@ -145,6 +146,8 @@ pub(crate) struct Settled<'a> {
     pub paid: &'a [(String, Option<OrderState>)],
     /// Orders whose payment the webhook refused as too late, and their state at rest.
     pub too_late: &'a [(String, Option<OrderState>)],
+    /// Payments answered neither 200 nor 409 (a wrong secret, a fault), or not at all.
+    pub webhook_errors: u64,
 }
 
 /// The payment invariants: no order both paid and returned, paid within the stock, every unit
@@ -154,6 +157,12 @@ pub(crate) fn payment_invariants(s: &Settled) -> Vec<Check> {
     let late_now = s.audit.late_payments.saturating_sub(s.audit_before.late_payments);
     let view = s.at_rest;
     vec![
+        // Without this a wrong secret (every payment 401) would pass as a run where nobody paid.
+        Check::new(
+            "every payment answered 200 or 409",
+            s.webhook_errors == 0,
+            format!("{} payments answered otherwise or not at all", s.webhook_errors),
+        ),
         all_in(s.paid, OrderState::Paid, "every order answered paid is paid at rest"),
         all_in(
             s.too_late,
@@ -372,6 +381,7 @@ mod tests {
             audit: after,
             paid,
             too_late: late,
+            webhook_errors: 0,
         })
     }
 
@@ -383,8 +393,24 @@ mod tests {
     fn a_settled_run_with_payments_passes_every_check() {
         let (view, before, after, paid, late) = settled_run();
         let checks = judge(&view, &before, &after, &paid, &late);
-        assert_eq!(checks.len(), 7);
+        assert_eq!(checks.len(), 8);
         assert!(failed(&checks).is_empty(), "{checks:?}");
+    }
+
+    #[test]
+    fn payments_the_webhook_refused_otherwise_fail() {
+        let (view, before, after, paid, late) = settled_run();
+        let checks = payment_invariants(&Settled {
+            stock: 50,
+            at_rest: &view,
+            audit_before: &before,
+            audit: &after,
+            paid: &paid,
+            too_late: &late,
+            webhook_errors: 3,
+        });
+        assert_eq!(failed(&checks), ["every payment answered 200 or 409"]);
+        assert_eq!(checks[0].detail, "3 payments answered otherwise or not at all");
     }
 
     #[test]
@@ -393,10 +419,10 @@ mod tests {
         paid[3].1 = Some(OrderState::Expired);
         let checks = judge(&view, &before, &after, &paid, &late);
         assert_eq!(failed(&checks), ["every order answered paid is paid at rest"]);
-        assert_eq!(checks[0].detail, "1 of 30 orders not paid, e.g. o3: expired");
+        assert_eq!(checks[1].detail, "1 of 30 orders not paid, e.g. o3: expired");
         paid[3].1 = None;
         let checks = judge(&view, &before, &after, &paid, &late);
-        assert_eq!(checks[0].detail, "1 of 30 orders not paid, e.g. o3: unreadable");
+        assert_eq!(checks[1].detail, "1 of 30 orders not paid, e.g. o3: unreadable");
     }
 
     #[test]
