@@ -160,6 +160,7 @@ async fn execute_paying(config: &BenchConfig, target: Arc<Target>, ratio: f64) -
         Signer::new(secret.as_bytes()),
         ratio,
         Duration::from_secs(u64::from(window)),
+        config.concurrency as usize,
     ));
     let mut load = load(config, before.id);
     load.payer = Some(Arc::clone(&payer));

@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use hyper::{Method, StatusCode};
 use seckill_api::{Confirmation, ErrorBody};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::client::Target;
@@ -157,10 +158,13 @@ pub(crate) struct Payer {
     window: Duration,
     tasks: Mutex<Vec<PaymentTask>>,
     let_expire: AtomicU64,
+    /// Payments in flight at once: as many as the load's buyers, so that a slow webhook queues
+    /// payments here rather than opening a connection for each.
+    in_flight: Semaphore,
 }
 
 impl Payer {
-    pub fn new(target: Arc<Target>, signer: Signer, ratio: f64, window: Duration) -> Self {
+    pub fn new(target: Arc<Target>, signer: Signer, ratio: f64, window: Duration, in_flight: usize) -> Self {
         Payer {
             target,
             signer,
@@ -168,6 +172,7 @@ impl Payer {
             window,
             tasks: Mutex::new(Vec::new()),
             let_expire: AtomicU64::new(0),
+            in_flight: Semaphore::new(in_flight.max(1)),
         }
     }
 
@@ -192,6 +197,8 @@ impl Payer {
                 }
                 Plan::Pay(after) => {
                     tokio::time::sleep(after).await;
+                    // Never closed, so a permit always comes; a wait here is a queue before the webhook.
+                    let _permit = payer.in_flight.acquire().await;
                     let sent = Instant::now();
                     let answer = payer.pay(&hold.order_id).await;
                     let done = Instant::now();
