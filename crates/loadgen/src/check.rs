@@ -100,12 +100,19 @@ async fn at_rest(target: &Target, sale: i64, timeout: Duration) -> Result<(SaleV
     loop {
         let view = target.sale(sale).await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        if view.awaiting_payment == 0 || started.elapsed() > timeout {
+        if is_at_rest(&view) || started.elapsed() > timeout {
             return Ok((view, now.as_millis() as i64));
         }
         // Often enough to time an expiry sweep (every ~200 ms) to a few milliseconds.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Nothing awaits payment and every unit is paid for or back on sale. Both are needed: the
+/// engine stops counting a hold as awaiting payment when it decides the expiry, and gives the
+/// unit back only once the expiry is durable; in between the unit is in neither count.
+pub(crate) fn is_at_rest(view: &SaleView) -> bool {
+    view.awaiting_payment == 0 && view.remaining + view.paid == view.stock
 }
 
 /// Each hold's order as the engine has it now (`None`: it could not be read).
@@ -411,6 +418,14 @@ mod tests {
         });
         assert_eq!(failed(&checks), ["every payment answered 200 or 409"]);
         assert_eq!(checks[0].detail, "3 payments answered otherwise or not at all");
+    }
+
+    #[test]
+    fn at_rest_means_nothing_awaiting_and_nothing_in_transit() {
+        assert!(is_at_rest(&view(20, 30, 0)));
+        assert!(!is_at_rest(&view(19, 30, 1)), "a hold awaiting payment");
+        // An expiry decided but not yet durable: neither awaiting nor back on sale.
+        assert!(!is_at_rest(&view(19, 30, 0)), "a unit in transit");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use jsonwebtoken::EncodingKey;
 use seckill_api::{ClassicPurchase, PurchaseTokenView};
 use tokio::task::JoinError;
 
+use crate::check::is_at_rest;
 use crate::client::Target;
 use crate::payment::Payer;
 use crate::report::Counts;
@@ -266,8 +267,8 @@ async fn work_until_held(shared: Arc<Shared>, payer: Arc<Payer>) -> WorkerResult
             let again = match outcome {
                 Outcome::SoldOut => match shared.target.sale(shared.load.sale).await {
                     Ok(sale) if sale.remaining > 0 => Some(Duration::ZERO),
-                    Ok(sale) if sale.awaiting_payment > 0 => Some(SOLD_OUT_BACKOFF),
-                    // Nothing held, nothing left: no unit can come back.
+                    Ok(sale) if !is_at_rest(&sale) => Some(SOLD_OUT_BACKOFF),
+                    // Nothing held, nothing in transit, nothing left: no unit can come back.
                     _ => None,
                 },
                 Outcome::Overloaded => Some(SOLD_OUT_BACKOFF),
