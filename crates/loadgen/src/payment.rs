@@ -131,9 +131,9 @@ pub(crate) struct Ledger {
     pub too_late: Vec<Hold>,
     pub already_paid: u64,
     pub errors: u64,
-    /// The webhook's latency, in microseconds.
+    /// The webhook's latency from when each payment was due, in microseconds.
     pub latency: Histogram<u64>,
-    /// From the first payment sent to the last answered; `None` when nothing was paid.
+    /// From the first payment due to the last answered; `None` when nothing was paid.
     pub span: Option<Duration>,
     /// The latest `pay_by` of a hold that was not paid, in unix milliseconds: when the last
     /// unit should go back on sale.
@@ -197,9 +197,11 @@ impl Payer {
                 }
                 Plan::Pay(after) => {
                     tokio::time::sleep(after).await;
-                    // Never closed, so a permit always comes; a wait here is a queue before the webhook.
-                    let _permit = payer.in_flight.acquire().await;
+                    // Latency counts from when the payment was due, a wait for a permit included,
+                    // so a webhook that cannot keep up shows in it (as in the open loop).
                     let sent = Instant::now();
+                    // Never closed, so a permit always comes.
+                    let _permit = payer.in_flight.acquire().await;
                     let answer = payer.pay(&hold.order_id).await;
                     let done = Instant::now();
                     (hold, Some(Attempt { answer, sent, done }))

@@ -104,9 +104,10 @@ pub struct Payments {
     pub already_paid: u64,
     /// Any other answer, or none.
     pub webhook_errors: u64,
-    /// Webhook answers per second, from the first payment sent to the last answered.
+    /// Webhook answers per second, from the first payment due to the last answered.
     pub payments_per_s: f64,
-    /// The webhook's latency; `None` when nothing was paid.
+    /// The webhook's latency from when each payment was due (a wait behind `-c` payments in
+    /// flight included); `None` when nothing was paid.
     pub webhook_latency: Option<Latency>,
     /// Orders the audit counts as expired by the end of the run.
     pub expired: u64,
