@@ -73,7 +73,7 @@ pub(crate) async fn check_paying(
     let (at_rest, at_rest_unix_ms) = at_rest(target, before.id, timeout).await?;
     let paid = states(target, &ledger.paid, concurrency).await;
     let too_late = states(target, &ledger.too_late, concurrency).await;
-    let audit = drained(target, before.id, timeout).await?;
+    let audit = settled(target, before.id, timeout).await?;
     let mut invariants = vec![per_user_limit(&run.per_user, u64::from(before.per_user_limit))];
     invariants.extend(payment_invariants(&Settled {
         stock: before.stock,
@@ -229,6 +229,19 @@ fn all_in(orders: &[(String, Option<OrderState>)], state: OrderState, name: &str
         ),
     };
     Check::new(name, wrong.is_empty(), detail)
+}
+
+/// The sale's audit once the store has caught up with the gate (a distributed store records
+/// expiries a little after the gate decides them), or as it is when `timeout` is up.
+async fn settled(target: &Target, sale: i64, timeout: Duration) -> Result<Audit, ClientError> {
+    let started = Instant::now();
+    loop {
+        let audit = target.audit(sale).await?;
+        if (audit.consistent && audit.stored == audit.sold) || started.elapsed() > timeout {
+            return Ok(audit);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The sale's audit once the store holds every unit the gate sold, or when `timeout` is up.
