@@ -4,6 +4,9 @@
 //! Closed loop by default: a worker sends its next request when the last is answered. With a
 //! `rate` it is open loop: request *i* is due at `start + i/rate`, and its latency is measured
 //! from when it was due, so a stalled server cannot hide its queueing (coordinated omission).
+//!
+//! With a payer (`--pay-ratio`) the workers share a buyer counter instead: each buys for one
+//! buyer until it holds a unit, trying again after `sold_out` while held units may come back.
 
 use std::collections::HashMap;
 use std::fmt::Write;
