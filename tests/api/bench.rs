@@ -54,6 +54,63 @@ async fn the_classic_scenario_passes_and_writes_report_and_plot() {
     assert_eq!(app.count().await, 0);
 }
 
+/// Payments: 200 buyers on 50 units held for 2 s, half the winners pay. Every expired hold's
+/// unit is bought again by a buyer still waiting, so the run ends with the stock paid for or
+/// on sale, and the report's figures add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn winners_pay_or_let_expire_and_every_unit_ends_paid_or_on_sale() {
+    const SECRET: &str = "bench-webhook-secret";
+    let mut options = Options::new();
+    options
+        .env
+        .push(("SECKILL_PAYMENT_WEBHOOK_SECRET".into(), SECRET.into()));
+    let app = TestServer::spawn_with(options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = bench()
+        .args(["--url", &app.base, "--users", "200", "-c", "200", "--stock", "50"])
+        .args(["--payment-window", "2", "--pay-ratio", "0.5", "--report"])
+        .arg(&report)
+        .env("SECKILL_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SECKILL_PAYMENT_WEBHOOK_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("payments/s") && stdout.contains("PASSED"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let checks = r["invariants"].as_array().unwrap();
+    assert!(checks.len() >= 8 && checks.iter().all(|c| c["passed"] == true), "{r}");
+    let p = &r["payments"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v} in {r}"));
+    let (holds, paid, let_expire, too_late) = (n(&p["holds"]), n(&p["paid"]), n(&p["let_expire"]), n(&p["too_late"]));
+    // Every hold won was either paid (in time or too late) or left to expire.
+    assert_eq!(holds, n(&r["counts"]["success"]), "{r}");
+    assert_eq!((n(&p["already_paid"]), n(&p["webhook_errors"])), (0, 0), "{r}");
+    assert_eq!(holds, paid + too_late + let_expire, "{r}");
+    // Both branches ran (each has 50+ coin flips), and expired units were sold again.
+    assert!(paid > 0 && let_expire > 0 && holds > 50, "{r}");
+    // At rest: every unit paid or back on sale, every hold not paid expired.
+    assert_eq!(n(&p["paid_at_rest"]), paid, "{r}");
+    assert_eq!(n(&p["remaining_at_rest"]) + paid, 50, "{r}");
+    assert_eq!(n(&p["expired"]), let_expire + too_late, "{r}");
+    assert!(p["payments_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    let lag = p["at_rest_after_last_deadline_s"].as_f64().unwrap();
+    assert!((-0.5..5.0).contains(&lag), "{r}");
+    // The engine's own books agree.
+    let audit = app.audit(n(&r["sale"]) as i64).await;
+    assert_eq!(
+        (n(&audit["paid"]), audit["consistent"].as_bool()),
+        (paid, Some(true)),
+        "{audit}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_violated_invariant_fails_the_bench() {
     let app = TestServer::spawn().await;

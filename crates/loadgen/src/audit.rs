@@ -29,7 +29,7 @@ pub struct AuditConfig {
 
 /// Prints a verdict per sale; `Ok(false)` when any sale is inconsistent.
 pub async fn run(config: AuditConfig) -> anyhow::Result<bool> {
-    let target = Target::new(&config.url, 4).with_admin_token(config.admin_token.as_deref());
+    let target = Target::new(&config.url, 4).with_admin(config.admin_token.as_deref());
     let ids: Vec<i64> = match config.sale {
         Some(id) => vec![id],
         None => target.sales().await?.sales.iter().map(|sale| sale.id).collect(),
@@ -87,6 +87,11 @@ mod tests {
             duplicates: 0,
             conflicts: 0,
             over_limit: 0,
+            awaiting_payment: 0,
+            paid: 0,
+            expired: 0,
+            cancelled: 0,
+            late_payments: 0,
             consistent: true,
         };
         assert_eq!(

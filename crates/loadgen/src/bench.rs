@@ -1,6 +1,7 @@
 //! `seckill bench`: the classic scenario built in (2,000 buyers at 1,000 stock by default, as
 //! miaosha-go's JMeter plan fires it). Fires purchases at a running engine, prints throughput
 //! and latency, then checks the invariants through the API: [`execute`] is fire → merge → check.
+//! With `--pay-ratio` the bench also plays the payment provider (see [`crate::payment`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,12 +11,13 @@ use anyhow::Context;
 use clap::Args;
 use jsonwebtoken::EncodingKey;
 
-use crate::check::{self, Verdict};
+use crate::check::{self, PaidVerdict, Verdict};
 use crate::client::Target;
 use crate::fire::{self, Buyers, Identity, Load};
 use crate::merge::{self, Merged};
+use crate::payment::{Ledger, Payer, Signer};
 use crate::plot;
-use crate::report::{Latency, Report};
+use crate::report::{Latency, Payments, Report};
 use crate::seconds;
 
 #[derive(Debug, Clone, Args)]
@@ -51,9 +53,6 @@ pub struct BenchConfig {
     /// How long to wait for every success to be stored before failing the drain check.
     #[arg(long, default_value_t = 60.0)]
     pub drain_timeout: f64,
-    /// The engine's admin token: the invariant checks read the audit, an admin route.
-    #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
     /// Skip the invariant checks (pure load).
     #[arg(long)]
     pub no_check: bool,
@@ -65,6 +64,34 @@ pub struct BenchConfig {
     /// and send it, as a buyer must on an engine run with `--require-purchase-token`.
     #[arg(long)]
     pub purchase_token: bool,
+    /// With `--users`: each winner pays through the signed webhook with this probability, after
+    /// a delay uniform in the payment window, or lets the hold expire. Each buyer buys until it
+    /// holds a unit, trying again after `sold_out` while held units may still come back
+    /// (`-n` is not used).
+    #[arg(long, value_parser = probability, requires = "users")]
+    pub pay_ratio: Option<f64>,
+    /// With `--pay-ratio`: the payment window, in seconds, of the sale the bench creates (with
+    /// `--sale`: the sale's own, which must match if given).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub payment_window: Option<u32>,
+    /// With `--pay-ratio` and no `--sale`: the stock of the sale the bench creates.
+    #[arg(long, default_value_t = 1000)]
+    pub stock: u64,
+    /// The engine's webhook secret, to sign payments as its provider does.
+    #[arg(long, env = "SECKILL_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payment_webhook_secret: Option<String>,
+    /// The engine's admin token: creates the sale with `--pay-ratio`, and is sent on the audit
+    /// and on order reads.
+    #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// A probability: a number from 0 to 1.
+fn probability(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{raw}` is not a probability from 0 to 1")),
+    }
 }
 
 /// A rate of requests per second: a positive number.
@@ -90,7 +117,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
 /// returned, not printed.
 pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
     let target =
-        Arc::new(Target::new(&config.url, config.concurrency as usize).with_admin_token(config.admin_token.as_deref()));
+        Arc::new(Target::new(&config.url, config.concurrency as usize).with_admin(config.admin_token.as_deref()));
+    if let Some(ratio) = config.pay_ratio {
+        return execute_paying(config, target, ratio).await;
+    }
     let sale = match config.sale {
         Some(id) => id,
         None => demo_sale(&target).await?,
@@ -109,6 +139,116 @@ pub async fn execute(config: &BenchConfig) -> anyhow::Result<Report> {
         Some(check::check(&target, &before, config.users, &run, drain_timeout).await?)
     };
     Ok(report(config, sale, fired.elapsed, &run, verdict))
+}
+
+/// A run with payments: the sale (created with the window, or the one named), the load with
+/// the payer taking every hold, then the sale judged at rest.
+async fn execute_paying(config: &BenchConfig, target: Arc<Target>, ratio: f64) -> anyhow::Result<Report> {
+    let secret = config
+        .payment_webhook_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .context("--pay-ratio needs the engine's webhook secret (SECKILL_PAYMENT_WEBHOOK_SECRET)")?;
+    let before = paying_sale(config, &target).await?;
+    let window = before.payment_window_secs;
+    let audit_before = target
+        .audit(before.id)
+        .await
+        .context("auditing the sale before the load")?;
+    let payer = Arc::new(Payer::new(
+        Arc::clone(&target),
+        Signer::new(secret.as_bytes()),
+        ratio,
+        Duration::from_secs(u64::from(window)),
+        config.concurrency as usize,
+    ));
+    let mut load = load(config, before.id);
+    load.payer = Some(Arc::clone(&payer));
+    let fired = fire::fire(Arc::clone(&target), load).await?;
+    let ledger = payer.finish().await;
+    let run = merge::merge(fired.workers)?;
+    if let Some(path) = &config.plot {
+        plot::latency_over_time(path, &run.samples).with_context(|| format!("plotting to {}", path.display()))?;
+    }
+    let verdict = if config.no_check {
+        None
+    } else {
+        // Long enough for the last hold to expire, then the drain allowance.
+        let timeout = Duration::from_secs(u64::from(window)).saturating_add(seconds(config.drain_timeout));
+        let concurrency = config.concurrency.clamp(1, 256) as usize;
+        Some(check::check_paying(&target, &before, &audit_before, &run, &ledger, timeout, concurrency).await?)
+    };
+    let mut summary = report(config, before.id, fired.elapsed, &run, None);
+    summary.payments = Some(payments(ratio, window, &before, &ledger, verdict.as_ref()));
+    if let Some(verdict) = verdict {
+        summary.passed = verdict.invariants.iter().all(|check| check.passed);
+        summary.invariants = verdict.invariants;
+    }
+    Ok(summary)
+}
+
+/// The sale of a run with payments: `--sale` if named (it must have a payment window), else a
+/// new one of `--stock` units, one per buyer, with `--payment-window`.
+async fn paying_sale(config: &BenchConfig, target: &Target) -> anyhow::Result<seckill_api::SaleView> {
+    if let Some(id) = config.sale {
+        let sale = target.sale(id).await.context("reading the sale before the load")?;
+        anyhow::ensure!(
+            sale.payment_window_secs > 0,
+            "sale {id} has no payment window: nothing to pay"
+        );
+        if let Some(window) = config.payment_window {
+            anyhow::ensure!(
+                window == sale.payment_window_secs,
+                "sale {id} has a payment window of {} s, not {window} s",
+                sale.payment_window_secs
+            );
+        }
+        return Ok(sale);
+    }
+    let window = config
+        .payment_window
+        .context("--pay-ratio without --sale needs --payment-window to create the sale")?;
+    let request = serde_json::json!({
+        "name": format!("seckill bench, pay ratio {}", config.pay_ratio.unwrap_or_default()),
+        "stock": config.stock,
+        "per_user_limit": 1,
+        "payment_window_secs": window,
+    });
+    target
+        .create_sale(&request)
+        .await
+        .context("creating the sale (is SECKILL_ADMIN_TOKEN the engine's?)")
+}
+
+/// The payment figures of the summary.
+fn payments(
+    ratio: f64,
+    window: u32,
+    before: &seckill_api::SaleView,
+    ledger: &Ledger,
+    verdict: Option<&PaidVerdict>,
+) -> Payments {
+    let answered = ledger.paid.len() as u64 + ledger.too_late.len() as u64 + ledger.already_paid + ledger.errors;
+    let span = ledger.span.map_or(0.0, |s| s.as_secs_f64());
+    Payments {
+        window_secs: window,
+        pay_ratio: ratio,
+        holds: ledger.holds,
+        let_expire: ledger.let_expire,
+        paid: ledger.paid.len() as u64,
+        too_late: ledger.too_late.len() as u64,
+        already_paid: ledger.already_paid,
+        webhook_errors: ledger.errors,
+        payments_per_s: if span > 0.0 { answered as f64 / span } else { 0.0 },
+        webhook_latency: (!ledger.latency.is_empty()).then(|| Latency::of(&ledger.latency)),
+        expired: verdict.map_or(0, |v| v.audit.expired),
+        stock: before.stock,
+        remaining_at_rest: verdict.map_or(0, |v| v.at_rest.remaining),
+        paid_at_rest: verdict.map_or(0, |v| v.at_rest.paid),
+        at_rest_after_last_deadline_s: verdict
+            .zip(ledger.last_unpaid_pay_by_ms)
+            .map(|(v, last)| (v.at_rest_unix_ms - last) as f64 / 1000.0),
+    }
 }
 
 /// The load the flags describe.
@@ -132,6 +272,7 @@ fn load(config: &BenchConfig, sale: i64) -> Load {
         rate: config.rate,
         duration: config.duration.map(seconds),
         keep_samples: config.plot.is_some(),
+        payer: None,
     }
 }
 
@@ -162,6 +303,7 @@ fn report(config: &BenchConfig, sale: i64, elapsed: Duration, run: &Merged, verd
         counts: run.counts,
         latency: Latency::of(&run.latency),
         drain_s,
+        payments: None,
         passed: invariants.iter().all(|check| check.passed),
         invariants,
     }
@@ -173,9 +315,10 @@ fn mode(config: &BenchConfig) -> String {
         // The wording scripts and past reports know; it is the classic API's anonymous buyers.
         None => "classic (anonymous buyers)".into(),
         Some(users) => format!(
-            "per-user ({users} users{}{})",
+            "per-user ({users} users{}{}{})",
             if config.jwt_secret.is_some() { ", JWT" } else { "" },
-            if config.purchase_token { ", purchase tokens" } else { "" }
+            if config.purchase_token { ", purchase tokens" } else { "" },
+            if config.pay_ratio.is_some() { ", paying" } else { "" }
         ),
     }
 }
@@ -227,6 +370,18 @@ mod tests {
             }
         ));
         assert_eq!(mode(&jwt), "per-user (20 users, JWT, purchase tokens)");
+    }
+
+    #[test]
+    fn a_pay_ratio_is_a_probability_and_needs_named_buyers() {
+        let config = parse(&["--users", "200", "--pay-ratio", "0.5", "--payment-window", "2"]).expect("parses");
+        assert_eq!((config.pay_ratio, config.payment_window), (Some(0.5), Some(2)));
+        assert_eq!(mode(&config), "per-user (200 users, paying)");
+        assert!(parse(&["--pay-ratio", "0.5"]).is_err(), "needs --users");
+        for ratio in ["-0.1", "1.5", "x", "NaN"] {
+            assert!(parse(&["--users", "2", "--pay-ratio", ratio]).is_err(), "{ratio}");
+        }
+        assert!(parse(&["--users", "2", "--pay-ratio", "1", "--payment-window", "0"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use seckill_api::{Audit, SaleList, SaleView};
+use seckill_api::{Audit, OrderDetail, SaleList, SaleView};
 use serde::de::DeserializeOwned;
 
 /// Why a request to the engine got no usable answer.
@@ -20,21 +20,26 @@ pub enum ClientError {
     Send(#[from] hyper_util::client::legacy::Error),
     #[error("the answer broke off")]
     Body(#[from] hyper::Error),
-    #[error("GET {path}: {status}: {body}")]
+    #[error("{method} {path}: {status}: {body}")]
     Status {
+        method: &'static str,
         path: String,
         status: StatusCode,
         body: String,
     },
-    #[error("GET {path}: not the expected answer: {cause}")]
-    Decode { path: String, cause: serde_json::Error },
+    #[error("{method} {path}: not the expected answer: {cause}")]
+    Decode {
+        method: &'static str,
+        path: String,
+        cause: serde_json::Error,
+    },
 }
 
 /// One engine, by its base URL; connections are pooled and kept alive.
 pub struct Target {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
-    /// `Authorization: Bearer <admin token>` for the admin routes (the audit).
+    /// `Bearer <admin token>`, sent on the reads that may need it (the audit, any order).
     admin: Option<String>,
 }
 
@@ -54,10 +59,15 @@ impl Target {
         }
     }
 
-    /// The engine's admin token, which the audit needs.
-    pub fn with_admin_token(mut self, token: Option<&str>) -> Self {
+    /// Sends the admin token (`Authorization: Bearer`) on the audit and on order reads.
+    pub fn with_admin(mut self, token: Option<&str>) -> Self {
         self.admin = token.filter(|t| !t.is_empty()).map(|t| format!("Bearer {t}"));
         self
+    }
+
+    /// The `Authorization` header of the admin, when there is a token.
+    pub fn admin_header(&self) -> Option<(&'static str, &str)> {
+        self.admin.as_deref().map(|bearer| ("authorization", bearer))
     }
 
     /// Sends a request with no body; any status is an answer.
@@ -67,11 +77,22 @@ impl Target {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.send_body(method, path, headers, Bytes::new()).await
+    }
+
+    /// Sends a request with `body`; any status is an answer.
+    pub async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = self.client.request(request.body(Full::new(Bytes::new()))?).await?;
+        let response = self.client.request(request.body(Full::new(body))?).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         Ok((status, body))
@@ -79,19 +100,22 @@ impl Target {
 
     /// `GET path`, answered 2xx with a body of type `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.get_with(path, &[]).await
+        self.get_as(path, &[]).await
     }
 
-    async fn get_with<T: DeserializeOwned>(&self, path: &str, headers: &[(&str, &str)]) -> Result<T, ClientError> {
+    /// `GET path` with `headers`, answered 2xx with a body of type `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str, headers: &[(&str, &str)]) -> Result<T, ClientError> {
         let (status, body) = self.send(Method::GET, path, headers).await?;
         if !status.is_success() {
             return Err(ClientError::Status {
+                method: "GET",
                 path: path.to_owned(),
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
         }
         serde_json::from_slice(&body).map_err(|cause| ClientError::Decode {
+            method: "GET",
             path: path.to_owned(),
             cause,
         })
@@ -105,12 +129,38 @@ impl Target {
         self.get(&format!("/api/sales/{id}")).await
     }
 
+    /// The audit, with the admin token when there is one (the route may require it).
     pub async fn audit(&self, sale: i64) -> Result<Audit, ClientError> {
-        let path = format!("/api/sales/{sale}/audit");
-        match &self.admin {
-            Some(bearer) => self.get_with(&path, &[("authorization", bearer)]).await,
-            None => self.get(&path).await,
+        let admin: Vec<_> = self.admin_header().into_iter().collect();
+        self.get_as(&format!("/api/sales/{sale}/audit"), &admin).await
+    }
+
+    /// An order as its buyer or, with the admin token, as the admin.
+    pub async fn order(&self, order_id: &str, buyer: &str) -> Result<OrderDetail, ClientError> {
+        let who = self.admin_header().unwrap_or(("x-user-id", buyer));
+        self.get_as(&format!("/api/orders/{order_id}"), &[who]).await
+    }
+
+    /// `POST /api/sales` as the admin: the new sale, or why not.
+    pub async fn create_sale(&self, request: &serde_json::Value) -> Result<SaleView, ClientError> {
+        const PATH: &str = "/api/sales";
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(self.admin_header());
+        let body = Bytes::from(request.to_string());
+        let (status, body) = self.send_body(Method::POST, PATH, &headers, body).await?;
+        if status != StatusCode::CREATED {
+            return Err(ClientError::Status {
+                method: "POST",
+                path: PATH.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
+        serde_json::from_slice(&body).map_err(|cause| ClientError::Decode {
+            method: "POST",
+            path: PATH.to_owned(),
+            cause,
+        })
     }
 }
 

@@ -4,6 +4,9 @@
 //! Closed loop by default: a worker sends its next request when the last is answered. With a
 //! `rate` it is open loop: request *i* is due at `start + i/rate`, and its latency is measured
 //! from when it was due, so a stalled server cannot hide its queueing (coordinated omission).
+//!
+//! With a payer (`--pay-ratio`) the workers share a buyer counter instead: each buys for one
+//! buyer until it holds a unit, trying again after `sold_out` while held units may come back.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -11,13 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use jsonwebtoken::EncodingKey;
 use seckill_api::{ClassicPurchase, PurchaseTokenView};
 use tokio::task::JoinError;
 
+use crate::check::is_at_rest;
 use crate::client::Target;
+use crate::payment::Payer;
 use crate::report::Counts;
 
 /// What one purchase request came to.
@@ -98,13 +104,19 @@ pub(crate) struct Load {
     pub duration: Option<Duration>,
     /// Keep every request's (time, latency) for a plot.
     pub keep_samples: bool,
+    /// With named buyers on a sale with a payment window: each buyer buys until it holds a
+    /// unit, and the payer pays or abandons each hold.
+    pub payer: Option<Arc<Payer>>,
 }
+
+/// How long a buyer refused `sold_out` waits before trying again while units may come back.
+const SOLD_OUT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// When a request was due, in seconds since the start, and its latency in milliseconds.
 pub(crate) type Sample = (f32, f32);
 
 /// Latencies are recorded in microseconds, up to an hour, to 3 significant digits.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant bounds are valid")
@@ -143,7 +155,10 @@ pub(crate) async fn fire(target: Arc<Target>, load: Load) -> Result<Fired, JoinE
     let shared = Arc::new(Shared {
         target,
         paths: Paths::of(load.sale),
-        progress: progress_bar(load.requests),
+        progress: progress_bar(match (&load.payer, &load.buyers) {
+            (Some(_), Buyers::PerUser { users, .. }) => *users,
+            _ => load.requests,
+        }),
         next: AtomicU64::new(0),
         started,
         // A duration too long to count is no deadline.
@@ -153,7 +168,10 @@ pub(crate) async fn fire(target: Arc<Target>, load: Load) -> Result<Fired, JoinE
         load,
     });
     let workers: Vec<_> = (0..shared.load.concurrency.max(1))
-        .map(|_| tokio::spawn(work(Arc::clone(&shared))))
+        .map(|_| match shared.load.payer.clone() {
+            Some(payer) => tokio::spawn(work_until_held(Arc::clone(&shared), payer)),
+            None => tokio::spawn(work(Arc::clone(&shared))),
+        })
         .collect();
     let mut results = Vec::with_capacity(workers.len());
     for worker in workers {
@@ -207,20 +225,80 @@ async fn work(shared: Arc<Shared>) -> WorkerResult {
         }
         let due = shared.due(i).await;
         let (outcome, buyer) = shared.buy(i, &mut user).await;
-        let micros = (due.elapsed().as_micros().max(1) as u64).min(MAX_LATENCY_US);
-        // In bounds by construction: the only error `record` has.
-        let _ = result.latency.record(micros);
-        if shared.load.keep_samples {
-            let since_start = (due - shared.started).as_secs_f32();
-            result.samples.push((since_start, micros as f32 / 1000.0));
-        }
-        result.counts.record(outcome);
+        result.record(&shared, due, outcome);
         if let (Outcome::Success, Some(buyer)) = (outcome, buyer) {
             *result.per_user.entry(buyer).or_insert(0) += 1;
         }
         shared.progress.inc(1);
     }
     result
+}
+
+/// One worker of a run with payments: takes the next buyer until none is left, and buys for
+/// it until it holds a unit. A buyer refused `sold_out` tries again while units may still come
+/// back (holds awaiting payment expire back on sale); the payer takes every hold won.
+async fn work_until_held(shared: Arc<Shared>, payer: Arc<Payer>) -> WorkerResult {
+    let mut result = WorkerResult::new();
+    let mut user = String::new();
+    let Buyers::PerUser {
+        users,
+        identity,
+        purchase_token,
+    } = &shared.load.buyers
+    else {
+        return result;
+    };
+    let past_deadline = || shared.deadline.is_some_and(|d| Instant::now() >= d);
+    loop {
+        let buyer = shared.next.fetch_add(1, Ordering::Relaxed);
+        if buyer >= *users || past_deadline() {
+            break;
+        }
+        user.clear();
+        let _ = write!(user, "bench-{:08x}-{buyer}", shared.run_id);
+        loop {
+            let due = Instant::now();
+            let (mut outcome, body) = shared.buy_as(&user, identity, *purchase_token).await;
+            if outcome == Outcome::Success && !payer.take(&body) {
+                // A 201 that is not a confirmation: nothing the payer can pay.
+                outcome = Outcome::Error;
+            }
+            result.record(&shared, due, outcome);
+            if outcome == Outcome::Success {
+                *result.per_user.entry(buyer).or_insert(0) += 1;
+            }
+            let again = match outcome {
+                Outcome::SoldOut => match shared.target.sale(shared.load.sale).await {
+                    Ok(sale) if sale.remaining > 0 => Some(Duration::ZERO),
+                    Ok(sale) if !is_at_rest(&sale) => Some(SOLD_OUT_BACKOFF),
+                    // Nothing held, nothing in transit, nothing left: no unit can come back.
+                    _ => None,
+                },
+                Outcome::Overloaded => Some(SOLD_OUT_BACKOFF),
+                _ => None,
+            };
+            match again {
+                Some(wait) if !past_deadline() => tokio::time::sleep(wait).await,
+                _ => break,
+            }
+        }
+        shared.progress.inc(1);
+    }
+    result
+}
+
+impl WorkerResult {
+    /// Records one request, due at `due`, and its outcome.
+    fn record(&mut self, shared: &Shared, due: Instant, outcome: Outcome) {
+        let micros = (due.elapsed().as_micros().max(1) as u64).min(MAX_LATENCY_US);
+        // In bounds by construction: the only error `record` has.
+        let _ = self.latency.record(micros);
+        if shared.load.keep_samples {
+            let since_start = (due - shared.started).as_secs_f32();
+            self.samples.push((since_start, micros as f32 / 1000.0));
+        }
+        self.counts.record(outcome);
+    }
 }
 
 impl Shared {
@@ -254,14 +332,14 @@ impl Shared {
                 let buyer = i % users;
                 user.clear();
                 let _ = write!(user, "bench-{:08x}-{buyer}", self.run_id);
-                (self.buy_as(user, identity, *purchase_token).await, Some(buyer))
+                (self.buy_as(user, identity, *purchase_token).await.0, Some(buyer))
             }
         }
     }
 
     /// One named buyer's purchase: identity by header or JWT, and the purchase token fetched
-    /// first when asked.
-    async fn buy_as(&self, user: &str, identity: &Identity, purchase_token: bool) -> Outcome {
+    /// first when asked. The outcome, and the purchase's answer (empty when none).
+    async fn buy_as(&self, user: &str, identity: &Identity, purchase_token: bool) -> (Outcome, Bytes) {
         let bearer;
         let who = match identity {
             Identity::Header => ("x-user-id", user),
@@ -270,14 +348,14 @@ impl Shared {
                     bearer = format!("Bearer {jwt}");
                     ("authorization", bearer.as_str())
                 }
-                Err(_) => return Outcome::Error,
+                Err(_) => return (Outcome::Error, Bytes::new()),
             },
         };
         let (token, with_token);
         let headers: &[(&str, &str)] = if purchase_token {
             token = match self.purchase_token(who).await {
                 Ok(token) => token,
-                Err(refused) => return refused,
+                Err(refused) => return (refused, Bytes::new()),
             };
             with_token = [who, ("x-purchase-token", token.as_str())];
             &with_token
@@ -285,8 +363,8 @@ impl Shared {
             std::slice::from_ref(&who)
         };
         match self.target.send(Method::POST, &self.paths.purchase, headers).await {
-            Ok((status, body)) => classify(Route::PerUser, status, &body),
-            Err(_) => Outcome::Error,
+            Ok((status, body)) => (classify(Route::PerUser, status, &body), body),
+            Err(_) => (Outcome::Error, Bytes::new()),
         }
     }
 

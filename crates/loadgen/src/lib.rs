@@ -13,6 +13,11 @@
 //!    limit, the gate's count moved by exactly the successes, the store holding every unit the
 //!    gate sold, once.
 //!
+//! With `--pay-ratio`, `payment` plays the payment provider: each hold won is paid through the
+//! signed webhook or left to expire, buyers refused `sold_out` try again while units may come
+//! back, and `check` judges the sale at rest (no order both paid and returned, every unit paid
+//! or on sale again).
+//!
 //! Then `report` prints the summary (and `--report` writes it as JSON) and `plot` draws every
 //! request's latency. [`audit`] compares gate and store of every sale of a running deployment.
 
@@ -22,12 +27,13 @@ mod check;
 mod client;
 mod fire;
 mod merge;
+mod payment;
 mod plot;
 mod report;
 
 pub use audit::AuditConfig;
 pub use bench::BenchConfig;
-pub use report::{Check, Counts, Latency, Report};
+pub use report::{Check, Counts, Latency, Payments, Report};
 
 /// A number of seconds from a flag as a duration: negative is none, too long to count is
 /// [`std::time::Duration::MAX`].

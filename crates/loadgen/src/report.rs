@@ -87,6 +87,38 @@ impl Check {
     }
 }
 
+/// What the payment provider did in a run with `--pay-ratio`, and the sale at rest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payments {
+    pub window_secs: u32,
+    pub pay_ratio: f64,
+    /// Holds won (purchases answered 201): resold units count again.
+    pub holds: u64,
+    /// Holds the provider chose not to pay.
+    pub let_expire: u64,
+    /// Payments the webhook answered 200.
+    pub paid: u64,
+    /// Payments refused 409 `payment_window_closed`: the hold had expired.
+    pub too_late: u64,
+    /// Payments refused 409 `already_paid`.
+    pub already_paid: u64,
+    /// Any other answer, or none.
+    pub webhook_errors: u64,
+    /// Webhook answers per second, from the first payment due to the last answered.
+    pub payments_per_s: f64,
+    /// The webhook's latency from when each payment was due (a wait behind `-c` payments in
+    /// flight included); `None` when nothing was paid.
+    pub webhook_latency: Option<Latency>,
+    /// Orders the audit counts as expired by the end of the run.
+    pub expired: u64,
+    pub stock: u64,
+    pub remaining_at_rest: u64,
+    pub paid_at_rest: u64,
+    /// From the last unpaid hold's `pay_by` to the sale seen with nothing awaiting payment:
+    /// how long the last expired unit took to be back on sale. `None` when every hold was paid.
+    pub at_rest_after_last_deadline_s: Option<f64>,
+}
+
 /// A bench run: the load, what the engine answered, and the invariants checked afterwards.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -104,6 +136,9 @@ pub struct Report {
     pub latency: Latency,
     /// How long after the last answer the store held every success; `None` with `--no-check`.
     pub drain_s: Option<f64>,
+    /// With `--pay-ratio`: the payments and the sale at rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Payments>,
     pub invariants: Vec<Check>,
     /// Every invariant held.
     pub passed: bool,
@@ -138,6 +173,9 @@ impl fmt::Display for Report {
         if let Some(d) = self.drain_s {
             writeln!(f, "  drain        all successes stored {d:.3} s after the last answer")?;
         }
+        if let Some(p) = &self.payments {
+            write!(f, "{p}")?;
+        }
         for check in &self.invariants {
             writeln!(
                 f,
@@ -156,6 +194,45 @@ impl fmt::Display for Report {
                 "FAILED: an invariant is violated"
             }
         )
+    }
+}
+
+/// The payment lines of the summary.
+impl fmt::Display for Payments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  payments     window {} s, pay ratio {:.2}: {} holds → {} paid, {} let expire, {} too late (409), {} already paid, {} errors",
+            self.window_secs,
+            self.pay_ratio,
+            self.holds,
+            self.paid,
+            self.let_expire,
+            self.too_late,
+            self.already_paid,
+            self.webhook_errors
+        )?;
+        write!(f, "  webhook      {:.0} payments/s", self.payments_per_s)?;
+        if let Some(l) = &self.webhook_latency {
+            write!(
+                f,
+                ", latency ms p50 {:.2}  p99 {:.2}  max {:.2}",
+                l.p50_ms, l.p99_ms, l.max_ms
+            )?;
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "  at rest      remaining {} + paid {} of stock {}; {} expired",
+            self.remaining_at_rest, self.paid_at_rest, self.stock, self.expired
+        )?;
+        if let Some(s) = self.at_rest_after_last_deadline_s {
+            write!(
+                f,
+                "; nothing awaiting payment {s:.3} s after the last unpaid hold's pay_by"
+            )?;
+        }
+        writeln!(f)
     }
 }
 
@@ -187,6 +264,7 @@ mod tests {
                 mean_ms: 1.5,
             },
             drain_s: Some(0.01),
+            payments: None,
             invariants,
             passed,
         }
@@ -229,6 +307,34 @@ mod tests {
         assert!((l.p50_ms - 5.0).abs() < 0.01, "{l:?}");
         assert!((l.max_ms - 10.0).abs() < 0.01, "{l:?}");
         assert!(l.p50_ms <= l.p90_ms && l.p90_ms <= l.p99_ms && l.p99_ms <= l.p999_ms);
+    }
+
+    #[test]
+    fn payments_are_summarised_when_there_are_any() {
+        let mut r = report(Vec::new());
+        assert!(!r.to_string().contains("payments"));
+        r.payments = Some(Payments {
+            window_secs: 2,
+            pay_ratio: 0.5,
+            holds: 100,
+            let_expire: 48,
+            paid: 50,
+            too_late: 2,
+            already_paid: 0,
+            webhook_errors: 0,
+            payments_per_s: 25.0,
+            webhook_latency: None,
+            expired: 50,
+            stock: 50,
+            remaining_at_rest: 0,
+            paid_at_rest: 50,
+            at_rest_after_last_deadline_s: Some(0.18),
+        });
+        let text = r.to_string();
+        assert!(
+            text.contains("\n  payments     window 2 s, pay ratio 0.50: 100 holds → 50 paid, 48 let expire, 2 too late (409), 0 already paid, 0 errors\n  webhook      25 payments/s\n  at rest      remaining 0 + paid 50 of stock 50; 50 expired; nothing awaiting payment 0.180 s after the last unpaid hold's pay_by\n"),
+            "{text}"
+        );
     }
 
     #[test]
