@@ -328,12 +328,12 @@ mod tests {
     #[test]
     fn sale_views_read_with_and_without_a_window() {
         let windowed: SaleView = read(
-            r#"{"id":2,"name":"Windowed","stock":5,"remaining":5,"sold":0,"per_user_limit":2,"starts_at":"2020-01-01T00:00:00.000Z","ends_at":"2099-01-01T00:00:00.000Z","status":"live","demo":false,"server_time":"2026-11-25T09:57:33.551Z"}"#,
+            r#"{"id":2,"name":"Windowed","stock":5,"remaining":5,"sold":0,"per_user_limit":2,"starts_at":"2020-01-01T00:00:00.000Z","ends_at":"2099-01-01T00:00:00.000Z","status":"live","demo":false,"server_time":"2026-11-25T09:57:33.551Z","payment_window_secs":0,"awaiting_payment":0,"paid":0}"#,
         );
         assert_eq!(windowed.status, SaleStatus::Live);
         assert_eq!(windowed.ends_at.as_deref(), Some("2099-01-01T00:00:00.000Z"));
         let later: SaleView = read(
-            r#"{"id":3,"name":"Later","stock":3,"remaining":3,"sold":0,"per_user_limit":1,"starts_at":"2099-01-01T00:00:00.000Z","ends_at":null,"status":"upcoming","demo":false,"server_time":"2026-11-25T09:57:33.538Z"}"#,
+            r#"{"id":3,"name":"Later","stock":3,"remaining":3,"sold":0,"per_user_limit":1,"starts_at":"2099-01-01T00:00:00.000Z","ends_at":null,"status":"upcoming","demo":false,"server_time":"2026-11-25T09:57:33.538Z","payment_window_secs":0,"awaiting_payment":0,"paid":0}"#,
         );
         assert_eq!((later.status, later.ends_at), (SaleStatus::Upcoming, None));
     }
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn the_sale_list_reads() {
         let list: SaleList = read(
-            r#"{"sales":[{"demo":true,"ends_at":null,"id":1,"name":"第一个商品 (demo item)","per_user_limit":1,"remaining":0,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":null,"status":"sold_out","stock":2},{"demo":false,"ends_at":"2099-01-01T00:00:00.000Z","id":2,"name":"Windowed","per_user_limit":2,"remaining":3,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":"2020-01-01T00:00:00.000Z","status":"live","stock":5}]}"#,
+            r#"{"sales":[{"demo":true,"ends_at":null,"id":1,"name":"第一个商品 (demo item)","per_user_limit":1,"remaining":0,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":null,"status":"sold_out","stock":2,"payment_window_secs":0,"awaiting_payment":0,"paid":0},{"demo":false,"ends_at":"2099-01-01T00:00:00.000Z","id":2,"name":"Windowed","per_user_limit":2,"remaining":3,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":"2020-01-01T00:00:00.000Z","status":"live","stock":5,"payment_window_secs":0,"awaiting_payment":0,"paid":0}]}"#,
         );
         assert_eq!(list.sales.len(), 2);
         assert!(list.sales[0].demo);
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn a_confirmation_reads() {
         let c: Confirmation = read(
-            r#"{"order_id":"01a21223-9cff-778a-b14b-75bc435bd388","sale_id":2,"user_id":"alice","seq":1,"status":"confirmed","created_at":"2026-11-25T09:57:33.567Z","remaining":4}"#,
+            r#"{"order_id":"01a21223-9cff-778a-b14b-75bc435bd388","sale_id":2,"user_id":"alice","seq":1,"status":"confirmed","created_at":"2026-11-25T09:57:33.567Z","remaining":4,"state":"confirmed"}"#,
         );
         assert_eq!((c.seq, c.status, c.remaining), (1, OrderStatus::Confirmed, 4));
     }
@@ -359,17 +359,18 @@ mod tests {
     #[test]
     fn a_buyers_orders_read() {
         let orders: BuyerOrders = read(
-            r#"{"orders":[{"created_at":"2026-11-25T09:57:33.567Z","order_id":"01a21223-9cff-778a-b14b-75bc435bd388","seq":1,"status":"stored"},{"created_at":"2026-11-25T09:57:33.586Z","order_id":"01a21223-9d12-7391-a38b-8ae72de82422","seq":2,"status":"stored"}],"sale_id":2,"status":"confirmed","user_id":"alice"}"#,
+            r#"{"orders":[{"created_at":"2026-11-25T09:57:33.567Z","order_id":"01a21223-9cff-778a-b14b-75bc435bd388","seq":1,"status":"stored","state":"confirmed"},{"created_at":"2026-11-25T09:57:33.586Z","order_id":"01a21223-9d12-7391-a38b-8ae72de82422","seq":2,"status":"stored","state":"paid"}],"sale_id":2,"status":"confirmed","user_id":"alice"}"#,
         );
         assert_eq!(orders.status, OrderStatus::Confirmed);
         assert_eq!(orders.orders.len(), 2);
         assert_eq!(orders.orders[1].status, OrderStatus::Stored);
+        assert_eq!(orders.orders[1].state, OrderState::Paid);
     }
 
     #[test]
     fn an_audit_reads() {
         let audit: Audit = read(
-            r#"{"sale_id":2,"stock":5,"remaining":3,"sold":2,"stored":2,"open_reservations":0,"duplicates":0,"conflicts":0,"over_limit":0,"consistent":true}"#,
+            r#"{"sale_id":2,"stock":5,"remaining":3,"sold":2,"stored":2,"open_reservations":0,"duplicates":0,"conflicts":0,"over_limit":0,"consistent":true,"awaiting_payment":0,"paid":0,"expired":0,"cancelled":0,"late_payments":0}"#,
         );
         assert_eq!((audit.sold, audit.stored, audit.consistent), (2, 2, true));
     }
