@@ -59,3 +59,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod throttle;
+pub mod waiting_room;
