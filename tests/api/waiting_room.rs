@@ -105,33 +105,56 @@ pub async fn admission_is_required_and_bound_to_buyer_and_sale(app: &TestServer)
     assert_eq!(status, 201, "{body}");
 }
 
-#[tokio::test]
-async fn a_purchase_needs_an_admission_for_its_buyer_and_sale() {
-    let app = TestServer::spawn().await;
-    admission_is_required_and_bound_to_buyer_and_sale(&app).await;
+/// Each scenario runs against the embedded engine and, with the feature, the distributed one.
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let app = crate::helpers::TestServer::spawn().await;
+                    super::$scenario(&app).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "distributed")]
+        mod distributed_mode {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let services = crate::helpers::Services::start().await;
+                    let app = crate::helpers::TestServer::spawn_with(super::distributed::shared(&services)).await;
+                    super::$scenario(&app).await;
+                }
+            )*
+        }
+    };
 }
+
+in_both_modes!(
+    admission_is_required_and_bound_to_buyer_and_sale,
+    one_ticket_per_buyer_and_admission_at_the_rate,
+    pre_start_joiners_are_admitted_before_later_ones,
+    abandoned_tickets_expire_without_slowing_the_queue,
+    a_sold_out_sale_answers_sold_out_to_every_ticket,
+);
 
 /// Joining twice is one ticket; concurrent joiners each get their own; tickets are admitted no
 /// faster than the rate (plus the burst), and all of them in the end.
-#[tokio::test]
-async fn one_ticket_per_buyer_and_admission_at_the_rate() {
-    let app = TestServer::spawn().await;
+pub async fn one_ticket_per_buyer_and_admission_at_the_rate(app: &TestServer) {
     let rate = 5;
     let before_creation = Instant::now();
-    let sale = room_sale(&app, 100, rate, "fifo", 30, None).await;
+    let sale = room_sale(app, 100, rate, "fifo", 30, None).await;
     let users: Vec<String> = (0..30).map(|i| format!("buyer{i}")).collect();
-    let tickets: Vec<String> = futures::future::join_all(users.iter().map(|u| joined(&app, sale, u))).await;
+    let tickets: Vec<String> = futures::future::join_all(users.iter().map(|u| joined(app, sale, u))).await;
     assert_eq!(
         tickets.iter().collect::<HashSet<_>>().len(),
         users.len(),
         "a ticket each"
     );
     for (user, ticket) in users.iter().zip(&tickets).take(5) {
-        assert_eq!(
-            &joined(&app, sale, user).await,
-            ticket,
-            "joining again: the same ticket"
-        );
+        assert_eq!(&joined(app, sale, user).await, ticket, "joining again: the same ticket");
     }
     let mut admitted: HashSet<usize> = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -141,7 +164,7 @@ async fn one_ticket_per_buyer_and_admission_at_the_rate() {
             users
                 .iter()
                 .zip(&tickets)
-                .map(|(user, ticket)| poll(&app, sale, ticket, user)),
+                .map(|(user, ticket)| poll(app, sale, ticket, user)),
         )
         .await;
         // The sale opened after `before_creation`: no more can be in than that time allows.
@@ -172,14 +195,12 @@ async fn one_ticket_per_buyer_and_admission_at_the_rate() {
 
 /// Tickets taken before the start have no place until it; then every one of them is admitted
 /// before any ticket taken after the start.
-#[tokio::test]
-async fn pre_start_joiners_are_admitted_before_later_ones() {
-    let app = TestServer::spawn().await;
-    let sale = room_sale(&app, 100, 5, "random_at_start", 30, Some(3)).await;
+pub async fn pre_start_joiners_are_admitted_before_later_ones(app: &TestServer) {
+    let sale = room_sale(app, 100, 5, "random_at_start", 30, Some(3)).await;
     let mut tickets: Vec<(String, String, bool)> = Vec::new();
     for i in 0..15 {
         let user = format!("early{i}");
-        let (status, answer) = join(&app, sale, &user).await;
+        let (status, answer) = join(app, sale, &user).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["state"], "waiting", "{answer}");
         assert!(answer["ahead"].is_null(), "no place before the start: {answer}");
@@ -192,7 +213,7 @@ async fn pre_start_joiners_are_admitted_before_later_ones() {
     assert_eq!(sale_view["waiting_room"]["admit_per_sec"], 5);
     for i in 0..5 {
         let user = format!("late{i}");
-        let ticket = joined(&app, sale, &user).await;
+        let ticket = joined(app, sale, &user).await;
         tickets.push((user, ticket, false));
     }
     // Poll in rounds: a ticket placed earlier is admitted in the same round or an earlier one.
@@ -204,7 +225,7 @@ async fn pre_start_joiners_are_admitted_before_later_ones() {
         }
         assert!(Instant::now() < deadline, "only {} admitted", round_admitted.len());
         let answers =
-            futures::future::join_all(tickets.iter().map(|(user, ticket, _)| poll(&app, sale, ticket, user))).await;
+            futures::future::join_all(tickets.iter().map(|(user, ticket, _)| poll(app, sale, ticket, user))).await;
         for (i, answer) in answers.iter().enumerate() {
             if answer["state"] == "admitted" {
                 round_admitted.entry(i).or_insert(round);
@@ -222,53 +243,67 @@ async fn pre_start_joiners_are_admitted_before_later_ones() {
 
 /// Tickets that stop polling expire, and their slots go to the next tickets: a buyer behind 30
 /// abandoned tickets, at one admission a second, gets in long before 30 seconds.
-#[tokio::test]
-async fn abandoned_tickets_expire_without_slowing_the_queue() {
-    let app = TestServer::spawn().await;
-    let sale = room_sale(&app, 100, 1, "fifo", 5, None).await;
+pub async fn abandoned_tickets_expire_without_slowing_the_queue(app: &TestServer) {
+    let sale = room_sale(app, 100, 1, "fifo", 5, None).await;
     let mut gone = Vec::new();
     for i in 0..30 {
         let user = format!("gone{i}");
-        gone.push((user.clone(), joined(&app, sale, &user).await));
+        gone.push((user.clone(), joined(app, sale, &user).await));
     }
     let started = Instant::now();
-    let ticket = joined(&app, sale, "patient").await;
-    admitted(&app, sale, &ticket, "patient", Duration::from_secs(20)).await;
+    let ticket = joined(app, sale, "patient").await;
+    admitted(app, sale, &ticket, "patient", Duration::from_secs(20)).await;
     assert!(started.elapsed() < Duration::from_secs(20));
     let (user, ticket) = &gone[gone.len() - 1];
-    assert_eq!(poll(&app, sale, ticket, user).await["state"], "expired");
+    assert_eq!(poll(app, sale, ticket, user).await["state"], "expired");
     let expired = format!("seckill_queue_expired_total{{sale=\"{sale}\"}}");
     let at_least = app.wait_metric(&expired, Duration::from_secs(5), |n| n >= 25.0).await;
     assert!(at_least.is_some_and(|n| n >= 25.0), "{at_least:?}");
     // Joining again after expiry: a new ticket, at the back.
     let (user, old) = &gone[0];
-    assert_ne!(&joined(&app, sale, user).await, old);
+    assert_ne!(&joined(app, sale, user).await, old);
 }
 
 /// Once the last unit is sold every waiting ticket answers `sold_out`, and nobody new may join.
-#[tokio::test]
-async fn a_sold_out_sale_answers_sold_out_to_every_ticket() {
-    let app = TestServer::spawn().await;
-    let sale = room_sale(&app, 1, 1, "fifo", 30, None).await;
-    let first = joined(&app, sale, "first").await;
+pub async fn a_sold_out_sale_answers_sold_out_to_every_ticket(app: &TestServer) {
+    let sale = room_sale(app, 1, 1, "fifo", 30, None).await;
+    let first = joined(app, sale, "first").await;
     let waiting: Vec<(String, String)> = {
         let mut w = Vec::new();
         for i in 0..3 {
             let user = format!("waiting{i}");
-            w.push((user.clone(), joined(&app, sale, &user).await));
+            w.push((user.clone(), joined(app, sale, &user).await));
         }
         w
     };
-    let token = admitted(&app, sale, &first, "first", Duration::from_secs(20)).await;
-    let (status, body) = buy(&app, sale, "first", Some(&token)).await;
+    let token = admitted(app, sale, &first, "first", Duration::from_secs(20)).await;
+    let (status, body) = buy(app, sale, "first", Some(&token)).await;
     assert_eq!(status, 201, "{body}");
     for (user, ticket) in &waiting {
-        let answer = poll(&app, sale, ticket, user).await;
+        let answer = poll(app, sale, ticket, user).await;
         assert_eq!(answer["state"], "sold_out", "{answer}");
         assert!(answer.get("admission_token").is_none(), "{answer}");
     }
-    let (status, body) = join(&app, sale, "latecomer").await;
+    let (status, body) = join(app, sale, "latecomer").await;
     assert_error(status, &body, 410, "sold_out");
+}
+
+/// The embedded queue lives in the process: a restarted engine knows no ticket, and its buyers
+/// join again (stock and orders are in SQLite and survive).
+#[tokio::test]
+async fn an_embedded_restart_forgets_the_queue() {
+    let app = TestServer::spawn().await;
+    let sale = room_sale(&app, 5, 1, "fifo", 30, None).await;
+    let ticket = joined(&app, sale, "alice").await;
+    let app = app.restart(crate::helpers::Options::new()).await;
+    let (status, _, body) = get_with(
+        &app,
+        &format!("/api/sales/{sale}/queue/{ticket}"),
+        &[("x-user-id", "alice")],
+    )
+    .await;
+    assert_error(status, &body, 404, "ticket_not_found");
+    assert_ne!(joined(&app, sale, "alice").await, ticket);
 }
 
 #[cfg(feature = "distributed")]
@@ -276,18 +311,12 @@ mod distributed {
     use super::*;
     use crate::helpers::{Options, Services};
 
-    fn shared(services: &Services) -> Options {
+    /// Instances that verify each other's admission tokens.
+    pub fn shared(services: &Services) -> Options {
         Options {
             env: vec![("SECKILL_PURCHASE_TOKEN_SECRET".into(), "shared-by-instances".into())],
             ..Options::distributed(services)
         }
-    }
-
-    #[tokio::test]
-    async fn a_purchase_needs_an_admission_for_its_buyer_and_sale_distributed() {
-        let services = Services::start().await;
-        let app = TestServer::spawn_with(shared(&services)).await;
-        admission_is_required_and_bound_to_buyer_and_sale(&app).await;
     }
 
     /// Two instances, one queue: the same buyer gets the same ticket on either, a ticket taken
@@ -315,5 +344,19 @@ mod distributed {
         let token = admitted(&b, sale, &carol, "carol", Duration::from_secs(30)).await;
         assert!(!token.is_empty());
         assert_eq!(poll(&a, sale, &bob, "bob").await["state"], "admitted");
+    }
+
+    /// The queue is in Redis: a restarted instance answers for the tickets taken before.
+    #[tokio::test]
+    async fn a_distributed_restart_keeps_the_queue() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 5, 1, "fifo", 30, None).await;
+        let ticket = joined(&app, sale, "alice").await;
+        let app = app.restart(shared(&services)).await;
+        assert_eq!(joined(&app, sale, "alice").await, ticket);
+        let token = admitted(&app, sale, &ticket, "alice", Duration::from_secs(20)).await;
+        let (status, body) = buy(&app, sale, "alice", Some(&token)).await;
+        assert_eq!(status, 201, "{body}");
     }
 }
