@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use seckill_api::{TicketState, TicketView};
@@ -37,12 +38,15 @@ pub async fn join<G: StockGate, S: OrderStore>(
     Ok(Json(view(&app, &sale, &room, &user, place, now)).into_response())
 }
 
-/// `GET /api/sales/{id}/queue/{ticket}`: where the ticket stands; keeps it alive.
+/// `GET /api/sales/{id}/queue/{ticket}`: where the ticket stands; keeps it alive. The buyer is
+/// named as for a purchase but not held to the per-buyer rate limit: the server sets the pace
+/// (`poll_after_ms`), and a buyer who follows it must never be refused for it.
 pub async fn poll<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams((id, ticket)): PathParams<(String, String)>,
-    Buyer(user): Buyer,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let user = app.auth.require(&headers)?;
     let (sale, room, now) = open_room(&app, &id).await?;
     if let Some(Refusal::Ended) = sale.spec.window_refusal(now) {
         return Err(ApiError::Ended);

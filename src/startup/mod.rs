@@ -216,7 +216,7 @@ async fn prune_rate_limits(limits: Arc<RateLimits>, stop: CancellationToken) {
 }
 
 /// Expires abandoned tickets every second, so their slots go to the next tickets even when
-/// nobody polls them again.
+/// nobody polls them again. Ended sales are skipped: their queues admit nobody any more.
 async fn sweep_waiting_rooms<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -224,15 +224,16 @@ async fn sweep_waiting_rooms<G: StockGate, S: OrderStore>(state: Arc<AppState<G,
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        let now = crate::domain::now_millis();
         let rooms: Vec<_> = state
             .engine
             .cached()
             .values()
-            .filter(|sale| sale.spec.waiting_room.is_some())
+            .filter(|sale| sale.spec.waiting_room.is_some() && sale.spec.ends_at.is_none_or(|end| now < end))
             .cloned()
             .collect();
         for sale in rooms {
-            if let Err(e) = state.waiting_room.sweep(&sale, crate::domain::now_millis()).await {
+            if let Err(e) = state.waiting_room.sweep(&sale, now).await {
                 tracing::warn!(sale = %sale.id, error = %e.chain(), "waiting room sweep failed");
             }
         }

@@ -288,6 +288,23 @@ pub async fn a_sold_out_sale_answers_sold_out_to_every_ticket(app: &TestServer) 
     assert_error(status, &body, 410, "sold_out");
 }
 
+/// Polls follow the server's pace, so the per-buyer rate limit does not refuse them.
+#[tokio::test]
+async fn polls_are_not_held_to_the_per_buyer_rate_limit() {
+    let app = TestServer::spawn_with(crate::helpers::Options {
+        extra_args: ["--rate-limit-user", "1", "--rate-limit-user-burst", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..crate::helpers::Options::new()
+    })
+    .await;
+    let sale = room_sale(&app, 5, 1, "fifo", 30, Some(60)).await;
+    let ticket = joined(&app, sale, "alice").await;
+    for _ in 0..5 {
+        assert_eq!(poll(&app, sale, &ticket, "alice").await["state"], "waiting");
+    }
+}
+
 /// The embedded queue lives in the process: a restarted engine knows no ticket, and its buyers
 /// join again (stock and orders are in SQLite and survive).
 #[tokio::test]
