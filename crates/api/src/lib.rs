@@ -469,6 +469,20 @@ mod tests {
     }
 
     #[test]
+    fn tickets_read() {
+        let waiting: TicketView = read(
+            r#"{"ticket":"0f3c9a2b5d7e4f61a8b9c0d1e2f30415","state":"waiting","ahead":null,"eta_secs":3,"poll_after_ms":800}"#,
+        );
+        assert_eq!((waiting.state, waiting.ahead), (TicketState::Waiting, None));
+        let admitted: TicketView = read(
+            r#"{"ticket":"0f3c9a2b5d7e4f61a8b9c0d1e2f30415","state":"admitted","ahead":0,"eta_secs":0,"poll_after_ms":5000,"admission_token":"1795600683678.KBQHY6dHBQwNB8iKtlWI3t_eu70V7l0SxEuH9F_-8Fs"}"#,
+        );
+        assert!(admitted.admission_token.is_some());
+        let room: WaitingRoom = read(r#"{"admit_per_sec":50,"mode":"random_at_start","ticket_ttl_secs":30}"#);
+        assert_eq!(room.mode, QueueMode::RandomAtStart);
+    }
+
+    #[test]
     fn a_purchase_token_reads() {
         let token: PurchaseTokenView = read(
             r#"{"expires_at":"2026-11-25T09:58:03.678Z","sale_id":2,"token":"1795600683678.KBQHY6dHBQwNB8iKtlWI3t_eu70V7l0SxEuH9F_-8Fs","user_id":"bob"}"#,
