@@ -604,7 +604,7 @@ impl Metrics {
             &mut out,
             "seckill_queue_waiting",
             "gauge",
-            "Waiting-room tickets waiting to be admitted, per sale.",
+            "Waiting-room tickets waiting to be admitted, per sale (distributed: the shared queue's length).",
         );
         for (id, q) in snapshot.queues {
             let _ = writeln!(out, "seckill_queue_waiting{{sale=\"{id}\"}} {}", q.waiting);
@@ -613,7 +613,7 @@ impl Metrics {
             &mut out,
             "seckill_queue_admitted_total",
             "counter",
-            "Waiting-room tickets admitted, per sale.",
+            "Waiting-room tickets admitted, per sale (distributed: the shared queue's count, the same on every instance).",
         );
         for (id, q) in snapshot.queues {
             let _ = writeln!(out, "seckill_queue_admitted_total{{sale=\"{id}\"}} {}", q.admitted);
@@ -622,7 +622,7 @@ impl Metrics {
             &mut out,
             "seckill_queue_expired_total",
             "counter",
-            "Waiting-room tickets that expired unpolled before admission (their slots went to the next), per sale.",
+            "Waiting-room tickets that expired unpolled before admission (their slots went to the next), per sale (distributed: shared, as admitted).",
         );
         for (id, q) in snapshot.queues {
             let _ = writeln!(out, "seckill_queue_expired_total{{sale=\"{id}\"}} {}", q.expired);
