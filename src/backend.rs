@@ -20,6 +20,8 @@ pub enum Role {
     Store,
     /// The durable hand-off of orders in the distributed mode (Kafka).
     Log,
+    /// The sales' queues (in process, or Redis).
+    WaitingRoom,
 }
 
 impl fmt::Display for Role {
@@ -28,6 +30,7 @@ impl fmt::Display for Role {
             Role::Gate => "stock gate",
             Role::Store => "order store",
             Role::Log => "order log",
+            Role::WaitingRoom => "waiting room",
         })
     }
 }

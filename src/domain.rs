@@ -116,6 +116,64 @@ pub struct NewSaleRequest {
     /// engine's default (`--payment-window-secs`).
     #[serde(default)]
     pub payment_window_secs: Option<i64>,
+    /// Absent: no waiting room, buyers purchase directly.
+    #[serde(default)]
+    pub waiting_room: Option<WaitingRoomRequest>,
+}
+
+/// A sale's waiting room as an admin asks for it, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomRequest {
+    pub admit_per_sec: i64,
+    pub mode: QueueMode,
+    pub ticket_ttl_secs: i64,
+}
+
+pub use seckill_api::{QueueMode, WaitingRoom as WaitingRoomSpec};
+
+/// The most tickets a waiting room admits per second.
+pub const MAX_ADMIT_PER_SEC: u32 = 1_000_000;
+/// The bounds of a ticket's time to live: long enough for a poll to arrive, short enough that
+/// an abandoned ticket frees its place soon.
+pub const TICKET_TTL_SECS: std::ops::RangeInclusive<u32> = 5..=3600;
+
+/// A waiting room from the store's three columns (all NULL: none). Values were validated on
+/// the way in; ones that no longer read are a fault of ours, named by the error.
+pub fn waiting_room_from(
+    admit_per_sec: Option<i64>,
+    mode: Option<String>,
+    ticket_ttl_secs: Option<i64>,
+) -> Result<Option<WaitingRoomSpec>, &'static str> {
+    let (Some(admit_per_sec), Some(mode), Some(ticket_ttl_secs)) = (admit_per_sec, mode, ticket_ttl_secs) else {
+        return Ok(None);
+    };
+    Ok(Some(WaitingRoomSpec {
+        admit_per_sec: u32::try_from(admit_per_sec).map_err(|_| "queue_admit_per_sec out of range")?,
+        mode: QueueMode::parse(&mode).ok_or("queue_mode is not a queue mode")?,
+        ticket_ttl_secs: u32::try_from(ticket_ttl_secs).map_err(|_| "queue_ticket_ttl_secs out of range")?,
+    }))
+}
+
+impl WaitingRoomRequest {
+    fn parse(self) -> Result<WaitingRoomSpec, InvalidSale> {
+        if !(1..=i64::from(MAX_ADMIT_PER_SEC)).contains(&self.admit_per_sec) {
+            return Err(InvalidSale(format!(
+                "waiting_room.admit_per_sec must be between 1 and {MAX_ADMIT_PER_SEC}"
+            )));
+        }
+        let (low, high) = (*TICKET_TTL_SECS.start(), *TICKET_TTL_SECS.end());
+        if !(i64::from(low)..=i64::from(high)).contains(&self.ticket_ttl_secs) {
+            return Err(InvalidSale(format!(
+                "waiting_room.ticket_ttl_secs must be between {low} and {high}"
+            )));
+        }
+        Ok(WaitingRoomSpec {
+            admit_per_sec: self.admit_per_sec as u32,
+            mode: self.mode,
+            ticket_ttl_secs: self.ticket_ttl_secs as u32,
+        })
+    }
 }
 
 /// Why a sale cannot be created as asked.
@@ -135,6 +193,8 @@ pub struct SaleSpec {
     pub demo: bool,
     /// Seconds a winner has to pay before the unit goes back on sale; 0: orders are final.
     pub payment_window_secs: u32,
+    /// `Some`: buyers queue and purchase only once admitted.
+    pub waiting_room: Option<WaitingRoomSpec>,
 }
 
 /// The longest payment window a sale may have.
@@ -171,6 +231,7 @@ impl SaleSpec {
                 "payment_window_secs must be between 0 and {MAX_PAYMENT_WINDOW_SECS}"
             )));
         }
+        let waiting_room = req.waiting_room.map(WaitingRoomRequest::parse).transpose()?;
         Ok(SaleSpec {
             name: name.to_owned(),
             stock: req.stock as u64,
@@ -179,6 +240,7 @@ impl SaleSpec {
             per_user_limit: per_user_limit as u32,
             demo: false,
             payment_window_secs: payment_window_secs as u32,
+            waiting_room,
         })
     }
 
@@ -331,6 +393,7 @@ mod tests {
             ends_at: None,
             per_user_limit: limit,
             payment_window_secs: None,
+            waiting_room: None,
         }
     }
 
@@ -384,6 +447,7 @@ mod tests {
             per_user_limit: 1,
             demo: false,
             payment_window_secs: 0,
+            waiting_room: None,
         };
         assert_eq!(rules.status(5, 99), SaleStatus::Upcoming);
         assert_eq!(rules.status(5, 100), SaleStatus::Live);

@@ -131,6 +131,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
                 per_user_limit: 1,
                 demo: true,
                 payment_window_secs,
+                waiting_room: None,
             };
             sales.push(store.create_sale(spec).await?);
         }
@@ -453,6 +454,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             payment_window_secs: spec.payment_window_secs,
             awaiting_payment: holds.awaiting_payment,
             paid: holds.paid,
+            waiting_room: spec.waiting_room,
         })
     }
 }

@@ -9,7 +9,9 @@
 //!    counts it by route and status in [`metrics`] and logs a server fault with its cause.
 //! 1. [`http`] parses the request into domain types ([`domain::UserId`], [`domain::SaleId`]):
 //!    the buyer from `X-User-Id` or a JWT ([`http::identity`]), within the per-buyer limit
-//!    ([`http::limit`]), with a purchase token when required ([`http::purchase_token`]).
+//!    ([`http::limit`]), with a purchase token when required ([`http::purchase_token`]), and, on a
+//!    sale with a waiting room, an admission token: the buyer queued in the [`waiting_room`]
+//!    (`POST /api/sales/{id}/queue`) and polled their ticket until it was admitted.
 //! 2. [`engine::Engine::purchase`] asks the [`gate::StockGate`] for a unit: an atomic decision
 //!    on the sale window, the stock and the per-user limit. Sold out costs one atomic load.
 //! 3. The [`store::OrderStore`] makes the order durable (embedded: SQLite, group commit: one
@@ -21,6 +23,9 @@
 //! - distributed: [`gate::RedisGate`] (one Lua script per purchase) + [`store::DistributedStore`]
 //!   (durable once [`log::KafkaLog`] acks; [`consumer`] writes the log into MySQL; [`reconcile`]
 //!   re-publishes reservations whose instance died before the ack).
+//!
+//! The [`waiting_room`] admits a sale's queue at its rate from counters alone (embedded: in
+//! memory, lost on restart; distributed: in Redis, shared by the instances).
 //!
 //! Beside the buy path, a won unit on a sale with a payment window is a hold ([`payment`]): paid
 //! through a signed webhook, cancelled, or expired back on sale, exactly one of the three.
@@ -59,3 +64,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod throttle;
+pub mod waiting_room;

@@ -309,6 +309,8 @@ pub struct Snapshot<'a> {
     /// `(sale id, stock, remaining)`.
     pub per_sale: &'a [(i64, u64, u64)],
     pub purchases_in_flight: u64,
+    /// `(sale id, its waiting room's counters)`, for the sales with a waiting room.
+    pub queues: &'a [(i64, crate::waiting_room::QueueStats)],
 }
 
 impl Metrics {
@@ -596,6 +598,34 @@ impl Metrics {
         header(&mut out, "seckill_stock_initial", "gauge", "Initial stock per sale.");
         for (id, stock, _) in snapshot.per_sale {
             let _ = writeln!(out, "seckill_stock_initial{{sale=\"{id}\"}} {stock}");
+        }
+
+        header(
+            &mut out,
+            "seckill_queue_waiting",
+            "gauge",
+            "Waiting-room tickets waiting to be admitted, per sale (distributed: the shared queue's length).",
+        );
+        for (id, q) in snapshot.queues {
+            let _ = writeln!(out, "seckill_queue_waiting{{sale=\"{id}\"}} {}", q.waiting);
+        }
+        header(
+            &mut out,
+            "seckill_queue_admitted_total",
+            "counter",
+            "Waiting-room tickets admitted, per sale (distributed: the shared queue's count, the same on every instance).",
+        );
+        for (id, q) in snapshot.queues {
+            let _ = writeln!(out, "seckill_queue_admitted_total{{sale=\"{id}\"}} {}", q.admitted);
+        }
+        header(
+            &mut out,
+            "seckill_queue_expired_total",
+            "counter",
+            "Waiting-room tickets that expired unpolled before admission (their slots went to the next), per sale (distributed: shared, as admitted).",
+        );
+        for (id, q) in snapshot.queues {
+            let _ = writeln!(out, "seckill_queue_expired_total{{sale=\"{id}\"}} {}", q.expired);
         }
 
         header(

@@ -265,6 +265,7 @@ mod tests {
                 per_user_limit: limit,
                 demo: false,
                 payment_window_secs: 0,
+                waiting_room: None,
             },
             created_at: 0,
         })

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::backend::BackendError;
 use crate::domain::{InvalidSale, Refusal, UserIdError};
 use crate::engine::{EngineError, PurchaseError};
+use crate::waiting_room::WaitingRoomError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -64,6 +65,14 @@ pub enum ApiError {
     PurchaseTokenRequired,
     #[error("the purchase token is invalid or expired; fetch a new one")]
     InvalidPurchaseToken,
+    #[error("this sale has a waiting room: join POST /api/sales/{{id}}/queue, then purchase with the admission token as X-Admission-Token")]
+    AdmissionRequired,
+    #[error("the admission token is invalid, expired, or for another buyer or sale; poll your ticket for a fresh one")]
+    InvalidAdmission,
+    #[error("this sale has no waiting room: purchase directly")]
+    NoWaitingRoom,
+    #[error("no such ticket for this buyer in this sale's waiting room; join again")]
+    TicketNotFound,
     /// Names what is not ready (the cause chains go to the log).
     #[error("not ready: {0}")]
     NotReady(String),
@@ -116,6 +125,10 @@ impl ApiError {
             InvalidToken(String::new()),
             PurchaseTokenRequired,
             InvalidPurchaseToken,
+            AdmissionRequired,
+            InvalidAdmission,
+            NoWaitingRoom,
+            TicketNotFound,
             NotReady(String::new()),
             NotYourOrders,
             InvalidSignature(String::new()),
@@ -146,7 +159,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            SaleNotFound | OrderNotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            SaleNotFound | OrderNotFound | RouteNotFound | NoWaitingRoom | TicketNotFound => StatusCode::NOT_FOUND,
+            AdmissionRequired | InvalidAdmission => StatusCode::FORBIDDEN,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
@@ -197,6 +211,10 @@ impl ApiError {
             InvalidToken(_) => "invalid_token",
             PurchaseTokenRequired => "purchase_token_required",
             InvalidPurchaseToken => "invalid_purchase_token",
+            AdmissionRequired => "admission_required",
+            InvalidAdmission => "invalid_admission",
+            NoWaitingRoom => "no_waiting_room",
+            TicketNotFound => "ticket_not_found",
             NotReady(_) => "not_ready",
             NotYourOrders => "not_your_orders",
             InvalidSignature(_) => "invalid_signature",
@@ -263,6 +281,15 @@ impl From<crate::payment::lifecycle::PaymentError> for ApiError {
             PaymentError::WindowClosed => ApiError::PaymentWindowClosed,
             PaymentError::NotCancellable => ApiError::NotCancellable,
             PaymentError::Backend(e) => e.into(),
+        }
+    }
+}
+
+impl From<WaitingRoomError> for ApiError {
+    fn from(e: WaitingRoomError) -> Self {
+        match e {
+            WaitingRoomError::TicketNotFound => ApiError::TicketNotFound,
+            WaitingRoomError::Backend(e) => e.into(),
         }
     }
 }

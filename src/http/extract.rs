@@ -65,6 +65,17 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Purc
     }
 }
 
+/// `X-Admission-Token`: the waiting room's admission, needed on sales that have one.
+pub struct AdmissionToken(pub Option<HeaderValue>);
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for AdmissionToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        Ok(AdmissionToken(parts.headers.get("x-admission-token").cloned()))
+    }
+}
+
 /// A request that carries the admin token.
 pub struct Admin;
 

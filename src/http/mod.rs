@@ -12,10 +12,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::Router;
 
-use crate::domain::{now_millis, SaleId, UserId};
+use crate::domain::{now_millis, Sale, SaleId, UserId};
 use crate::engine::Engine;
 use crate::gate::StockGate;
 use crate::store::OrderStore;
+use crate::waiting_room::WaitingRoom;
 
 mod classic;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod openapi;
 mod ops;
 pub mod orders;
 pub mod purchase_token;
+mod queue;
 pub mod routes;
 mod sales;
 
@@ -55,6 +57,12 @@ pub struct AppState<G, S> {
     /// Sales that name no payment window get this one.
     pub default_payment_window_secs: u32,
     pub payments: orders::Payments,
+    /// The sales' waiting rooms (one backend for all).
+    pub waiting_room: Arc<dyn WaitingRoom>,
+    /// Admission tokens: the purchase tokens' mechanism under a key of their own, so neither
+    /// token passes for the other.
+    pub admission_tokens: PurchaseTokens,
+    pub admission_token_ttl_ms: u64,
     /// The route table, once the router is built: the metrics' route names, by slot.
     pub(crate) route_table: OnceLock<Vec<RouteInfo>>,
 }
@@ -79,6 +87,8 @@ pub fn routes<G: StockGate, S: OrderStore>(limits: Arc<RateLimits>) -> Routes<Ar
             Kind::Purchase,
             post(sales::purchase::<G, S>),
         )
+        .add("/api/sales/{id}/queue", Kind::Plain, post(queue::join::<G, S>))
+        .add("/api/sales/{id}/queue/{ticket}", Kind::Plain, get(queue::poll::<G, S>))
         .add(
             "/api/sales/{id}/orders/{user_id}",
             Kind::Plain,
@@ -133,5 +143,22 @@ impl<G, S> AppState<G, S> {
             .to_str()
             .map_err(|_| ApiError::InvalidPurchaseToken)?;
         self.purchase_tokens.verify(token, sale, user, now_millis())
+    }
+
+    /// On a sale with a waiting room, the purchase must carry a live admission token for this
+    /// buyer and sale (`GET /api/sales/{id}/queue/{ticket}` hands it out once admitted).
+    fn check_admission(&self, token: Option<&HeaderValue>, sale: &Sale, user: &UserId) -> Result<(), ApiError> {
+        if sale.spec.waiting_room.is_none() {
+            return Ok(());
+        }
+        let token = token
+            .ok_or(ApiError::AdmissionRequired)?
+            .to_str()
+            .map_err(|_| ApiError::InvalidAdmission)?;
+        if self.admission_tokens.check(token, sale.id, user, now_millis()) {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidAdmission)
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::Admin;
 use super::routes::Kind;
 use super::{openapi, AppState};
-use crate::domain::{format_millis, now_millis};
+use crate::domain::{format_millis, now_millis, SaleId};
 use crate::gate::StockGate;
 use crate::metrics::{Snapshot, METRICS};
 use crate::store::OrderStore;
@@ -104,8 +104,30 @@ pub async fn metrics<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> R
         routes: &names,
         per_sale: &app.engine.stock_levels().await,
         purchases_in_flight: app.engine.in_flight() as u64,
+        queues: &queue_stats(&app).await,
     });
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response())
+}
+
+/// Each waiting room's counters, best effort and bounded like the stock levels: a scrape must
+/// answer while a backend is down.
+async fn queue_stats<G: StockGate, S: OrderStore>(app: &AppState<G, S>) -> Vec<(i64, crate::waiting_room::QueueStats)> {
+    let rooms: Vec<SaleId> = app
+        .engine
+        .cached()
+        .values()
+        .filter(|sale| sale.spec.waiting_room.is_some())
+        .map(|sale| sale.id)
+        .collect();
+    let stats = futures::future::join_all(rooms.iter().map(|&id| app.waiting_room.stats(id)));
+    let stats = tokio::time::timeout(std::time::Duration::from_millis(500), stats)
+        .await
+        .unwrap_or_default();
+    rooms
+        .iter()
+        .zip(stats)
+        .filter_map(|(id, s)| Some((id.0, s.ok().flatten()?)))
+        .collect()
 }
 
 /// The separate consumer's HTTP surface (`seckill consumer --metrics-listen`): its metrics and
@@ -116,6 +138,7 @@ pub fn consumer_router() -> Router {
             routes: &[],
             per_sale: &[],
             purchases_in_flight: 0,
+            queues: &[],
         });
         ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body)
     };

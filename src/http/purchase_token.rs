@@ -54,21 +54,27 @@ impl PurchaseTokens {
     }
 
     pub fn verify(&self, token: &str, sale: SaleId, user: &UserId, now: Millis) -> Result<(), ApiError> {
-        let (expires, tag) = token.split_once('.').ok_or(ApiError::InvalidPurchaseToken)?;
-        let expires: Millis = expires.parse().map_err(|_| ApiError::InvalidPurchaseToken)?;
+        if self.check(token, sale, user, now) {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidPurchaseToken)
+        }
+    }
+
+    /// Whether the token was issued under this key for this buyer and sale and is still live.
+    pub fn check(&self, token: &str, sale: SaleId, user: &UserId, now: Millis) -> bool {
+        let Some((expires, tag)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(expires) = expires.parse::<Millis>() else {
+            return false;
+        };
         let mut decoded = [0u8; 32];
-        match URL_SAFE_NO_PAD.decode_slice(tag, &mut decoded) {
-            Ok(32) => {}
-            _ => return Err(ApiError::InvalidPurchaseToken),
+        if !matches!(URL_SAFE_NO_PAD.decode_slice(tag, &mut decoded), Ok(32)) {
+            return false;
         }
         // Constant-time comparison of the tag.
-        self.mac(sale, user, expires)
-            .verify_slice(&decoded)
-            .map_err(|_| ApiError::InvalidPurchaseToken)?;
-        if now > expires {
-            return Err(ApiError::InvalidPurchaseToken);
-        }
-        Ok(())
+        self.mac(sale, user, expires).verify_slice(&decoded).is_ok() && now <= expires
     }
 }
 

@@ -9,7 +9,7 @@ use axum::Json;
 use seckill_api::{BuyerOrders, OrderStatus, PurchaseTokenView, SaleList};
 
 use super::error::ApiError;
-use super::extract::{Admin, Buyer, JsonBody, PathParams, PurchaseToken};
+use super::extract::{Admin, AdmissionToken, Buyer, JsonBody, PathParams, PurchaseToken};
 use super::AppState;
 use crate::config::AuthMode;
 use crate::domain::{format_millis, now_millis, NewSaleRequest, SaleId, SaleSpec, UserId};
@@ -65,9 +65,18 @@ pub async fn purchase<G: StockGate, S: OrderStore>(
     PathParams(id): PathParams<String>,
     Buyer(user): Buyer,
     PurchaseToken(token): PurchaseToken,
+    AdmissionToken(admission): AdmissionToken,
 ) -> Result<Response, ApiError> {
     let sale = sale_id(&id)?;
     app.check_purchase_token(token.as_ref(), sale, &user)?;
+    // Checked here, before the gate: a buyer the waiting room has not admitted costs the gate
+    // nothing. The sale comes from the cache: no backend call on the buy path.
+    match app.engine.find_sale(sale).await {
+        Ok(found) => app.check_admission(admission.as_ref(), &found, &user)?,
+        // Unknown here: the gate answers for it as before.
+        Err(crate::engine::EngineError::SaleNotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
     let confirmation = app.engine.purchase(sale, user).await?;
     Ok((StatusCode::CREATED, Json(confirmation)).into_response())
 }

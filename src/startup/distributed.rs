@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::gate::RedisGate;
 use crate::log::KafkaLog;
 use crate::store::{DistributedStore, MySqlStore};
+use crate::waiting_room::RedisWaitingRoom;
 
 /// The distributed mode: Redis gate, Kafka log, MySQL store.
 pub type DistributedApp = Application<RedisGate, DistributedStore>;
@@ -44,7 +45,9 @@ impl DistributedApp {
             consumer_group: config.distributed.kafka_group.clone(),
         };
         let engine = Engine::start(gate, store, config.demo_stock, config.payment_window_secs).await?;
-        let app = Application::bind(config, engine).await?;
+        // In Redis: every instance serves one queue, and a restart loses none of it.
+        let room = RedisWaitingRoom::connect(&d.redis_url, &d.redis_prefix, timeout).await?;
+        let app = Application::bind(config, engine, Arc::new(room)).await?;
         if !config.no_consumer {
             let (d, stop) = (d.clone(), app.stop.clone());
             app.background.spawn(async move {

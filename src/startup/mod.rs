@@ -24,6 +24,7 @@ use crate::http::{router, AppState};
 use crate::metrics::RateLimitScope;
 use crate::server::{self, ConnectionLimits};
 use crate::store::{OrderStore, SqliteStore};
+use crate::waiting_room::{MemoryWaitingRoom, WaitingRoom};
 
 #[cfg(feature = "distributed")]
 mod distributed;
@@ -64,16 +65,27 @@ impl EmbeddedApp {
         let store = SqliteStore::open_with_commit_delay(&config.data_dir, delay)?;
         tracing::info!(path = %store.path().display(), "order store opened");
         let engine = Engine::start(MemoryGate::new(), store, config.demo_stock, config.payment_window_secs).await?;
-        Application::bind(config, engine).await
+        // In memory: a restart loses the queue (buyers join again); see `waiting_room::memory`.
+        Application::bind(config, engine, Arc::new(MemoryWaitingRoom::new())).await
     }
 }
 
 impl<G: StockGate, S: OrderStore> Application<G, S> {
-    async fn bind(config: &ServeConfig, engine: Engine<G, S>) -> Result<Self, StartupError> {
+    async fn bind(
+        config: &ServeConfig,
+        engine: Engine<G, S>,
+        waiting_room: Arc<dyn WaitingRoom>,
+    ) -> Result<Self, StartupError> {
         if config.admin_token.is_none() {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
         let ttl = Duration::from_secs(config.purchase_token_ttl_secs);
+        // Admission tokens verify on every instance that shares the purchase-token secret; under
+        // a key derived from it, so a purchase token is never an admission token.
+        let admission_tokens = match &config.purchase_token_secret {
+            Some(secret) => PurchaseTokens::new(&[secret.expose().as_bytes(), b"\0admission"].concat(), ttl),
+            None => PurchaseTokens::with_random_key(ttl),
+        };
         let purchase_tokens = match &config.purchase_token_secret {
             Some(secret) => PurchaseTokens::new(secret.expose().as_bytes(), ttl),
             None => {
@@ -113,12 +125,16 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
                 config.payment_provider,
                 config.payment_url.clone(),
             ),
+            waiting_room,
+            admission_tokens,
+            admission_token_ttl_ms: config.purchase_token_ttl_secs.saturating_mul(1000),
             route_table: OnceLock::new(),
         });
         let (stop, background) = (CancellationToken::new(), TaskTracker::new());
         background.spawn(prune_rate_limits(Arc::clone(&state.limits), stop.clone()));
         let (expiring, stop_expiry) = (Arc::clone(&state), stop.clone());
         background.spawn(async move { crate::payment::expiry::run(&expiring.engine, stop_expiry).await });
+        background.spawn(sweep_waiting_rooms(Arc::clone(&state), stop.clone()));
         let (healing, stop_healing) = (Arc::clone(&state), stop.clone());
         background.spawn(async move { crate::recovery::run(&healing.engine, stop_healing).await });
         Ok(Application {
@@ -195,6 +211,31 @@ async fn prune_rate_limits(limits: Arc<RateLimits>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => limits.prune(),
+        }
+    }
+}
+
+/// Expires abandoned tickets every second, so their slots go to the next tickets even when
+/// nobody polls them again. Ended sales are skipped: their queues admit nobody any more.
+async fn sweep_waiting_rooms<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = crate::domain::now_millis();
+        let rooms: Vec<_> = state
+            .engine
+            .cached()
+            .values()
+            .filter(|sale| sale.spec.waiting_room.is_some() && sale.spec.ends_at.is_none_or(|end| now < end))
+            .cloned()
+            .collect();
+        for sale in rooms {
+            if let Err(e) = state.waiting_room.sweep(&sale, now).await {
+                tracing::warn!(sale = %sale.id, error = %e.chain(), "waiting room sweep failed");
+            }
         }
     }
 }

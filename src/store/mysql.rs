@@ -138,7 +138,10 @@ async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Or
 
 /// The tables and columns the engine reads and writes.
 const SCHEMA: [(&str, &str); 4] = [
-    ("sales", "id, payment_window_secs"),
+    (
+        "sales",
+        "id, payment_window_secs, queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs",
+    ),
     (
         "orders",
         "order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id",
@@ -157,7 +160,8 @@ fn unavailable(e: impl Into<Cause>) -> BackendError {
 }
 
 const SELECT_SALE: &str =
-    "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at FROM sales";
+    "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at,
+            queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs FROM sales";
 
 fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
     Ok(Sale {
@@ -170,6 +174,12 @@ fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
             ends_at: row.try_get("ends_at")?,
             demo: row.try_get::<Option<i8>, _>("demo")?.is_some(),
             payment_window_secs: row.try_get::<i32, _>("payment_window_secs")?.max(0) as u32,
+            waiting_room: crate::domain::waiting_room_from(
+                row.try_get::<Option<i64>, _>("queue_admit_per_sec")?,
+                row.try_get("queue_mode")?,
+                row.try_get::<Option<i64>, _>("queue_ticket_ttl_secs")?,
+            )
+            .map_err(|what| sqlx::Error::Decode(what.into()))?,
         },
         created_at: row.try_get("created_at")?,
     })
@@ -241,8 +251,9 @@ impl MySqlStore {
     pub async fn create_sale(&self, spec: SaleSpec) -> Result<Sale, BackendError> {
         let created_at = now_millis();
         let result = sqlx::query(
-            "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at,
+                                       queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&spec.name)
         .bind(spec.stock as i64)
@@ -252,6 +263,9 @@ impl MySqlStore {
         .bind(spec.demo.then_some(1i8))
         .bind(spec.payment_window_secs)
         .bind(created_at)
+        .bind(spec.waiting_room.map(|w| w.admit_per_sec))
+        .bind(spec.waiting_room.map(|w| w.mode.as_str()))
+        .bind(spec.waiting_room.map(|w| w.ticket_ttl_secs))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;

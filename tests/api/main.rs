@@ -39,3 +39,4 @@ mod requests;
 mod sales;
 #[cfg(feature = "distributed")]
 mod services;
+mod waiting_room;

@@ -47,6 +47,7 @@ async fn the_served_document_is_the_file_and_every_operation_is_routed() {
         let concrete = path
             .replace("{id}", "1")
             .replace("{user_id}", "nobody")
+            .replace("{ticket}", "0f3c9a2b5d7e4f61a8b9c0d1e2f30415")
             .replace("{order_id}", "0192f1c4-5b7a-7c3e-9a51-2f4d6c8e0b1a");
         assert!(!concrete.contains('{'), "no value for a parameter of {path}");
         for method in METHODS.into_iter().filter(|m| item.get(*m).is_some()) {

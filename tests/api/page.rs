@@ -136,3 +136,48 @@ async fn a_winner_sees_the_payment_deadline_pays_and_an_unpaid_hold_expires() {
         .await;
     browser.close().await;
 }
+
+/// A sale with a waiting room: the page joins by itself, shows the buyers ahead, keeps the button
+/// closed until the ticket is admitted, then buys with the admission token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
+    let app = TestServer::spawn().await;
+    let (status, sale) = app
+        .create_sale(json!({
+            "name": "排队 queued", "stock": 5, "starts_at": rfc3339_in(3),
+            "waiting_room": { "admit_per_sec": 1, "mode": "fifo", "ticket_ttl_secs": 30 },
+        }))
+        .await;
+    assert_eq!(status, 201, "{sale}");
+    let id = sale["id"].as_i64().unwrap();
+    for user in ["ahead-1", "ahead-2"] {
+        let resp = app
+            .client
+            .post(app.url(&format!("/api/sales/{id}/queue")))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let browser = Browser::start().await;
+    browser.goto(&app.url(&format!("/?sale={id}&user=queued-buyer"))).await;
+    browser
+        .wait_for("the queue to show", async |b| {
+            b.text("#queue").await.contains("2 ahead of you")
+        })
+        .await;
+    assert!(!browser.enabled("#buy").await, "closed while waiting");
+    browser
+        .wait_for("admission to open the button", async |b| b.enabled("#buy").await)
+        .await;
+    browser.click("#buy").await;
+    browser
+        .wait_for("the purchase result", async |b| {
+            b.text("#result").await.contains("Success")
+        })
+        .await;
+    let (status, _) = app.get(&format!("/api/sales/{id}/orders/queued-buyer")).await;
+    assert_eq!(status, 200);
+    browser.close().await;
+}

@@ -105,6 +105,79 @@ pub struct SaleView {
     /// Units paid for.
     #[serde(default)]
     pub paid: u64,
+    /// The sale's waiting room; left out when it has none (buyers purchase directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoom>,
+}
+
+/// In which order a waiting room admits its tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// Arrival order, from the first join.
+    Fifo,
+    /// Tickets taken before the start are put in a random order at the start; later ones
+    /// queue behind them in arrival order.
+    RandomAtStart,
+}
+
+impl QueueMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueMode::Fifo => "fifo",
+            QueueMode::RandomAtStart => "random_at_start",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "fifo" => Some(QueueMode::Fifo),
+            "random_at_start" => Some(QueueMode::RandomAtStart),
+            _ => None,
+        }
+    }
+}
+
+/// A sale's waiting room: buyers join a queue and may purchase once admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingRoom {
+    /// Tickets admitted per second from the start.
+    pub admit_per_sec: u32,
+    pub mode: QueueMode,
+    /// A ticket not polled for this long expires; its slot goes to the next ticket.
+    pub ticket_ttl_secs: u32,
+}
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketState {
+    Waiting,
+    /// May purchase, with `admission_token` as `X-Admission-Token`.
+    Admitted,
+    /// Nothing left to admit to.
+    SoldOut,
+    /// Not polled within the sale's `ticket_ttl_secs`; join again for a new ticket.
+    Expired,
+}
+
+/// A ticket in a sale's waiting room: `POST /api/sales/{id}/queue`,
+/// `GET /api/sales/{id}/queue/{ticket}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketView {
+    /// Opaque: poll with it.
+    pub ticket: String,
+    pub state: TicketState,
+    /// Tickets still to be admitted before this one; `null` before the start of a
+    /// `random_at_start` queue, where no ticket has a place yet.
+    pub ahead: Option<u64>,
+    /// Seconds until admission, estimated.
+    pub eta_secs: Option<u64>,
+    /// When to poll next, jittered so a crowd does not poll in step.
+    pub poll_after_ms: u64,
+    /// When admitted: send it as `X-Admission-Token` with the purchase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
 }
 
 /// Every sale: `GET /api/sales`.
@@ -394,6 +467,20 @@ mod tests {
         ] {
             assert_eq!(read::<ErrorBody>(body).error.code, code);
         }
+    }
+
+    #[test]
+    fn tickets_read() {
+        let waiting: TicketView = read(
+            r#"{"ticket":"0f3c9a2b5d7e4f61a8b9c0d1e2f30415","state":"waiting","ahead":null,"eta_secs":3,"poll_after_ms":800}"#,
+        );
+        assert_eq!((waiting.state, waiting.ahead), (TicketState::Waiting, None));
+        let admitted: TicketView = read(
+            r#"{"ticket":"0f3c9a2b5d7e4f61a8b9c0d1e2f30415","state":"admitted","ahead":0,"eta_secs":0,"poll_after_ms":5000,"admission_token":"1795600683678.KBQHY6dHBQwNB8iKtlWI3t_eu70V7l0SxEuH9F_-8Fs"}"#,
+        );
+        assert!(admitted.admission_token.is_some());
+        let room: WaitingRoom = read(r#"{"admit_per_sec":50,"mode":"random_at_start","ticket_ttl_secs":30}"#);
+        assert_eq!(room.mode, QueueMode::RandomAtStart);
     }
 
     #[test]

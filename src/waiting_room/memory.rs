@@ -1,0 +1,373 @@
+//! The embedded waiting room: each sale's queue in this process's memory.
+//!
+//! Joining is a map insert and an atomic increment; a poll reads a ticket and three counters.
+//! The one step that touches every ticket is the shuffle at the start of a `random_at_start`
+//! queue, done once per sale by whichever request first sees the start.
+//!
+//! A restart loses the queue: buyers polling a lost ticket are told it is unknown and join
+//! again. Acceptable for the embedded engine, which is one process whose restart already drops
+//! every connection; stock and orders are in SQLite and are never lost.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+
+use super::{before_start, front, new_ticket, opens_at, standing, Place, QueueStats, ShuffleKey, Standing};
+use super::{WaitingRoom, WaitingRoomError};
+use crate::backend::BackendError;
+use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId};
+
+pub struct MemoryWaitingRoom {
+    rooms: DashMap<SaleId, Arc<Room>>,
+    key: ShuffleKey,
+}
+
+struct Ticket {
+    id: String,
+    user: UserId,
+    /// 1 for the first joiner of the sale, and so on.
+    arrival: u64,
+    /// The place in the queue; 0 until it has one (a pre-start ticket before the start).
+    place: AtomicU64,
+    last_seen: AtomicI64,
+    /// Told it was admitted: its slot was used, whatever it does next.
+    admitted: AtomicBool,
+    expired: AtomicBool,
+}
+
+#[derive(Default)]
+struct Room {
+    tickets: DashMap<String, Arc<Ticket>>,
+    by_user: DashMap<UserId, Arc<Ticket>>,
+    arrivals: AtomicU64,
+    /// Tickets taken before the start, placed at the start.
+    before_start: Mutex<Vec<Arc<Ticket>>>,
+    /// Set at the start: how many tickets were placed then. Later joiners go behind them.
+    placed_at_start: OnceLock<u64>,
+    after_start: AtomicU64,
+    admitted: AtomicU64,
+    /// Tickets that expired before they were admitted: each moves the front by one.
+    expired_waiting: AtomicU64,
+}
+
+impl Default for MemoryWaitingRoom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryWaitingRoom {
+    pub fn new() -> Self {
+        MemoryWaitingRoom {
+            rooms: DashMap::new(),
+            key: ShuffleKey::random(),
+        }
+    }
+
+    fn room(&self, sale: SaleId) -> Arc<Room> {
+        Arc::clone(&self.rooms.entry(sale).or_default())
+    }
+
+    /// Places the tickets taken before the start, once: in `random_at_start` by their rank under
+    /// the secret key, in `fifo` by arrival.
+    fn start(&self, room: &Room, mode: QueueMode) -> u64 {
+        if let Some(&placed) = room.placed_at_start.get() {
+            return placed;
+        }
+        // A poisoned lock only means a panic elsewhere mid-push; the list is still whole.
+        let mut waiting = room.before_start.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&placed) = room.placed_at_start.get() {
+            return placed;
+        }
+        match mode {
+            QueueMode::Fifo => waiting.sort_by_key(|t| t.arrival),
+            QueueMode::RandomAtStart => waiting.sort_by_cached_key(|t| self.key.rank(&t.id)),
+        }
+        for (i, ticket) in waiting.iter().enumerate() {
+            ticket.place.store(i as u64 + 1, Relaxed);
+        }
+        let placed = waiting.len() as u64;
+        waiting.clear();
+        let _ = room.placed_at_start.set(placed);
+        placed
+    }
+
+    /// Expires the ticket if it was not polled in time; counts its slot for the next ticket
+    /// unless it had already been admitted. Exactly once, whoever sees it first.
+    fn expire_if_stale(room: &Room, ticket: &Ticket, ttl_ms: Millis, now: Millis) -> bool {
+        if ticket.expired.load(Relaxed) {
+            return true;
+        }
+        if now - ticket.last_seen.load(Relaxed) <= ttl_ms {
+            return false;
+        }
+        if ticket.expired.compare_exchange(false, true, Relaxed, Relaxed).is_ok() && !ticket.admitted.load(Relaxed) {
+            room.expired_waiting.fetch_add(1, Relaxed);
+        }
+        true
+    }
+
+    fn place_of(&self, sale: &Sale, room: &Room, ticket: &Ticket, now: Millis) -> Standing {
+        let Some(spec) = sale.spec.waiting_room else {
+            return Standing::Admitted;
+        };
+        let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
+        if Self::expire_if_stale(room, ticket, ttl_ms, now) {
+            return Standing::Expired;
+        }
+        ticket.last_seen.store(now, Relaxed);
+        let opens = opens_at(sale);
+        if now >= opens {
+            self.start(room, spec.mode);
+        }
+        let place = ticket.place.load(Relaxed);
+        if place == 0 {
+            return before_start(&spec, ticket.arrival, opens, now);
+        }
+        let front = front(&spec, opens, now).saturating_add(room.expired_waiting.load(Relaxed));
+        let standing = standing(&spec, place, front, opens, now);
+        if standing == Standing::Admitted && !ticket.admitted.swap(true, Relaxed) {
+            room.admitted.fetch_add(1, Relaxed);
+        }
+        standing
+    }
+
+    fn new_ticket(&self, sale: &Sale, room: &Room, user: &UserId, now: Millis) -> Arc<Ticket> {
+        let ticket = Arc::new(Ticket {
+            id: new_ticket(),
+            user: user.clone(),
+            arrival: room.arrivals.fetch_add(1, Relaxed) + 1,
+            place: AtomicU64::new(0),
+            last_seen: AtomicI64::new(now),
+            admitted: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+        });
+        let mode = sale.spec.waiting_room.map_or(QueueMode::Fifo, |w| w.mode);
+        let placed = if now < opens_at(sale) {
+            let mut waiting = room.before_start.lock().unwrap_or_else(|p| p.into_inner());
+            match room.placed_at_start.get() {
+                // Not started yet: placed with the others at the start.
+                None => {
+                    waiting.push(Arc::clone(&ticket));
+                    None
+                }
+                Some(&placed) => Some(placed),
+            }
+        } else {
+            Some(self.start(room, mode))
+        };
+        if let Some(placed) = placed {
+            let behind = room.after_start.fetch_add(1, Relaxed) + 1;
+            ticket.place.store(placed + behind, Relaxed);
+        }
+        room.tickets.insert(ticket.id.clone(), Arc::clone(&ticket));
+        ticket
+    }
+}
+
+impl WaitingRoom for MemoryWaitingRoom {
+    fn join<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Place, WaitingRoomError>> {
+        Box::pin(async move {
+            let room = self.room(sale.id);
+            let ttl_ms = sale
+                .spec
+                .waiting_room
+                .map_or(0, |w| Millis::from(w.ticket_ttl_secs) * 1000);
+            // The buyer's entry is locked while it is read or replaced: two joins of one buyer
+            // get one ticket.
+            let ticket = {
+                let mut held = room
+                    .by_user
+                    .entry(user.clone())
+                    .or_insert_with(|| self.new_ticket(sale, &room, user, now));
+                if Self::expire_if_stale(&room, &held, ttl_ms, now) {
+                    *held = self.new_ticket(sale, &room, user, now);
+                }
+                Arc::clone(&held)
+            };
+            Ok(Place {
+                ticket: ticket.id.clone(),
+                standing: self.place_of(sale, &room, &ticket, now),
+            })
+        })
+    }
+
+    fn poll<'a>(
+        &'a self,
+        sale: &'a Sale,
+        ticket: &'a str,
+        user: &'a UserId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Place, WaitingRoomError>> {
+        Box::pin(async move {
+            let room = self
+                .rooms
+                .get(&sale.id)
+                .map(|r| Arc::clone(&r))
+                .ok_or(WaitingRoomError::TicketNotFound)?;
+            let found = room.tickets.get(ticket).map(|t| Arc::clone(&t));
+            let ticket = found
+                .filter(|t| &t.user == user)
+                .ok_or(WaitingRoomError::TicketNotFound)?;
+            Ok(Place {
+                ticket: ticket.id.clone(),
+                standing: self.place_of(sale, &room, &ticket, now),
+            })
+        })
+    }
+
+    fn sweep<'a>(&'a self, sale: &'a Sale, now: Millis) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let (Some(spec), Some(room)) = (sale.spec.waiting_room, self.rooms.get(&sale.id).map(|r| Arc::clone(&r)))
+            else {
+                return Ok(());
+            };
+            let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
+            for ticket in room.tickets.iter() {
+                Self::expire_if_stale(&room, &ticket, ttl_ms, now);
+            }
+            Ok(())
+        })
+    }
+
+    fn stats(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<QueueStats>, BackendError>> {
+        let stats = self.rooms.get(&sale).map(|room| {
+            let (joined, admitted, expired) = (
+                room.arrivals.load(Relaxed),
+                room.admitted.load(Relaxed),
+                room.expired_waiting.load(Relaxed),
+            );
+            QueueStats {
+                waiting: joined.saturating_sub(admitted).saturating_sub(expired),
+                admitted,
+                expired,
+            }
+        });
+        Box::pin(async move { Ok(stats) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SaleSpec, WaitingRoomSpec};
+
+    fn sale(mode: QueueMode, rate: u32, starts_at: Millis) -> Sale {
+        Sale {
+            id: SaleId(1),
+            spec: SaleSpec {
+                name: "phone".into(),
+                stock: 100,
+                starts_at: Some(starts_at),
+                ends_at: None,
+                per_user_limit: 1,
+                demo: false,
+                payment_window_secs: 0,
+                waiting_room: Some(WaitingRoomSpec {
+                    admit_per_sec: rate,
+                    mode,
+                    ticket_ttl_secs: 10,
+                }),
+            },
+            created_at: 0,
+        }
+    }
+
+    fn user(n: usize) -> UserId {
+        UserId::parse(&format!("u{n}")).expect("valid")
+    }
+
+    async fn join(room: &MemoryWaitingRoom, sale: &Sale, n: usize, now: Millis) -> Place {
+        room.join(sale, &user(n), now).await.expect("join")
+    }
+
+    #[tokio::test]
+    async fn joining_twice_gives_the_same_ticket() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::Fifo, 1, 1_000));
+        let first = join(&room, &sale, 1, 0).await;
+        let again = join(&room, &sale, 1, 10).await;
+        assert_eq!(first.ticket, again.ticket);
+        assert_ne!(join(&room, &sale, 2, 10).await.ticket, first.ticket);
+    }
+
+    /// Every pre-start ticket is placed before every later one, each place handed out once, and
+    /// the pre-start order is uncorrelated with the join order (Spearman's rho over 200).
+    #[tokio::test]
+    async fn pre_start_tickets_come_first_each_place_once() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::RandomAtStart, 1, 1_000));
+        let mut early = Vec::new();
+        for n in 0..200 {
+            let place = join(&room, &sale, n, 500).await;
+            assert!(matches!(place.standing, Standing::Waiting { ahead: None, .. }));
+            early.push(place.ticket);
+        }
+        let late: Vec<String> = futures::future::join_all((200..210).map(|n| join(&room, &sale, n, 1_000)))
+            .await
+            .into_iter()
+            .map(|p| p.ticket)
+            .collect();
+        let r = room.room(sale.id);
+        let place = |t: &String| r.tickets.get(t).map(|t| t.place.load(Relaxed)).expect("ticket");
+        let mut places: Vec<u64> = early.iter().chain(&late).map(place).collect();
+        assert!(early.iter().map(place).max() < late.iter().map(place).min());
+        places.sort_unstable();
+        assert_eq!(places, (1..=210).collect::<Vec<u64>>());
+        let n = early.len() as f64;
+        let d2: f64 = early
+            .iter()
+            .enumerate()
+            .map(|(joined, t)| (place(t) as f64 - 1.0 - joined as f64).powi(2))
+            .sum();
+        let rho = 1.0 - 6.0 * d2 / (n * (n * n - 1.0));
+        assert!(rho.abs() < 0.3, "Spearman rho {rho}");
+    }
+
+    #[tokio::test]
+    async fn admission_follows_the_rate_and_expired_slots_go_to_the_next() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::Fifo, 1, 0));
+        let tickets: Vec<Place> = futures::future::join_all((0..5).map(|n| join(&room, &sale, n, 0))).await;
+        let by_arrival = |i: usize| tickets[i].ticket.clone();
+        let poll = |i: usize, now| {
+            let (room, sale, t) = (&room, &sale, by_arrival(i));
+            async move { room.poll(sale, &t, &user(i), now).await.expect("poll").standing }
+        };
+        // Arrival order is place order here; at 0 the burst of 1 is admitted.
+        let mut places: Vec<(u64, usize)> = (0..5)
+            .map(|i| {
+                let r = room.room(sale.id);
+                let p = r
+                    .tickets
+                    .get(&by_arrival(i))
+                    .map(|t| t.place.load(Relaxed))
+                    .unwrap_or(0);
+                (p, i)
+            })
+            .collect();
+        places.sort_unstable();
+        let nth = |k: usize| places[k].1;
+        assert_eq!(poll(nth(0), 0).await, Standing::Admitted);
+        assert!(matches!(
+            poll(nth(1), 500).await,
+            Standing::Waiting { ahead: Some(0), .. }
+        ));
+        assert_eq!(poll(nth(1), 1_000).await, Standing::Admitted);
+        // The third stops polling; past its time to live the sweep expires it and the fourth is
+        // admitted in its slot, at the time the third would have been.
+        for k in [3, 4] {
+            assert!(matches!(poll(nth(k), 1_500).await, Standing::Waiting { .. }));
+        }
+        room.sweep(&sale, 11_000).await.expect("sweep");
+        assert_eq!(poll(nth(2), 11_001).await, Standing::Expired);
+        assert_eq!(poll(nth(3), 2_000).await, Standing::Admitted);
+        assert!(matches!(poll(nth(4), 2_000).await, Standing::Waiting { .. }));
+        let stats = room.stats(sale.id).await.expect("stats").expect("room");
+        assert_eq!((stats.admitted, stats.expired, stats.waiting), (3, 1, 1));
+    }
+}

@@ -1,0 +1,243 @@
+//! The waiting room: a fair queue in front of a sale that has one.
+//!
+//! A buyer joins (`POST /api/sales/{id}/queue`) and gets a ticket; polling the ticket says how
+//! many are ahead and, once its turn comes, admits it with a short-lived admission token that the
+//! purchase must carry. Admission is arithmetic on counters, never a scan of the queue:
+//!
+//! - each ticket has a place (1, 2, ...): in `fifo` its arrival number; in `random_at_start` the
+//!   tickets taken before the start are put in a random order at the start (ordered by an HMAC
+//!   of the ticket under a key no client knows), and later joiners queue behind them in arrival
+//!   order;
+//! - from the sale's start, the front of the queue is `admit_per_sec × elapsed + burst`, plus one
+//!   for each ticket that expired before it was ever told it was admitted: an abandoned ticket
+//!   gives its slot to the next one, so abandonment never slows the queue;
+//! - a ticket whose place is at or before the front is admitted.
+//!
+//! Whether stock remains is the gate's answer, asked by the HTTP layer: a sold-out sale answers
+//! `sold_out` to every ticket without asking the room.
+//!
+//! Two backends implement [`WaitingRoom`], chosen once in [`crate::startup`]: [`MemoryWaitingRoom`]
+//! (embedded; the queue lives in the process) and `RedisWaitingRoom` (distributed; one Lua script
+//! per join or poll, every instance sharing the queue).
+
+use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::backend::BackendError;
+use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
+
+pub mod memory;
+#[cfg(feature = "distributed")]
+pub mod redis;
+
+pub use memory::MemoryWaitingRoom;
+#[cfg(feature = "distributed")]
+pub use redis::RedisWaitingRoom;
+
+/// Where a ticket stands, as the room sees it (sold out is the gate's to say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// `ahead`: tickets still to be admitted before this one; `None` while a `random_at_start`
+    /// queue has not started (no ticket has a place yet).
+    Waiting {
+        ahead: Option<u64>,
+        eta_ms: Millis,
+    },
+    Admitted,
+    /// Not polled within the sale's ticket time to live.
+    Expired,
+}
+
+/// A ticket and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub ticket: String,
+    pub standing: Standing,
+}
+
+/// What `/metrics` shows of one sale's room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Tickets waiting: joined, neither admitted nor expired.
+    pub waiting: u64,
+    /// Tickets told they were admitted.
+    pub admitted: u64,
+    /// Tickets that expired before they were admitted.
+    pub expired: u64,
+}
+
+/// Why the room could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitingRoomError {
+    /// No ticket by this id in this sale for this buyer.
+    #[error("no such ticket")]
+    TicketNotFound,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// One sale's queue, shared by every instance that serves the sale.
+pub trait WaitingRoom: Send + Sync + 'static {
+    /// The buyer's ticket: a new one at the back, or the one they hold unless it expired.
+    fn join<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Place, WaitingRoomError>>;
+
+    /// Where the buyer's ticket stands now; a poll keeps it alive.
+    fn poll<'a>(
+        &'a self,
+        sale: &'a Sale,
+        ticket: &'a str,
+        user: &'a UserId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Place, WaitingRoomError>>;
+
+    /// Expires the tickets nobody polled within the time to live, so their slots go to the next
+    /// tickets even if nobody polls them again. Background work, not a buyer's request.
+    fn sweep<'a>(&'a self, sale: &'a Sale, now: Millis) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// The sale's counters, for `/metrics`; `None` when nobody ever joined.
+    fn stats(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<QueueStats>, BackendError>>;
+}
+
+/// When admission begins: the sale's start, or its creation for a sale open from creation.
+pub fn opens_at(sale: &Sale) -> Millis {
+    sale.spec.starts_at.unwrap_or(sale.created_at)
+}
+
+/// Tickets admitted at once at the start: a small burst, so the first buyers need not wait for
+/// the clock, bounded so a fast room does not let in a crowd at once.
+pub fn burst(room: &WaitingRoomSpec) -> u64 {
+    u64::from(room.admit_per_sec).clamp(1, 10)
+}
+
+/// The last place admitted at `now`, before adding the expired tickets' slots.
+pub fn front(room: &WaitingRoomSpec, opens_at: Millis, now: Millis) -> u64 {
+    if now < opens_at {
+        return 0;
+    }
+    let elapsed = u64::try_from(now - opens_at).unwrap_or(0);
+    (u64::from(room.admit_per_sec).saturating_mul(elapsed) / 1000).saturating_add(burst(room))
+}
+
+/// Where the ticket at `place` stands, with `front` already including the expired slots.
+pub fn standing(room: &WaitingRoomSpec, place: u64, front: u64, opens_at: Millis, now: Millis) -> Standing {
+    if now >= opens_at && place <= front {
+        return Standing::Admitted;
+    }
+    let ahead = place.saturating_sub(front).saturating_sub(1);
+    // Until the start, the burst is admitted at once; after, one slot per 1/rate seconds.
+    let to_start = (opens_at - now).max(0);
+    let behind_burst = place.saturating_sub(front.max(if now < opens_at { burst(room) } else { 0 }));
+    let eta_ms = to_start + (behind_burst.saturating_mul(1000) / u64::from(room.admit_per_sec.max(1))) as Millis;
+    Standing::Waiting {
+        ahead: Some(ahead),
+        eta_ms,
+    }
+}
+
+/// Where a ticket taken before the start stands before the start: in `fifo` its arrival is its
+/// place; in `random_at_start` it has no place until the start.
+pub fn before_start(room: &WaitingRoomSpec, arrival: u64, opens_at: Millis, now: Millis) -> Standing {
+    match room.mode {
+        QueueMode::Fifo => standing(room, arrival, 0, opens_at, now),
+        QueueMode::RandomAtStart => Standing::Waiting {
+            ahead: None,
+            eta_ms: (opens_at - now).max(0),
+        },
+    }
+}
+
+/// The key that orders a `random_at_start` queue: random per process, never shown, so no client
+/// can predict where a ticket will land.
+pub struct ShuffleKey(Hmac<Sha256>);
+
+impl ShuffleKey {
+    pub fn random() -> Self {
+        let key: Vec<u8> = uuid::Uuid::new_v4()
+            .as_bytes()
+            .iter()
+            .chain(uuid::Uuid::new_v4().as_bytes())
+            .copied()
+            .collect();
+        ShuffleKey(Hmac::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length")))
+    }
+
+    /// The ticket's rank key: the first 52 bits of its HMAC (exact in a Redis score, a double).
+    pub fn rank(&self, ticket: &str) -> u64 {
+        let mut mac = self.0.clone();
+        mac.update(ticket.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag[..8]);
+        u64::from_be_bytes(first) >> 12
+    }
+}
+
+/// A new ticket id: 122 random bits, so a ticket cannot be guessed.
+pub fn new_ticket() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(rate: u32) -> WaitingRoomSpec {
+        WaitingRoomSpec {
+            admit_per_sec: rate,
+            mode: QueueMode::Fifo,
+            ticket_ttl_secs: 30,
+        }
+    }
+
+    #[test]
+    fn the_front_moves_at_the_rate_after_a_small_burst() {
+        let r = room(10);
+        assert_eq!(front(&r, 1_000, 999), 0);
+        assert_eq!(front(&r, 1_000, 1_000), 10);
+        assert_eq!(front(&r, 1_000, 2_000), 20);
+        assert_eq!(front(&room(1), 0, 500), 1);
+        assert_eq!(standing(&r, 10, 10, 0, 5), Standing::Admitted);
+        assert_eq!(
+            standing(&r, 15, 10, 0, 5),
+            Standing::Waiting {
+                ahead: Some(4),
+                eta_ms: 500
+            }
+        );
+    }
+
+    /// Spearman's rank correlation between join order and queue order over 200 pre-start
+    /// joiners: a fair shuffle leaves them uncorrelated.
+    #[test]
+    fn the_shuffle_is_uncorrelated_with_join_order() {
+        let key = ShuffleKey::random();
+        let tickets: Vec<String> = (0..200).map(|_| new_ticket()).collect();
+        let mut order: Vec<usize> = (0..tickets.len()).collect();
+        order.sort_by_key(|&i| key.rank(&tickets[i]));
+        let n = order.len() as f64;
+        let d2: f64 = order
+            .iter()
+            .enumerate()
+            .map(|(place, &joined)| (place as f64 - joined as f64).powi(2))
+            .sum();
+        let rho = 1.0 - 6.0 * d2 / (n * (n * n - 1.0));
+        assert!(rho.abs() < 0.3, "Spearman rho {rho}");
+    }
+
+    #[test]
+    fn the_order_depends_on_the_key() {
+        let tickets: Vec<String> = (0..50).map(|_| new_ticket()).collect();
+        let ordered = |key: &ShuffleKey| {
+            let mut t = tickets.clone();
+            t.sort_by_key(|t| key.rank(t));
+            t
+        };
+        assert_ne!(ordered(&ShuffleKey::random()), ordered(&ShuffleKey::random()));
+    }
+}

@@ -1,0 +1,379 @@
+//! The waiting room: a sale with one sells only to buyers it admitted, in queue order, at its
+//! rate; joining twice is one ticket; an abandoned ticket gives its slot away; a sold-out sale
+//! answers `sold_out` to every ticket; distributed instances share one queue.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, rfc3339_in, TestServer};
+use crate::requests::{get_with, post};
+
+/// Creates a sale with a waiting room; `starts_in` seconds from now, or open at once.
+async fn room_sale(app: &TestServer, stock: u64, rate: u32, mode: &str, ttl: u32, starts_in: Option<i64>) -> i64 {
+    let mut body = json!({
+        "name": "queued item",
+        "stock": stock,
+        "waiting_room": { "admit_per_sec": rate, "mode": mode, "ticket_ttl_secs": ttl },
+    });
+    if let Some(seconds) = starts_in {
+        body["starts_at"] = json!(rfc3339_in(seconds));
+    }
+    let (status, sale) = app.create_sale(body).await;
+    assert_eq!(status, 201, "{sale}");
+    assert_eq!(sale["waiting_room"]["mode"], mode, "{sale}");
+    sale["id"].as_i64().expect("id")
+}
+
+async fn join(app: &TestServer, sale: i64, user: &str) -> (u16, Value) {
+    let (status, _, body) = post(app, &format!("/api/sales/{sale}/queue"), &[("x-user-id", user)]).await;
+    (status, body)
+}
+
+async fn joined(app: &TestServer, sale: i64, user: &str) -> String {
+    let (status, body) = join(app, sale, user).await;
+    assert_eq!(status, 200, "{body}");
+    body["ticket"].as_str().expect("ticket").to_owned()
+}
+
+async fn poll(app: &TestServer, sale: i64, ticket: &str, user: &str) -> Value {
+    let (status, _, body) = get_with(
+        app,
+        &format!("/api/sales/{sale}/queue/{ticket}"),
+        &[("x-user-id", user)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn buy(app: &TestServer, sale: i64, user: &str, admission: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![("x-user-id", user)];
+    if let Some(token) = admission {
+        headers.push(("x-admission-token", token));
+    }
+    let (status, _, body) = post(app, &format!("/api/sales/{sale}/purchase"), &headers).await;
+    (status, body)
+}
+
+/// Polls the ticket until it is admitted; its admission token.
+async fn admitted(app: &TestServer, sale: i64, ticket: &str, user: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = poll(app, sale, ticket, user).await;
+        if answer["state"] == "admitted" {
+            return answer["admission_token"].as_str().expect("admission token").to_owned();
+        }
+        assert_eq!(answer["state"], "waiting", "{answer}");
+        assert!(Instant::now() < deadline, "not admitted within {within:?}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Purchase without admission, with another buyer's or another sale's token, with junk: 403;
+/// with its own admission: 201.
+pub async fn admission_is_required_and_bound_to_buyer_and_sale(app: &TestServer) {
+    let sale = room_sale(app, 5, 100, "fifo", 30, None).await;
+    let other = room_sale(app, 5, 100, "fifo", 30, None).await;
+    let (status, body) = buy(app, sale, "alice", None).await;
+    assert_error(status, &body, 403, "admission_required");
+
+    let ticket = joined(app, sale, "alice").await;
+    let token = admitted(app, sale, &ticket, "alice", Duration::from_secs(20)).await;
+    let (status, body) = buy(app, sale, "bob", Some(&token)).await;
+    assert_error(status, &body, 403, "invalid_admission");
+    let (status, body) = buy(app, other, "alice", Some(&token)).await;
+    assert_error(status, &body, 403, "invalid_admission");
+    for junk in [
+        "",
+        "x",
+        "1.AAAA",
+        "99999999999999.q3Jx0rX4m1oYk1y0cW8Kq2m9sQb1dE5vT7nHfLzA0pQ",
+    ] {
+        let (status, body) = buy(app, sale, "alice", Some(junk)).await;
+        assert_error(status, &body, 403, "invalid_admission");
+    }
+    let (status, body) = buy(app, sale, "alice", Some(&token)).await;
+    assert_eq!(status, 201, "{body}");
+
+    // A sale without a room has no queue, and its purchases need no admission.
+    let plain = app.live_sale(5, 1).await;
+    let (status, body) = join(app, plain, "alice").await;
+    assert_error(status, &body, 404, "no_waiting_room");
+    let (status, body) = buy(app, plain, "alice", None).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Each scenario runs against the embedded engine and, with the feature, the distributed one.
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let app = crate::helpers::TestServer::spawn().await;
+                    super::$scenario(&app).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "distributed")]
+        mod distributed_mode {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let services = crate::helpers::Services::start().await;
+                    let app = crate::helpers::TestServer::spawn_with(super::distributed::shared(&services)).await;
+                    super::$scenario(&app).await;
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    admission_is_required_and_bound_to_buyer_and_sale,
+    one_ticket_per_buyer_and_admission_at_the_rate,
+    pre_start_joiners_are_admitted_before_later_ones,
+    abandoned_tickets_expire_without_slowing_the_queue,
+    a_sold_out_sale_answers_sold_out_to_every_ticket,
+);
+
+/// Joining twice is one ticket; concurrent joiners each get their own; tickets are admitted no
+/// faster than the rate (plus the burst), and all of them in the end.
+pub async fn one_ticket_per_buyer_and_admission_at_the_rate(app: &TestServer) {
+    let rate = 5;
+    let before_creation = Instant::now();
+    let sale = room_sale(app, 100, rate, "fifo", 30, None).await;
+    let users: Vec<String> = (0..30).map(|i| format!("buyer{i}")).collect();
+    let tickets: Vec<String> = futures::future::join_all(users.iter().map(|u| joined(app, sale, u))).await;
+    assert_eq!(
+        tickets.iter().collect::<HashSet<_>>().len(),
+        users.len(),
+        "a ticket each"
+    );
+    for (user, ticket) in users.iter().zip(&tickets).take(5) {
+        assert_eq!(&joined(app, sale, user).await, ticket, "joining again: the same ticket");
+    }
+    let mut admitted: HashSet<usize> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admitted.len() < users.len() {
+        assert!(Instant::now() < deadline, "only {} admitted", admitted.len());
+        let answers = futures::future::join_all(
+            users
+                .iter()
+                .zip(&tickets)
+                .map(|(user, ticket)| poll(app, sale, ticket, user)),
+        )
+        .await;
+        // The sale opened after `before_creation`: no more can be in than that time allows.
+        let allowed = (before_creation.elapsed().as_secs_f64() * f64::from(rate)).ceil() as usize + rate as usize + 1;
+        for (i, answer) in answers.iter().enumerate() {
+            match answer["state"].as_str() {
+                Some("admitted") => {
+                    assert!(answer["admission_token"].is_string(), "{answer}");
+                    admitted.insert(i);
+                }
+                Some("waiting") => {
+                    assert!(!admitted.contains(&i), "admitted, then waiting again: {answer}");
+                    assert!(answer["poll_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{answer}");
+                }
+                _ => panic!("{answer}"),
+            }
+        }
+        assert!(
+            admitted.len() <= allowed,
+            "{} admitted, at most {allowed} allowed",
+            admitted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let queued = format!("seckill_queue_admitted_total{{sale=\"{sale}\"}}");
+    assert_eq!(app.metric(&queued).await, Some(users.len() as f64));
+}
+
+/// Tickets taken before the start have no place until it; then every one of them is admitted
+/// before any ticket taken after the start.
+pub async fn pre_start_joiners_are_admitted_before_later_ones(app: &TestServer) {
+    let sale = room_sale(app, 100, 5, "random_at_start", 30, Some(3)).await;
+    let mut tickets: Vec<(String, String, bool)> = Vec::new();
+    for i in 0..15 {
+        let user = format!("early{i}");
+        let (status, answer) = join(app, sale, &user).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["state"], "waiting", "{answer}");
+        assert!(answer["ahead"].is_null(), "no place before the start: {answer}");
+        tickets.push((user, answer["ticket"].as_str().expect("ticket").to_owned(), true));
+    }
+    let sale_view = app.get(&format!("/api/sales/{sale}")).await.1;
+    while app.get(&format!("/api/sales/{sale}")).await.1["status"] == "upcoming" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sale_view["waiting_room"]["admit_per_sec"], 5);
+    for i in 0..5 {
+        let user = format!("late{i}");
+        let ticket = joined(app, sale, &user).await;
+        tickets.push((user, ticket, false));
+    }
+    // Poll in rounds: a ticket placed earlier is admitted in the same round or an earlier one.
+    let mut round_admitted: HashMap<usize, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0.. {
+        if round_admitted.len() == tickets.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} admitted", round_admitted.len());
+        let answers =
+            futures::future::join_all(tickets.iter().map(|(user, ticket, _)| poll(app, sale, ticket, user))).await;
+        for (i, answer) in answers.iter().enumerate() {
+            if answer["state"] == "admitted" {
+                round_admitted.entry(i).or_insert(round);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last_early = (0..15).map(|i| round_admitted[&i]).max();
+    let first_late = (15..20).map(|i| round_admitted[&i]).min();
+    assert!(
+        last_early <= first_late,
+        "a later joiner was admitted before an early one: {round_admitted:?}"
+    );
+}
+
+/// Tickets that stop polling expire, and their slots go to the next tickets: a buyer behind 30
+/// abandoned tickets, at one admission a second, gets in long before 30 seconds.
+pub async fn abandoned_tickets_expire_without_slowing_the_queue(app: &TestServer) {
+    let sale = room_sale(app, 100, 1, "fifo", 5, None).await;
+    let mut gone = Vec::new();
+    for i in 0..30 {
+        let user = format!("gone{i}");
+        gone.push((user.clone(), joined(app, sale, &user).await));
+    }
+    let started = Instant::now();
+    let ticket = joined(app, sale, "patient").await;
+    admitted(app, sale, &ticket, "patient", Duration::from_secs(20)).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let (user, ticket) = &gone[gone.len() - 1];
+    assert_eq!(poll(app, sale, ticket, user).await["state"], "expired");
+    let expired = format!("seckill_queue_expired_total{{sale=\"{sale}\"}}");
+    let at_least = app.wait_metric(&expired, Duration::from_secs(5), |n| n >= 25.0).await;
+    assert!(at_least.is_some_and(|n| n >= 25.0), "{at_least:?}");
+    // Joining again after expiry: a new ticket, at the back.
+    let (user, old) = &gone[0];
+    assert_ne!(&joined(app, sale, user).await, old);
+}
+
+/// Once the last unit is sold every waiting ticket answers `sold_out`, and nobody new may join.
+pub async fn a_sold_out_sale_answers_sold_out_to_every_ticket(app: &TestServer) {
+    let sale = room_sale(app, 1, 1, "fifo", 30, None).await;
+    let first = joined(app, sale, "first").await;
+    let waiting: Vec<(String, String)> = {
+        let mut w = Vec::new();
+        for i in 0..3 {
+            let user = format!("waiting{i}");
+            w.push((user.clone(), joined(app, sale, &user).await));
+        }
+        w
+    };
+    let token = admitted(app, sale, &first, "first", Duration::from_secs(20)).await;
+    let (status, body) = buy(app, sale, "first", Some(&token)).await;
+    assert_eq!(status, 201, "{body}");
+    for (user, ticket) in &waiting {
+        let answer = poll(app, sale, ticket, user).await;
+        assert_eq!(answer["state"], "sold_out", "{answer}");
+        assert!(answer.get("admission_token").is_none(), "{answer}");
+    }
+    let (status, body) = join(app, sale, "latecomer").await;
+    assert_error(status, &body, 410, "sold_out");
+}
+
+/// Polls follow the server's pace, so the per-buyer rate limit does not refuse them.
+#[tokio::test]
+async fn polls_are_not_held_to_the_per_buyer_rate_limit() {
+    let app = TestServer::spawn_with(crate::helpers::Options {
+        extra_args: ["--rate-limit-user", "1", "--rate-limit-user-burst", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..crate::helpers::Options::new()
+    })
+    .await;
+    let sale = room_sale(&app, 5, 1, "fifo", 30, Some(60)).await;
+    let ticket = joined(&app, sale, "alice").await;
+    for _ in 0..5 {
+        assert_eq!(poll(&app, sale, &ticket, "alice").await["state"], "waiting");
+    }
+}
+
+/// The embedded queue lives in the process: a restarted engine knows no ticket, and its buyers
+/// join again (stock and orders are in SQLite and survive).
+#[tokio::test]
+async fn an_embedded_restart_forgets_the_queue() {
+    let app = TestServer::spawn().await;
+    let sale = room_sale(&app, 5, 1, "fifo", 30, None).await;
+    let ticket = joined(&app, sale, "alice").await;
+    let app = app.restart(crate::helpers::Options::new()).await;
+    let (status, _, body) = get_with(
+        &app,
+        &format!("/api/sales/{sale}/queue/{ticket}"),
+        &[("x-user-id", "alice")],
+    )
+    .await;
+    assert_error(status, &body, 404, "ticket_not_found");
+    assert_ne!(joined(&app, sale, "alice").await, ticket);
+}
+
+#[cfg(feature = "distributed")]
+mod distributed {
+    use super::*;
+    use crate::helpers::{Options, Services};
+
+    /// Instances that verify each other's admission tokens.
+    pub fn shared(services: &Services) -> Options {
+        Options {
+            env: vec![("SECKILL_PURCHASE_TOKEN_SECRET".into(), "shared-by-instances".into())],
+            ..Options::distributed(services)
+        }
+    }
+
+    /// Two instances, one queue: the same buyer gets the same ticket on either, a ticket taken
+    /// on one is polled on the other, and an admission from one buys on the other.
+    #[tokio::test]
+    async fn two_instances_share_one_queue() {
+        let services = Services::start().await;
+        let a = TestServer::spawn_with(shared(&services)).await;
+        let b = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&a, 10, 1, "fifo", 30, None).await;
+        let alice = joined(&a, sale, "alice").await;
+        assert_eq!(joined(&b, sale, "alice").await, alice);
+        let bob = joined(&b, sale, "bob").await;
+        assert_ne!(bob, alice);
+        let carol = joined(&a, sale, "carol").await;
+        let answer = poll(&a, sale, &bob, "bob").await;
+        assert!(
+            answer["state"] == "admitted" || answer["ahead"].as_u64().is_some(),
+            "bob's ticket, taken on b, is known on a: {answer}"
+        );
+        let token = admitted(&a, sale, &alice, "alice", Duration::from_secs(20)).await;
+        let (status, body) = buy(&b, sale, "alice", Some(&token)).await;
+        assert_eq!(status, 201, "{body}");
+        // Places are shared: carol joined after bob, whichever instance each used.
+        let token = admitted(&b, sale, &carol, "carol", Duration::from_secs(30)).await;
+        assert!(!token.is_empty());
+        assert_eq!(poll(&a, sale, &bob, "bob").await["state"], "admitted");
+    }
+
+    /// The queue is in Redis: a restarted instance answers for the tickets taken before.
+    #[tokio::test]
+    async fn a_distributed_restart_keeps_the_queue() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 5, 1, "fifo", 30, None).await;
+        let ticket = joined(&app, sale, "alice").await;
+        let app = app.restart(shared(&services)).await;
+        assert_eq!(joined(&app, sale, "alice").await, ticket);
+        let token = admitted(&app, sale, &ticket, "alice", Duration::from_secs(20)).await;
+        let (status, body) = buy(&app, sale, "alice", Some(&token)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
