@@ -3,13 +3,14 @@
 # what it found: executions, corpus size, crashes. Not part of the test suite (CI's budget).
 #
 #   FUZZ_SECONDS=60 bash bench/fuzz.sh [target...]      # default: every target, 60 s each
+#   FUZZ_TOOLCHAIN=stable bash bench/fuzz.sh            # stable even when a nightly is installed
 #
-# cargo-fuzz wants a nightly toolchain for its sanitizers (`-Zsanitizer`). When only stable is
-# installed (as on this project's machines, where nightly cannot be fetched), the targets run
-# without a sanitizer (`-s none`; RUSTC_BOOTSTRAP lets stable take cargo-fuzz's few `-Z` flags):
-# still coverage-guided, still with overflow checks and debug assertions, no AddressSanitizer,
-# which safe Rust needs least. The same bodies run on stable as property tests:
-# `cargo test --manifest-path fuzz/Cargo.toml`.
+# cargo-fuzz wants a nightly toolchain for its sanitizers (`-Zsanitizer`); an installed nightly
+# is used with AddressSanitizer (nightly is never fetched: these machines cannot). With stable
+# only, the targets run without a sanitizer (`-s none`; RUSTC_BOOTSTRAP lets stable take
+# cargo-fuzz's few `-Z` flags): still coverage-guided, still with overflow checks and debug
+# assertions, no AddressSanitizer, which safe Rust needs least. The same bodies run on stable as
+# property tests: `cargo test --manifest-path fuzz/Cargo.toml`.
 #
 # A crash is saved in fuzz/artifacts/<target>/; replay it with
 # `cargo fuzz run -s none <target> fuzz/artifacts/<target>/<file>` (RUSTC_BOOTSTRAP=1 on stable).
@@ -22,7 +23,7 @@ command -v cargo-fuzz >/dev/null || [ -x "$HOME/.cargo/bin/cargo-fuzz" ] || {
   cargo install cargo-fuzz --locked
 }
 
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   TOOLCHAIN=(+nightly)
   SANITIZER=address
 else

@@ -87,6 +87,11 @@ mod tests {
             duplicates: 0,
             conflicts: 0,
             over_limit: 0,
+            awaiting_payment: 0,
+            paid: 0,
+            expired: 0,
+            cancelled: 0,
+            late_payments: 0,
             consistent: true,
         };
         assert_eq!(

@@ -132,6 +132,11 @@ mod tests {
             duplicates,
             conflicts: 0,
             over_limit: 0,
+            awaiting_payment: 0,
+            paid: 0,
+            expired: 0,
+            cancelled: 0,
+            late_payments: 0,
             consistent: sold == stored && duplicates == 0,
         }
     }
