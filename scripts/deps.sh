@@ -71,3 +71,20 @@ ensure_tansu() {
   echo "installing tansu (Kafka-protocol test broker; one-time build)"
   cargo install tansu --locked --features dynostore
 }
+
+# schemathesis: fuzzes the HTTP API against its OpenAPI document (scripts/schemathesis.sh).
+# Pinned: its command line changes between versions. Installed into the user's site-packages.
+SCHEMATHESIS_VERSION=4.32.5
+
+schemathesis_bin() { echo "$(python3 -m site --user-base)/bin/schemathesis"; }
+
+ensure_schemathesis() {
+  command -v python3 >/dev/null || { echo "installing python3 and pip (schemathesis)"; apt_install python3 python3-pip; }
+  local bin
+  bin="$(schemathesis_bin)"
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then return; fi
+  echo "installing schemathesis $SCHEMATHESIS_VERSION (API fuzzing)"
+  # A system Python marked externally managed (PEP 668) refuses --user installs without the flag.
+  python3 -m pip install --user --quiet "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null ||
+    python3 -m pip install --user --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+}

@@ -73,7 +73,8 @@ impl WebhookKey {
         if tags.is_empty() {
             return Err(SignatureError::Malformed);
         }
-        if (now_secs - seconds).abs() > TOLERANCE_SECS {
+        // `abs_diff`: a timestamp near `i64::MIN` or `MAX` must not overflow the subtraction.
+        if now_secs.abs_diff(seconds) > TOLERANCE_SECS.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
         let expected = self.mac(t, body);
@@ -147,6 +148,24 @@ mod tests {
                 key.verify(Some(bad), BODY, 100),
                 Err(SignatureError::Malformed),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_stale_not_a_panic() {
+        let key = WebhookKey::new(b"whsec");
+        for (t, now) in [
+            (i64::MIN, 1_000_000),
+            (i64::MAX, -1),
+            (i64::MIN, i64::MAX),
+            (1_000_000 + i64::MIN, 1_000_000),
+        ] {
+            let header = key.sign(t, BODY);
+            assert_eq!(
+                key.verify(Some(&header), BODY, now),
+                Err(SignatureError::Stale),
+                "t={t} now={now}"
             );
         }
     }

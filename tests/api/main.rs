@@ -4,8 +4,8 @@
 //! distributed mode's Redis, MariaDB and broker.
 //!
 //! Features choose what runs: `distributed` (default) adds the distributed mode's tests, `e2e`
-//! the ones that need Chromium or root. `cargo test --no-default-features` is the suite a laptop
-//! with only Rust runs.
+//! the ones that need Chromium, root or schemathesis. `cargo test --no-default-features` is the
+//! suite a laptop with only Rust runs.
 
 // Without the distributed tests some shared helpers and imports go unused.
 #![cfg_attr(not(feature = "distributed"), allow(unused))]
@@ -37,6 +37,8 @@ mod purchase_tokens;
 mod rate_limits;
 mod requests;
 mod sales;
+#[cfg(feature = "e2e")]
+mod schemathesis;
 #[cfg(feature = "distributed")]
 mod services;
 mod waiting_room;
