@@ -359,6 +359,7 @@ mod tests {
             payment_window_secs: 2,
             awaiting_payment,
             paid,
+            waiting_room: None,
         }
     }
 
