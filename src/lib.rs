@@ -18,9 +18,10 @@
 //!
 //! Two sets of backends implement the same traits, chosen once in [`startup`]:
 //! - embedded (default): [`gate::MemoryGate`] + [`store::SqliteStore`], one process;
-//! - distributed: [`gate::RedisGate`] (one Lua script per purchase) + [`store::DistributedStore`]
-//!   (durable once [`log::KafkaLog`] acks; [`consumer`] writes the log into MySQL; [`reconcile`]
-//!   re-publishes reservations whose instance died before the ack).
+//! - distributed: [`gate::RedisGate`] (one Lua script per purchase, on one Redis or a Redis
+//!   Cluster) + [`store::DistributedStore`] (durable once [`log::KafkaLog`] acks; [`consumer`]
+//!   writes the log into MySQL; [`reconcile`] re-publishes reservations whose instance died
+//!   before the ack).
 //!
 //! Beside the buy path, a won unit on a sale with a payment window is a hold ([`payment`]): paid
 //! through a signed webhook, cancelled, or expired back on sale, exactly one of the three.

@@ -314,17 +314,21 @@ impl RedisTarget {
     /// `--redis-url` as `--redis-cluster` reads it: one URL, or with the switch, one or more
     /// URLs of cluster nodes separated by commas.
     pub fn parse(urls: &str, cluster: bool) -> Result<Self, String> {
-        let nodes: Vec<String> = urls
+        let mut nodes: Vec<String> = urls
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .collect();
-        match (nodes.len(), cluster) {
-            (0, _) => Err("--redis-url names no Redis".into()),
-            (_, true) => Ok(RedisTarget::Cluster(nodes)),
-            (1, false) => Ok(RedisTarget::Node(nodes.into_iter().next().unwrap_or_default())),
-            (_, false) => Err("--redis-url names several nodes: a Redis Cluster needs --redis-cluster".into()),
+        if nodes.is_empty() {
+            return Err("--redis-url names no Redis".into());
+        }
+        if cluster {
+            return Ok(RedisTarget::Cluster(nodes));
+        }
+        match nodes.pop() {
+            Some(url) if nodes.is_empty() => Ok(RedisTarget::Node(url)),
+            _ => Err("--redis-url names several nodes: a Redis Cluster needs --redis-cluster".into()),
         }
     }
 
