@@ -159,3 +159,38 @@ async fn an_unpaid_hold_on_a_redis_cluster_expires_back_on_sale() {
     };
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_redis_cluster_master_makes_readyz_and_its_purchases_503_promptly() {
+    let mut cluster = RedisCluster::start().await;
+    let services = on_cluster(&cluster).await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(100, 1).await;
+    assert_eq!(app.buy(sale, "before").await.0, 201);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!((status, &ready["checks"]["redis"]), (200, &json!("ok")), "{ready}");
+
+    cluster.kill(cluster.owner_of(&services.gate_key(sale, "meta")).await);
+    let started = Instant::now();
+    let (status, body) = app.buy(sale, "during").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        matches!(body["error"]["code"].as_str(), Some("unavailable" | "outcome_unknown")),
+        "{body}"
+    );
+    assert!(waited < Duration::from_secs(8), "503 took {waited:?}");
+    let started = Instant::now();
+    let (status, ready) = loop {
+        let (status, ready) = app.get("/readyz").await;
+        if status == 503 || started.elapsed() > Duration::from_secs(15) {
+            break (status, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["error"]["message"].as_str().is_some_and(|m| m.contains("redis")),
+        "{ready}"
+    );
+}

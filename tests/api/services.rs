@@ -362,7 +362,8 @@ impl RedisCluster {
             let (port, bus) = (free_port(), free_port());
             let child = std::process::Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes"])
+                // A dead master is declared failed in 2 s rather than the default 15 s.
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--cluster-config-file")
                 .arg(cluster.dir.path().join(format!("nodes-{port}.conf")))
                 // The default bus port (port + 10000) may be taken or beyond 65535.
@@ -419,6 +420,17 @@ impl RedisCluster {
             "the Redis Cluster on {:?} never reached cluster_state:ok",
             cluster.ports
         );
+    }
+
+    /// SIGKILL of the master on `port`; with no replicas its slots go unserved.
+    pub fn kill(&mut self, port: u16) {
+        let at = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of the cluster");
+        let _ = self.nodes[at].kill();
+        let _ = self.nodes[at].wait();
     }
 
     /// `--redis-url` for the engine: every node, comma-separated.
