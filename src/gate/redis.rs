@@ -18,7 +18,7 @@
 //! - `<p>:sales`           set of sale ids (what the reconciler scans)
 //!
 //! Every command, pipeline and script names keys of one sale only, so the gate runs the same on
-//! one Redis node and on a Redis Cluster ([`Connection`]).
+//! one Redis node and on a Redis Cluster (see `Connection`).
 //!
 //! Redis is the authority of the stock: an expiry or a cancellation gives its unit back in the
 //! same script that decides it, and exactly one of pay, expire and cancel wins per hold.
