@@ -22,8 +22,9 @@ BIN="${BIN:-target/release/seckill}"
 WORK=$(mktemp -d)
 PIDS=()
 TANSU_PID=""
+CLUSTER_PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}" $TANSU_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" $TANSU_PID "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -79,18 +80,50 @@ CLASSIC_TOTAL=$(python3 -c "import json;r=json.load(open('$WORK/classic.json'));
 stop_all
 echo "   served + persisted in $CLASSIC_TOTAL s"
 
-DIST_SELLING=""; DRAIN_100K=""; DRAIN_RATIO=""
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# start_redis_cluster: three masters on free ports, no persistence (like the 6379 Redis of
+# deps.sh), killed at exit; sets CLUSTER_URL for --redis-url. Explicit bus ports: the default
+# (port + 10000) may be taken or beyond 65535.
+start_redis_cluster() {
+  local nodes=() urls=() port bus n ok
+  for _ in 1 2 3; do
+    port=$(free_port); bus=$(free_port)
+    mkdir -p "$WORK/redis-$port"
+    redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-port "$bus" \
+      --cluster-config-file "$WORK/redis-$port/nodes.conf" --dir "$WORK/redis-$port" --save "" --appendonly no \
+      >"$WORK/redis-$port.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+    nodes+=("127.0.0.1:$port"); urls+=("redis://127.0.0.1:$port")
+  done
+  for n in "${nodes[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "${n#*:}" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$WORK/redis-cluster.log"
+  for _ in $(seq 100); do
+    ok=1
+    for n in "${nodes[@]}"; do redis-cli -p "${n#*:}" cluster info | grep -q cluster_state:ok || ok=0; done
+    [ "$ok" = 1 ] && break
+    sleep 0.1
+  done
+  CLUSTER_URL=$(IFS=,; echo "${urls[*]}")
+}
+
+DIST_SELLING=""; DIST_CLUSTER=""; DRAIN_100K=""; DRAIN_RATIO=""
 if [ -z "${EMBEDDED_ONLY:-}" ]; then
   TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
-  PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  PORT=$(free_port)
   "$TANSU" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" >"$WORK/tansu.log" 2>&1 &
   TANSU_PID=$!
   sleep 1
   RUN=$(date +%s)
-  dist() {  # dist NAME STOCK: sets URL
-    start_engine "$1" "$2" --backend distributed --kafka-brokers "127.0.0.1:$PORT" --kafka-topic "ratio-$1-$RUN" \
-      --redis-prefix "ratio-$1-$RUN" --database-url "mysql://root@127.0.0.1:3306/ratio_$1_$RUN"
+  dist() {  # dist NAME STOCK [extra serve flags]: sets URL
+    local name=$1 stock=$2
+    shift 2
+    start_engine "$name" "$stock" --backend distributed --kafka-brokers "127.0.0.1:$PORT" \
+      --kafka-topic "ratio-$name-$RUN" --redis-prefix "ratio-$name-$RUN" \
+      --database-url "mysql://root@127.0.0.1:3306/ratio_${name}_$RUN" "$@"
   }
 
   echo "== distributed selling path: Redis gate, success after the broker's ack, consumer into MariaDB"
@@ -98,6 +131,15 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   DIST_SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
   stop_all
   echo "   $DIST_SELLING req/s"
+
+  echo "== the same, the gate on a three-master Redis Cluster instead of one Redis"
+  start_redis_cluster
+  dist cluster 1000000000 --redis-url "$CLUSTER_URL" --redis-cluster
+  DIST_CLUSTER=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
+  stop_all
+  for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  CLUSTER_PIDS=()
+  echo "   $DIST_CLUSTER req/s"
 
   echo "== distributed: 100,000 buyers on 100,000 stock; drain = last answer → all rows in MariaDB"
   dist drain 100000
@@ -111,13 +153,13 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   SECKILL_LOG=warn target/release/examples/drain --orders "$DRAIN_ORDERS" --brokers "127.0.0.1:$PORT" | tee "$WORK/drain-ratio.txt" | sed 's/^/   /'
   DRAIN_RATIO=$(awk '/^ratio/ {print $2}' "$WORK/drain-ratio.txt")
   kill "$TANSU_PID" 2>/dev/null || true
-  for db in selling drain; do mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS ratio_${db}_$RUN" || true; done
+  for db in selling cluster drain; do mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS ratio_${db}_$RUN" || true; done
 fi
 
-python3 - "$BARE" "$SOLDOUT" "$SELLING" "$CLASSIC_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" <<'PY'
+python3 - "$BARE" "$SOLDOUT" "$SELLING" "$CLASSIC_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" "$DIST_CLUSTER" <<'PY'
 import sys
 bare, soldout, selling, classic = map(float, sys.argv[1:5])
-dist, drain100k, drain_ratio = sys.argv[5:8]
+dist, drain100k, drain_ratio, cluster = sys.argv[5:9]
 rows = [
     ("bare axum (baseline)", f"{bare:,.0f} req/s", "1.00x", "", None),
     ("sold-out path, embedded", f"{soldout:,.0f} req/s", f"{soldout / bare:.2f}x bare", ">= 0.8x bare", soldout / bare >= 0.8),
@@ -127,6 +169,9 @@ rows = [
 if dist:
     d = float(dist)
     rows.append(("selling path, distributed (ack before success)", f"{d:,.0f} req/s", f"{d / selling:.2f}x embedded", ">= 0.5x embedded", d / selling >= 0.5))
+    # One sale (the demo), so one shard takes the load: this is the cluster client's cost.
+    c = float(cluster)
+    rows.append(("selling path, distributed, gate on a 3-master Redis Cluster", f"{c:,.0f} req/s", f"{c / d:.2f}x one Redis", "", None))
     rows.append(("distributed: 100,000 orders, drain after the last answer", f"{float(drain100k):.2f} s", "", "", None))
     rows.append(("consumer drain into MariaDB vs plain multi-row INSERT", "", f"{float(drain_ratio):.2f}x", ">= 0.7x", float(drain_ratio) >= 0.7))
 print()

@@ -244,8 +244,13 @@ pub enum PaymentProvider {
 /// Service URLs that may carry a password: given on the command line, they must not.
 pub const URL_SETTINGS: [&str; 2] = ["redis_url", "database_url"];
 
-/// Whether a service URL names a password (`scheme://user:password@host`, `redis://:password@host`).
-pub fn url_has_password(url: &str) -> bool {
+/// Whether a service URL names a password (`scheme://user:password@host`, `redis://:password@host`);
+/// of a comma-separated list (a Redis Cluster's nodes), whether any does.
+pub fn url_has_password(urls: &str) -> bool {
+    urls.split(',').any(one_url_has_password)
+}
+
+fn one_url_has_password(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
     };
@@ -265,8 +270,9 @@ pub enum Backend {
 /// Where the distributed mode's services are.
 #[derive(Debug, Clone, Args)]
 pub struct DistributedConfig {
-    /// Redis holding the stock gate. A URL with a password only from the environment or the
-    /// config file.
+    /// Redis holding the stock gate. With --redis-cluster: URLs of one or more nodes of a Redis
+    /// Cluster, separated by commas (the client finds the others). A URL with a password only
+    /// from the environment or the config file.
     #[arg(
         long,
         env = "SECKILL_REDIS_URL",
@@ -274,6 +280,11 @@ pub struct DistributedConfig {
         default_value = "redis://127.0.0.1:6379/0"
     )]
     pub redis_url: String,
+
+    /// --redis-url names nodes of a Redis Cluster: the gate speaks the cluster protocol (a
+    /// sale's keys share one hash slot, so each purchase stays one script on one shard).
+    #[arg(long, env = "SECKILL_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, env = "SECKILL_REDIS_PREFIX", default_value = "seckill")]

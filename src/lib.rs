@@ -20,9 +20,10 @@
 //!
 //! Two sets of backends implement the same traits, chosen once in [`startup`]:
 //! - embedded (default): [`gate::MemoryGate`] + [`store::SqliteStore`], one process;
-//! - distributed: [`gate::RedisGate`] (one Lua script per purchase) + [`store::DistributedStore`]
-//!   (durable once [`log::KafkaLog`] acks; [`consumer`] writes the log into MySQL; [`reconcile`]
-//!   re-publishes reservations whose instance died before the ack).
+//! - distributed: [`gate::RedisGate`] (one Lua script per purchase, on one Redis or a Redis
+//!   Cluster) + [`store::DistributedStore`] (durable once [`log::KafkaLog`] acks; [`consumer`]
+//!   writes the log into MySQL; [`reconcile`] re-publishes reservations whose instance died
+//!   before the ack).
 //!
 //! The [`waiting_room`] admits a sale's queue at its rate from counters alone (embedded: in
 //! memory, lost on restart; distributed: in Redis, shared by the instances).

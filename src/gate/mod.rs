@@ -18,7 +18,7 @@ pub mod memory;
 pub mod redis;
 
 #[cfg(feature = "distributed")]
-pub use self::redis::RedisGate;
+pub use self::redis::{RedisGate, RedisTarget};
 pub use memory::MemoryGate;
 
 /// A unit held for one buyer between the gate's yes and the store's commit.

@@ -17,6 +17,9 @@
 //!   confirmed durable, scored by when (any instance records them again)
 //! - `<p>:sales`           set of sale ids (what the reconciler scans)
 //!
+//! Every command, pipeline and script names keys of one sale only, so the gate runs the same on
+//! one Redis node and on a Redis Cluster (see `Connection`).
+//!
 //! Redis is the authority of the stock: an expiry or a cancellation gives its unit back in the
 //! same script that decides it, and exactly one of pay, expire and cancel wins per hold.
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
@@ -262,8 +266,86 @@ impl SaleKeys {
     }
 }
 
+/// One Redis node or a Redis Cluster. The cluster client routes each command and script by the
+/// slot of its keys, so the gate's code is the same for both.
+#[derive(Clone)]
+enum Connection {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Node(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Node(c) => c.req_packed_commands(pipe, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Node(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the gate's Redis is: one node, or the nodes a cluster client starts from (it learns
+/// the rest of the cluster from them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Node(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// `--redis-url` as `--redis-cluster` reads it: one URL, or with the switch, one or more
+    /// URLs of cluster nodes separated by commas.
+    pub fn parse(urls: &str, cluster: bool) -> Result<Self, String> {
+        let mut nodes: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if nodes.is_empty() {
+            return Err("--redis-url names no Redis".into());
+        }
+        if cluster {
+            return Ok(RedisTarget::Cluster(nodes));
+        }
+        match nodes.pop() {
+            Some(url) if nodes.is_empty() => Ok(RedisTarget::Node(url)),
+            _ => Err("--redis-url names several nodes: a Redis Cluster needs --redis-cluster".into()),
+        }
+    }
+
+    /// For logs and errors: the URLs without their passwords.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Node(url) => crate::config::redact_url(url),
+            RedisTarget::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|u| crate::config::redact_url(u)).collect();
+                format!("cluster {}", nodes.join(","))
+            }
+        }
+    }
+}
+
 pub struct RedisGate {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     sales: DashMap<SaleId, Arc<SaleKeys>>,
     reserve: Script,
@@ -296,20 +378,35 @@ fn reserve_failed(e: redis::RedisError) -> BackendError {
 }
 
 impl RedisGate {
-    /// Connects with bounded timeouts: a dead Redis costs a buyer at most `timeout`, then 503.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(timeout * 3, ConnectionManager::new_with_config(client, config))
+    /// Connects with bounded timeouts: a dead Redis (or cluster node) costs a buyer at most
+    /// `timeout`, then 503.
+    pub async fn connect(target: &RedisTarget, prefix: &str, timeout: Duration) -> Result<Self, BackendError> {
+        let connecting = async {
+            Ok::<_, redis::RedisError>(match target {
+                RedisTarget::Node(url) => {
+                    let client = redis::Client::open(url.as_str())?;
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(timeout)
+                        .set_response_timeout(timeout)
+                        .set_number_of_retries(1);
+                    Connection::Node(ConnectionManager::new_with_config(client, config).await?)
+                }
+                RedisTarget::Cluster(nodes) => {
+                    let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                        .connection_timeout(timeout)
+                        .response_timeout(timeout)
+                        .retries(1)
+                        .build()?;
+                    Connection::Cluster(client.get_async_connection().await?)
+                }
+            })
+        };
+        let conn = tokio::time::timeout(timeout * 3, connecting)
             .await
             .map_err(|_| {
-                let url = crate::config::redact_url(url);
                 BackendError::unavailable(
                     Role::Gate,
-                    format!("redis: no answer from {url} within {:?}", timeout * 3),
+                    format!("redis: no answer from {} within {:?}", target.redacted(), timeout * 3),
                 )
             })?
             .map_err(unavailable)?;
@@ -421,25 +518,51 @@ impl RedisGate {
     }
 }
 
-/// Confirmations leave the buy path: they are batched into one pipeline per round trip.
-async fn confirm_in_batches(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Confirmed>) {
+/// Confirmations leave the buy path: they are batched into one pipeline per sale and round
+/// trip. Per sale because a cluster refuses a pipeline whose keys span hash slots; the
+/// pipelines of a batch go out together.
+async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
-        let mut pipe = redis::pipe();
+        let mut pipes: Vec<(Arc<SaleKeys>, redis::Pipeline)> = Vec::new();
         for confirmed in batch.drain(..) {
-            match confirmed {
+            let (keys, cleared) = match confirmed {
                 Confirmed::Reservation(keys, r) => {
-                    pipe.zrem(&keys.pending, pending_member(r.order_id, r.seq, &r.user_id))
+                    (keys, Cleared::Pending(pending_member(r.order_id, r.seq, &r.user_id)))
                 }
-                Confirmed::Transition(keys, order_id) => pipe.zrem(&keys.settled, order_id.hyphenated().to_string()),
+                Confirmed::Transition(keys, order_id) => (keys, Cleared::Settled(order_id)),
+            };
+            // A batch holds few sales: a linear search beats a map.
+            let at = match pipes.iter().position(|(k, _)| Arc::ptr_eq(k, &keys)) {
+                Some(at) => at,
+                None => {
+                    pipes.push((Arc::clone(&keys), redis::pipe()));
+                    pipes.len() - 1
+                }
+            };
+            match cleared {
+                Cleared::Pending(member) => pipes[at].1.zrem(&keys.pending, member),
+                Cleared::Settled(order_id) => pipes[at].1.zrem(&keys.settled, order_id.hyphenated().to_string()),
             }
             .ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
-            tracing::warn!(error = %e, "could not clear confirmed reservations");
+        let sent = pipes.iter().map(|(_, pipe)| {
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        for result in futures::future::join_all(sent).await {
+            if let Err(e) = result {
+                // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
+                tracing::warn!(error = %e, "could not clear confirmed reservations");
+            }
         }
     }
+}
+
+/// What a confirmation clears: a pending reservation's member, or a settled hold's order id.
+enum Cleared {
+    Pending(String),
+    Settled(uuid::Uuid),
 }
 
 fn opt(ms: Option<Millis>) -> String {
@@ -729,8 +852,30 @@ impl StockGate for RedisGate {
     }
 
     async fn ready(&self) -> Vec<Check> {
-        let ping = redis::cmd("PING").query_async::<()>(&mut self.conn.clone()).await;
-        vec![Check::required("redis", ping.map_err(unavailable))]
+        // On a cluster, PING goes to every node; a cluster missing slots answers PING but not
+        // every sale's commands, hence its own state too.
+        let mut conn = self.conn.clone();
+        let mut up = redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable);
+        if up.is_ok() && matches!(conn, Connection::Cluster(_)) {
+            up = match redis::cmd("CLUSTER").arg("INFO").query_async::<String>(&mut conn).await {
+                Ok(info) if info.lines().any(|l| l.trim() == "cluster_state:ok") => Ok(()),
+                Ok(info) => {
+                    let state = info
+                        .lines()
+                        .find(|l| l.starts_with("cluster_state:"))
+                        .unwrap_or("no cluster_state");
+                    Err(BackendError::unavailable(
+                        Role::Gate,
+                        format!("redis cluster: {}", state.trim()),
+                    ))
+                }
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        vec![Check::required("redis", up)]
     }
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, BackendError> {
@@ -742,5 +887,40 @@ impl StockGate for RedisGate {
             .await
             .map_err(unavailable)?;
         Ok(n.map(|n| n.max(0) as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisTarget;
+
+    #[test]
+    fn one_url_is_a_node_and_the_switch_makes_a_list_of_cluster_nodes() {
+        assert_eq!(
+            RedisTarget::parse("redis://r:6379/0", false),
+            Ok(RedisTarget::Node("redis://r:6379/0".into()))
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://a:7000, redis://b:7000", true),
+            Ok(RedisTarget::Cluster(vec![
+                "redis://a:7000".into(),
+                "redis://b:7000".into()
+            ]))
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://a:7000", true),
+            Ok(RedisTarget::Cluster(vec!["redis://a:7000".into()]))
+        );
+        // Several nodes without the switch are refused rather than half used.
+        assert!(RedisTarget::parse("redis://a:7000,redis://b:7000", false).is_err());
+        assert!(RedisTarget::parse(" , ", true).is_err());
+    }
+
+    #[test]
+    fn a_cluster_is_logged_without_passwords() {
+        let target = RedisTarget::parse("redis://:pw@a:7000,redis://u:pw@b:7000", true).expect("cluster");
+        assert_eq!(target.redacted(), "cluster redis://:***@a:7000,redis://u:***@b:7000");
+        assert!(crate::config::url_has_password("redis://a:7000,redis://:pw@b:7000"));
+        assert!(!crate::config::url_has_password("redis://a:7000,redis://b:7000"));
     }
 }

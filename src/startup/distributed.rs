@@ -8,7 +8,7 @@ use super::{listen, Application, StartupError};
 use crate::config::{redact_url, ConsumerConfig, ServeConfig};
 use crate::consumer::{self, ConsumerSettings};
 use crate::engine::Engine;
-use crate::gate::RedisGate;
+use crate::gate::{RedisGate, RedisTarget};
 use crate::log::KafkaLog;
 use crate::store::{DistributedStore, MySqlStore};
 use crate::waiting_room::RedisWaitingRoom;
@@ -28,7 +28,8 @@ impl DistributedApp {
             )));
         }
         let timeout = Duration::from_millis(d.backend_timeout_ms);
-        let gate = RedisGate::connect(&d.redis_url, &d.redis_prefix, timeout).await?;
+        let redis = RedisTarget::parse(&d.redis_url, d.redis_cluster).map_err(StartupError::Config)?;
+        let gate = RedisGate::connect(&redis, &d.redis_prefix, timeout).await?;
         KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
         let log = Arc::new(KafkaLog::connect(
             &d.kafka_brokers,
@@ -36,7 +37,7 @@ impl DistributedApp {
             Duration::from_millis(d.kafka_timeout_ms),
         )?);
         let mysql = MySqlStore::connect(&d.database_url, d.database_max_connections, timeout * 5).await?;
-        tracing::info!(redis = %redact_url(&d.redis_url), database = %redact_url(&d.database_url), kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
+        tracing::info!(redis = %redis.redacted(), database = %redact_url(&d.database_url), kafka = %d.kafka_brokers, topic = %d.kafka_topic, "distributed backends connected");
         let publish_delay = Duration::from_millis(config.commit_delay_ms);
         let store = DistributedStore {
             log,

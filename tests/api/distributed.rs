@@ -23,7 +23,7 @@ async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
 }
 
 /// Polls the audit until the store holds `expected` orders (the consumer drains the log).
-async fn wait_stored(app: &TestServer, sale: i64, expected: u64, within: Duration) -> serde_json::Value {
+pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, within: Duration) -> serde_json::Value {
     let started = Instant::now();
     loop {
         let audit = app.audit(sale).await;

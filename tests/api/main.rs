@@ -35,6 +35,8 @@ mod prometheus;
 mod purchase;
 mod purchase_tokens;
 mod rate_limits;
+#[cfg(feature = "distributed")]
+mod redis_cluster;
 mod requests;
 mod sales;
 #[cfg(feature = "e2e")]

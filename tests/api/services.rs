@@ -15,6 +15,8 @@ use crate::helpers::free_port;
 #[derive(Clone)]
 pub struct Services {
     pub redis_url: String,
+    /// `--redis-cluster`: `redis_url` lists nodes of a Redis Cluster.
+    pub redis_cluster: bool,
     pub backend_timeout_ms: u64,
     pub redis_prefix: String,
     pub database_url: String,
@@ -70,6 +72,7 @@ impl Services {
                 redis_prefix: format!("test-{id}"),
             }),
             redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_cluster: false,
             backend_timeout_ms: 2000,
             redis_prefix: format!("test-{id}"),
             database_url: format!("mysql://root@127.0.0.1:3306/seckill_test_{id}"),
@@ -96,6 +99,7 @@ impl Services {
         ]
         .into_iter()
         .flat_map(|(k, v)| [k.to_owned(), v])
+        .chain(self.redis_cluster.then(|| "--redis-cluster".to_owned()))
         .collect()
     }
 
@@ -337,6 +341,139 @@ pub async fn redis_server() -> TestProcess {
         cmd
     })
     .await
+}
+
+/// A Redis Cluster of three masters (Debian's redis-server), without persistence, each node on
+/// free ports of its own (client and cluster bus); every node is killed when it is dropped.
+pub struct RedisCluster {
+    nodes: Vec<std::process::Child>,
+    pub ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                // A dead master is declared failed in 2 s rather than the default 15 s.
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(cluster.dir.path().join(format!("nodes-{port}.conf")))
+                // The default bus port (port + 10000) may be taken or beyond 65535.
+                .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
+                .arg("--dir")
+                .arg(cluster.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start redis-server (Debian's redis-server): {e}"));
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for port in &cluster.ports {
+            let mut up = false;
+            for _ in 0..200 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_ok() {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(up, "redis-server did not listen on {port}");
+        }
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Every node must agree that all slots are served before a client is pointed at them.
+        for _ in 0..300 {
+            let mut ok = true;
+            for port in &cluster.ports {
+                ok &= cluster
+                    .query::<String>(*port, redis::cmd("CLUSTER").arg("INFO"))
+                    .await
+                    .contains("cluster_state:ok");
+            }
+            if ok {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the Redis Cluster on {:?} never reached cluster_state:ok",
+            cluster.ports
+        );
+    }
+
+    /// SIGKILL of the master on `port`; with no replicas its slots go unserved.
+    pub fn kill(&mut self, port: u16) {
+        let at = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of the cluster");
+        let _ = self.nodes[at].kill();
+        let _ = self.nodes[at].wait();
+    }
+
+    /// `--redis-url` for the engine: every node, comma-separated.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+        nodes.join(",")
+    }
+
+    /// A command to one node, as it is (no cluster redirection).
+    pub async fn query<T: redis::FromRedisValue>(&self, port: u16, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis node");
+        cmd.query_async(&mut conn).await.expect("redis node command")
+    }
+
+    /// The port of the master serving `key`: its `CLUSTER KEYSLOT`, then the node whose
+    /// `CLUSTER NODES` line marked `myself` lists a range holding that slot.
+    pub async fn owner_of(&self, key: &str) -> u16 {
+        let slot: u16 = self
+            .query(self.ports[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await;
+        for port in &self.ports {
+            let nodes: String = self.query(*port, redis::cmd("CLUSTER").arg("NODES")).await;
+            let myself = nodes.lines().find(|l| l.contains("myself")).expect("a myself line");
+            let serves = myself.split_whitespace().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            if serves {
+                return *port;
+            }
+        }
+        panic!("no node of {:?} serves slot {slot} of {key}", self.ports);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A fresh MariaDB (Debian's mariadb-server); InnoDB recovers from its redo log after a kill.

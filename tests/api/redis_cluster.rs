@@ -1,0 +1,196 @@
+//! `--backend distributed` with the gate on a three-master Redis Cluster: sales whose keys live
+//! on different shards sell exactly their stock across instances, and unpaid holds expire back
+//! on sale, as on one Redis node.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::distributed::wait_stored;
+use crate::helpers::{Options, Services, TestServer};
+use crate::services::RedisCluster;
+
+/// The test's services with the gate on `cluster`.
+async fn on_cluster(cluster: &RedisCluster) -> Services {
+    let mut services = Services::start().await;
+    services.redis_url = cluster.url();
+    services.redis_cluster = true;
+    services
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_different_shards() {
+    let cluster = RedisCluster::start().await;
+    let services = on_cluster(&cluster).await;
+    let a = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let b = Arc::new(
+        TestServer::spawn_with(Options {
+            no_consumer: true,
+            ..Options::distributed(&services)
+        })
+        .await,
+    );
+    assert_eq!(a.get("/readyz").await.0, 200);
+
+    // Two sales whose keys are served by different masters (a new sale until one is).
+    let first = a.live_sale(300, 1).await;
+    let first_shard = cluster.owner_of(&services.gate_key(first, "meta")).await;
+    let mut second = None;
+    for _ in 0..10 {
+        let sale = a.live_sale(300, 1).await;
+        if cluster.owner_of(&services.gate_key(sale, "meta")).await != first_shard {
+            second = Some(sale);
+            break;
+        }
+    }
+    let second = second.expect("a sale on another shard");
+
+    // Each of 600 buyers tries each sale twice, once through each instance.
+    let attempts = join_all(
+        (0..600)
+            .flat_map(|i| {
+                [first, second]
+                    .into_iter()
+                    .flat_map(move |sale| [0, 1].into_iter().map(move |n| (sale, i, n)))
+            })
+            .map(|(sale, i, n)| {
+                let app = Arc::clone(if (i + n) % 2 == 0 { &a } else { &b });
+                tokio::spawn(async move { (sale, i, app.buy(sale, &format!("buyer-{i}")).await.0) })
+            }),
+    )
+    .await;
+    for sale in [first, second] {
+        let answers: Vec<(usize, u16)> = attempts
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|(s, _, _)| *s == sale)
+            .map(|(_, i, status)| (*i, *status))
+            .collect();
+        assert_eq!(answers.len(), 1200, "every attempt answered");
+        let winners: Vec<usize> = answers.iter().filter(|(_, s)| *s == 201).map(|(i, _)| *i).collect();
+        assert_eq!(winners.len(), 300, "sale {sale} sold its stock exactly");
+        assert_eq!(winners.iter().collect::<HashSet<_>>().len(), 300, "one unit per buyer");
+        let failed: Vec<u16> = answers.iter().map(|(_, s)| *s).filter(|s| *s >= 500).collect();
+        assert!(failed.is_empty(), "sale {sale}: {failed:?}");
+        for app in [&a, &b] {
+            assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
+        }
+        let audit = wait_stored(&b, sale, 300, Duration::from_secs(60)).await;
+        assert_eq!(
+            (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+            (Some(300), Some(0)),
+            "{audit}"
+        );
+        assert_eq!(audit["consistent"], true, "{audit}");
+        // The gate lives on the cluster: the master of the sale's slot holds its keys.
+        let meta = services.gate_key(sale, "meta");
+        let owner = cluster.owner_of(&meta).await;
+        let exists: i64 = cluster.query(owner, redis::cmd("EXISTS").arg(&meta)).await;
+        assert_eq!(exists, 1, "{meta} on its master {owner}");
+    }
+    // Confirmations cleared every pending reservation (long before the reconciler's 30 s):
+    // their pipelines, one per sale, each reached the sale's own shard.
+    for sale in [first, second] {
+        let started = Instant::now();
+        let audit = loop {
+            let audit = a.audit(sale).await;
+            if audit["open_reservations"] == 0 || started.elapsed() > Duration::from_secs(10) {
+                break audit;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(audit["open_reservations"], 0, "{audit}");
+    }
+}
+
+async fn order(app: &TestServer, order_id: &str, user: &str) -> Value {
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/orders/{order_id}")))
+        .header("x-user-id", user)
+        .send()
+        .await
+        .expect("GET order");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().await.expect("an order")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpaid_hold_on_a_redis_cluster_expires_back_on_sale() {
+    let cluster = RedisCluster::start().await;
+    let services = on_cluster(&cluster).await;
+    let mut options = Options::distributed(&services);
+    options.env.push((
+        "SECKILL_PAYMENT_WEBHOOK_SECRET".into(),
+        "webhook-secret-for-tests".into(),
+    ));
+    let app = TestServer::spawn_with(options).await;
+    let (status, sale) = app
+        .create_sale(json!({"name": "held item", "stock": 1, "per_user_limit": 1, "payment_window_secs": 1}))
+        .await;
+    assert_eq!(status, 201, "{sale}");
+    let sale = sale["id"].as_i64().expect("id");
+
+    let (status, won) = app.buy(sale, "holder").await;
+    assert_eq!(status, 201, "{won}");
+    assert_eq!(won["state"], "awaiting_payment", "{won}");
+    let order_id = won["order_id"].as_str().expect("order_id").to_owned();
+
+    let started = Instant::now();
+    let held = loop {
+        let held = order(&app, &order_id, "holder").await;
+        if held["state"] == "expired" || started.elapsed() > Duration::from_secs(15) {
+            break held;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(held["state"], "expired", "{held}");
+    // Its unit is on sale again.
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = app.buy(sale, "late").await;
+        if status == 201 || started.elapsed() > Duration::from_secs(10) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_redis_cluster_master_makes_readyz_and_its_purchases_503_promptly() {
+    let mut cluster = RedisCluster::start().await;
+    let services = on_cluster(&cluster).await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(100, 1).await;
+    assert_eq!(app.buy(sale, "before").await.0, 201);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!((status, &ready["checks"]["redis"]), (200, &json!("ok")), "{ready}");
+
+    cluster.kill(cluster.owner_of(&services.gate_key(sale, "meta")).await);
+    let started = Instant::now();
+    let (status, body) = app.buy(sale, "during").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        matches!(body["error"]["code"].as_str(), Some("unavailable" | "outcome_unknown")),
+        "{body}"
+    );
+    assert!(waited < Duration::from_secs(8), "503 took {waited:?}");
+    let started = Instant::now();
+    let (status, ready) = loop {
+        let (status, ready) = app.get("/readyz").await;
+        if status == 503 || started.elapsed() > Duration::from_secs(15) {
+            break (status, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["error"]["message"].as_str().is_some_and(|m| m.contains("redis")),
+        "{ready}"
+    );
+}
