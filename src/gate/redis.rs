@@ -269,7 +269,7 @@ impl SaleKeys {
 /// One Redis node or a Redis Cluster. The cluster client routes each command and script by the
 /// slot of its keys, so the gate's code is the same for both.
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Node(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -378,6 +378,12 @@ fn reserve_failed(e: redis::RedisError) -> BackendError {
 }
 
 impl RedisGate {
+    /// The gate's connection (a cheap clone of a multiplexed one), for what shares its Redis:
+    /// the waiting room talks to the same node or cluster.
+    pub(crate) fn connection(&self) -> Connection {
+        self.conn.clone()
+    }
+
     /// Connects with bounded timeouts: a dead Redis (or cluster node) costs a buyer at most
     /// `timeout`, then 503.
     pub async fn connect(target: &RedisTarget, prefix: &str, timeout: Duration) -> Result<Self, BackendError> {

@@ -45,9 +45,10 @@ impl DistributedApp {
             publish_delay,
             consumer_group: config.distributed.kafka_group.clone(),
         };
+        // In Redis, on the gate's connection: every instance serves one queue, and a restart
+        // loses none of it.
+        let room = RedisWaitingRoom::new(gate.connection(), &d.redis_prefix);
         let engine = Engine::start(gate, store, config.demo_stock, config.payment_window_secs).await?;
-        // In Redis: every instance serves one queue, and a restart loses none of it.
-        let room = RedisWaitingRoom::connect(&d.redis_url, &d.redis_prefix, timeout).await?;
         let app = Application::bind(config, engine, Arc::new(room)).await?;
         if !config.no_consumer {
             let (d, stop) = (d.clone(), app.stop.clone());

@@ -12,10 +12,8 @@
 //!   (`random_at_start`: the HMAC rank; `fifo`: arrival), frozen at the start
 //! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
 
-use std::time::Duration;
-
+use crate::gate::redis::Connection;
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::{before_start, burst, opens_at, standing, Place, QueueStats, ShuffleKey, Standing};
@@ -127,7 +125,7 @@ return #stale
 const SWEEP_BATCH: usize = 500;
 
 pub struct RedisWaitingRoom {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     queue: Script,
     sweep: Script,
@@ -139,30 +137,17 @@ fn unavailable(e: redis::RedisError) -> BackendError {
 }
 
 impl RedisWaitingRoom {
-    /// Connects with bounded timeouts, like the gate: a dead Redis costs a buyer at most `timeout`.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(timeout * 3, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| {
-                let url = crate::config::redact_url(url);
-                BackendError::unavailable(
-                    Role::WaitingRoom,
-                    format!("redis: no answer from {url} within {:?}", timeout * 3),
-                )
-            })?
-            .map_err(unavailable)?;
-        Ok(RedisWaitingRoom {
+    /// On the gate's connection: the same Redis node or cluster, with the same bounded timeouts
+    /// (a dead Redis costs a buyer at most the backend timeout). Every key of a sale's queue
+    /// shares the sale's hash tag, so a cluster keeps them on one shard.
+    pub(crate) fn new(conn: Connection, prefix: &str) -> Self {
+        RedisWaitingRoom {
             conn,
             prefix: prefix.to_owned(),
             queue: Script::new(&format!("{COMMON}{QUEUE}")),
             sweep: Script::new(&format!("{COMMON}{SWEEP}")),
             key: ShuffleKey::random(),
-        })
+        }
     }
 
     fn keys(&self, sale: SaleId) -> [String; 5] {
