@@ -5,8 +5,11 @@
 #   SOAK_SECS=120 BUYERS=200000 bash bench/soak.sh
 #
 # One embedded engine (release build) under four loads at once for SOAK_SECS: the sold-out path
-# (the demo sale, stock 0), the selling path (every request a new buyer of a sale too big to sell
-# out), buyers' status polls (GET /api/sales/{id}) and admin reads (/api/admin/stats, /metrics).
+# (the demo sale, stock 0), new buyers of a sale of SOAK_STOCK units (selling until it sells
+# out, then the stampede's sold-out path: a buyer who got nothing leaves nothing behind), buyers'
+# status polls (GET /api/sales/{id}) and admin reads (/api/admin/stats, /metrics). Memory grows
+# with the buyers who hold units, which the gate must remember for the per-user limit; once the
+# stock is gone it must stop growing.
 # RSS is sampled every second into soak.csv and drawn as soak.svg (in OUT, default bench/out/).
 # Levelled off = the mean RSS of the last fifth is within 10 % of the middle fifth's.
 # Then memory per distinct buyer: RSS growth over BUYERS new buyers of a fresh engine, divided.
@@ -16,6 +19,7 @@ source scripts/deps.sh
 ensure_wrk
 
 SOAK_SECS="${SOAK_SECS:-600}"
+SOAK_STOCK="${SOAK_STOCK:-200000}"
 BUYERS="${BUYERS:-1000000}"
 OUT="${OUT:-bench/out}"
 BIN="${BIN:-target/release/seckill}"
@@ -62,7 +66,7 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "== soak: ${SOAK_SECS} s of sold-out, selling, status polls and admin reads"
 start_engine soak 0
-SALE=$(create_sale 1000000000)
+SALE=$(create_sale "$SOAK_STOCK")
 : >"$OUT/soak.csv"
 echo "second,rss_kib" >>"$OUT/soak.csv"
 wrk -t1 -c20 -d"${SOAK_SECS}s" "$URL/seckill/seckill" -s bench/post.lua >"$WORK/soldout.txt" &
@@ -89,7 +93,8 @@ SOLD=$(curl -s "$URL/api/sales/$SALE" | python3 -c 'import json,sys; print(json.
 kill "$ENGINE"; wait "$ENGINE" 2>/dev/null || true
 PIDS=()
 
-python3 - "$OUT/soak.csv" "$OUT/soak.svg" "$SOLD" <<'PY'
+LEVELLED=0
+python3 - "$OUT/soak.csv" "$OUT/soak.svg" "$SOLD" <<'PY' || LEVELLED=1
 import csv, sys
 rows = [(int(r["second"]), int(r["rss_kib"])) for r in csv.DictReader(open(sys.argv[1]))]
 n = len(rows)
@@ -125,3 +130,4 @@ BEFORE=$(rss_kib "$ENGINE")
 "$BIN" bench --url "$URL" --sale "$SALE" --users "$BUYERS" -n "$BUYERS" -c 200 --no-check >"$WORK/buyers.txt"
 AFTER=$(rss_kib "$ENGINE")
 python3 -c "print(f'   RSS {$BEFORE/1024:.1f} MiB -> {$AFTER/1024:.1f} MiB: {($AFTER-$BEFORE)*1024/$BUYERS:.0f} bytes per buyer')"
+exit "$LEVELLED"
