@@ -92,6 +92,9 @@ pub struct Engine<G, S> {
     pub(crate) lost: crate::recovery::LostSales,
 }
 
+/// How long an ended sale's stock series stay in `/metrics`.
+pub const METRICS_RETENTION_MS: i64 = 10 * 60 * 1000;
+
 /// Purchases in flight at once unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16_384;
 
@@ -332,15 +335,27 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         Ok(())
     }
 
-    /// Every sale, including those other instances created since this one started.
-    pub async fn sales(&self) -> Result<Vec<SaleView>, EngineError> {
+    /// Up to `limit` sales with ids above `after`, in id order (other instances' sales
+    /// included), and whether more follow: one page, so an answer and its memory stay bounded
+    /// however many sales there are.
+    pub async fn sales(&self, after: Option<SaleId>, limit: usize) -> Result<(Vec<SaleView>, bool), EngineError> {
         self.refresh_catalogue().await?;
-        let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
-        let mut views = Vec::with_capacity(all.len());
-        for sale in &all {
-            views.push(self.view(sale).await?);
-        }
-        Ok(views)
+        let page: Vec<Arc<Sale>> = {
+            let cached = self.cached();
+            let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+            cached
+                .range((start, std::ops::Bound::Unbounded))
+                .take(limit + 1)
+                .map(|(_, sale)| Arc::clone(sale))
+                .collect()
+        };
+        let more = page.len() > limit;
+        // All at once: on Redis's multiplexed connection they share round trips.
+        let views = futures::future::join_all(page.iter().take(limit).map(|sale| self.view(sale)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((views, more))
     }
 
     pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
@@ -401,18 +416,28 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// down (that is when they are read). Sales come from the store when it answers, else from
     /// this process's cache; a sale whose remaining stock the gate cannot tell now is left out.
     pub async fn sales_best_effort(&self) -> Vec<SaleView> {
+        self.views_best_effort(|_| true).await
+    }
+
+    /// The views of the sales `keep` keeps, every backend call bounded in time.
+    async fn views_best_effort(&self, keep: impl Fn(&Sale) -> bool) -> Vec<SaleView> {
         // A scrape must not hang on a backend that does not answer: each step is bounded.
         const STEP: std::time::Duration = std::time::Duration::from_millis(500);
         let _ = tokio::time::timeout(STEP, self.refresh_catalogue()).await;
-        let all: Vec<Arc<Sale>> = self.cached().values().cloned().collect();
+        let all: Vec<Arc<Sale>> = self.cached().values().filter(|s| keep(s)).cloned().collect();
         let views = futures::future::join_all(all.iter().map(|sale| self.view(sale)));
         let views = tokio::time::timeout(STEP, views).await.unwrap_or_default();
         views.into_iter().filter_map(Result::ok).collect()
     }
 
-    /// `(id, stock, remaining)` of every sale, for `/metrics`.
+    /// `(id, stock, remaining)` of every sale but those ended more than
+    /// [`METRICS_RETENTION_MS`] ago, for `/metrics`: a shop that ran thousands of sales does not
+    /// scrape thousands of dead series.
     pub async fn stock_levels(&self) -> Vec<(i64, u64, u64)> {
-        let views = self.sales_best_effort().await;
+        let cutoff = now_millis() - METRICS_RETENTION_MS;
+        let views = self
+            .views_best_effort(|s| s.spec.ends_at.is_none_or(|ends| ends >= cutoff))
+            .await;
         views.iter().map(|v| (v.id, v.stock, v.remaining)).collect()
     }
 

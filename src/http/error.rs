@@ -38,6 +38,8 @@ pub enum ApiError {
     AmbiguousIdentity,
     #[error("{0}")]
     InvalidSale(String),
+    #[error("bad query: {0}")]
+    InvalidQuery(String),
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
     #[error("request body exceeds the 1 MiB limit")]
@@ -112,6 +114,7 @@ impl ApiError {
             ReservedUserId,
             AmbiguousIdentity,
             InvalidSale(String::new()),
+            InvalidQuery(String::new()),
             MalformedJson(String::new()),
             PayloadTooLarge,
             RequestTimeout,
@@ -165,9 +168,8 @@ impl ApiError {
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
             AlreadyPurchased => StatusCode::CONFLICT,
-            MissingUserId | InvalidUserId | ReservedUserId | AmbiguousIdentity | InvalidSale(_) | MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            MissingUserId | InvalidUserId | ReservedUserId | AmbiguousIdentity | InvalidSale(_) | InvalidQuery(_)
+            | MalformedJson(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized | TokenRequired | IdentityRequired | InvalidToken(_) | InvalidSignature(_) => {
@@ -198,6 +200,7 @@ impl ApiError {
             InvalidUserId | ReservedUserId => "invalid_user_id",
             AmbiguousIdentity => "ambiguous_identity",
             InvalidSale(_) => "invalid_sale",
+            InvalidQuery(_) => "invalid_query",
             MalformedJson(_) => "malformed_json",
             PayloadTooLarge => "payload_too_large",
             RequestTimeout => "request_timeout",

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::RawQuery;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,11 +24,42 @@ fn sale_id(raw: &str) -> Result<SaleId, ApiError> {
     SaleId::parse(raw).ok_or(ApiError::SaleNotFound)
 }
 
-pub async fn list<G: StockGate, S: OrderStore>(State(app): Shared<G, S>) -> Result<Response, ApiError> {
-    Ok(Json(SaleList {
-        sales: app.engine.sales().await?,
-    })
-    .into_response())
+/// Sales per page unless `?limit=` says otherwise, and the most a page may hold.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1_000;
+
+/// `GET /api/sales?limit=N&after=ID`: a page of sales in id order; `next_after` names the
+/// cursor of the next page while more follow.
+pub async fn list<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let (after, limit) = page_of(query.as_deref())?;
+    let (sales, more) = app.engine.sales(after, limit).await?;
+    let next_after = more.then(|| sales.last().map(|s| s.id)).flatten();
+    Ok(Json(SaleList { sales, next_after }).into_response())
+}
+
+/// `after` and `limit` from the query string; anything else in it is ignored.
+fn page_of(query: Option<&str>) -> Result<(Option<SaleId>, usize), ApiError> {
+    let (mut after, mut limit) = (None, PAGE);
+    for (key, value) in query.unwrap_or_default().split('&').filter_map(|kv| kv.split_once('=')) {
+        match key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::InvalidQuery(format!("limit must be 1 to {MAX_PAGE}")))?;
+            }
+            "after" => {
+                after =
+                    Some(SaleId::parse(value).ok_or_else(|| ApiError::InvalidQuery("after must be a sale id".into()))?);
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
 }
 
 /// `Admin` comes before the body: a caller without the token learns nothing about the body.
@@ -129,4 +161,18 @@ pub async fn orders_of<G: StockGate, S: OrderStore>(
         orders,
     })
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_100_by_default_and_at_most_1000() {
+        assert_eq!(page_of(None).unwrap(), (None, 100));
+        assert_eq!(page_of(Some("limit=1000&after=7")).unwrap(), (Some(SaleId(7)), 1000));
+        for bad in ["limit=0", "limit=1001", "limit=x", "after=0", "after=-3", "after=x"] {
+            assert!(page_of(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -210,3 +210,42 @@ async fn a_separate_consumer_serves_its_own_metrics() {
     let health = app.client.get(format!("{base}/healthz")).send().await.expect("GET");
     assert_eq!(health.status(), 200);
 }
+
+/// A sale that ended more than ten minutes ago leaves `/metrics`; live and recent ones stay.
+#[tokio::test]
+async fn sales_ended_long_ago_leave_metrics() {
+    let app = TestServer::spawn().await;
+    let ago = |secs: i64| {
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - secs, 0)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let (status, old) = app
+        .create_sale(serde_json::json!({"name": "old", "stock": 5, "starts_at": ago(7200), "ends_at": ago(3600)}))
+        .await;
+    assert_eq!(status, 201, "{old}");
+    let (status, recent) = app
+        .create_sale(serde_json::json!({"name": "recent", "stock": 5, "starts_at": ago(7200), "ends_at": ago(60)}))
+        .await;
+    assert_eq!(status, 201, "{recent}");
+    let live = app.live_sale(5, 1).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    let series = |id: &serde_json::Value| format!("seckill_stock_remaining{{sale=\"{id}\"}}");
+    assert!(
+        !text.contains(&series(&old["id"])),
+        "a sale ended an hour ago is still exported"
+    );
+    assert!(
+        text.contains(&series(&recent["id"])),
+        "a sale ended a minute ago is gone too soon"
+    );
+    assert!(text.contains(&format!("seckill_stock_remaining{{sale=\"{live}\"}}")));
+}

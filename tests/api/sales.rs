@@ -216,3 +216,37 @@ async fn the_audit_is_admin_only_and_readyz_answers_while_audits_run() {
     }
     assert!(probes >= 10 && audits >= 12, "probes {probes}, audits {audits}");
 }
+
+/// `GET /api/sales` answers a page at a time (100 by default, at most 1,000), in id order, with
+/// a cursor while more follow; following the cursors visits every sale once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_are_listed_a_page_at_a_time_and_the_cursor_visits_each_once() {
+    let app = TestServer::spawn().await;
+    for i in 0..250 {
+        let (status, body) = app.create_sale(json!({"name": format!("item {i}"), "stock": 1})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, first) = app.get("/api/sales").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["sales"].as_array().map(Vec::len), Some(100));
+    let mut seen = Vec::new();
+    let mut path = "/api/sales?limit=60".to_owned();
+    loop {
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let sales = page["sales"].as_array().expect("sales");
+        assert!(sales.len() <= 60);
+        seen.extend(sales.iter().map(|s| s["id"].as_i64().expect("id")));
+        match page["next_after"].as_i64() {
+            Some(after) => path = format!("/api/sales?limit=60&after={after}"),
+            None => break,
+        }
+    }
+    // The demo sale and the 250 new ones, each once, in id order.
+    assert_eq!(seen.len(), 251);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    for bad in ["limit=0", "limit=1001", "limit=many", "after=-1"] {
+        let (status, body) = app.get(&format!("/api/sales?{bad}")).await;
+        assert_error(status, &body, 400, "invalid_query");
+    }
+}

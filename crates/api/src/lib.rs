@@ -184,6 +184,9 @@ pub struct TicketView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleList {
     pub sales: Vec<SaleView>,
+    /// While more sales follow: `?after=` this for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
 }
 
 /// Where an order stands in an answer.
