@@ -495,12 +495,7 @@ impl RedisGate {
         // An order with a payment step is published as the hold it is.
         if !stale.is_empty() {
             let ids: Vec<String> = stale.iter().map(|o| o.order_id.hyphenated().to_string()).collect();
-            let holds: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&keys.holds)
-                .arg(&ids)
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
+            let holds = self.read_holds(&keys, &ids).await?;
             for (order, hold) in stale.iter_mut().zip(holds) {
                 if let Some(held) = hold.and_then(|h| decode_logged(sale, order.order_id, &h)) {
                     *order = held;
@@ -508,6 +503,16 @@ impl RedisGate {
             }
         }
         Ok(stale)
+    }
+
+    /// The holds of `ids` as the `holds` hash keeps them (`None` where it has none).
+    async fn read_holds(&self, keys: &SaleKeys, ids: &[String]) -> Result<Vec<Option<String>>, BackendError> {
+        redis::cmd("HMGET")
+            .arg(&keys.holds)
+            .arg(ids)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
@@ -789,12 +794,7 @@ impl StockGate for RedisGate {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let holds: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&keys.holds)
-            .arg(&ids)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let holds = self.read_holds(&keys, &ids).await?;
         Ok(ids
             .iter()
             .zip(holds)

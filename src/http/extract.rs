@@ -95,24 +95,7 @@ impl<T: DeserializeOwned, G: StockGate, S: OrderStore> FromRequest<Arc<AppState<
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
-        // A body announced over the limit is refused before any of it is read: waiting for it
-        // would hold the client (and a task) until the body timeout, only to refuse it then.
-        let announced = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|length| length > super::BODY_LIMIT as u64) {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app)).await;
-        let bytes = read.map_err(|_| ApiError::RequestTimeout)?.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::MalformedJson(rejection.body_text())
-            }
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, app).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| match e.classify() {
@@ -130,6 +113,16 @@ impl<G: StockGate, S: OrderStore> FromRequest<Arc<AppState<G, S>>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        // A body announced over the limit is refused before any of it is read: waiting for it
+        // would hold the client (and a task) until the body timeout, only to refuse it then.
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|length| length > super::BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app)).await;
         let bytes = read.map_err(|_| ApiError::RequestTimeout)?.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -49,14 +49,18 @@ pub async fn run<G: StockGate, S: OrderStore>(engine: &Engine<G, S>, stop: Cance
 }
 
 impl<G: StockGate, S: OrderStore> Engine<G, S> {
-    /// Expires every due hold of every sale with a payment window; returns how many expired.
-    pub async fn expire_due(&self) -> usize {
-        let sales: Vec<_> = self
-            .cached()
+    /// The sales whose wins are holds: the only ones with anything to expire.
+    fn sales_with_a_window(&self) -> Vec<crate::domain::SaleId> {
+        self.cached()
             .values()
             .filter(|s| s.spec.payment_window_secs > 0)
             .map(|s| s.id)
-            .collect();
+            .collect()
+    }
+
+    /// Expires every due hold of every sale with a payment window; returns how many expired.
+    pub async fn expire_due(&self) -> usize {
+        let sales = self.sales_with_a_window();
         let mut expired = 0;
         for sale in sales {
             loop {
@@ -81,12 +85,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
 
     /// Records again the transitions the gate decided but never saw confirmed.
     pub async fn record_unconfirmed(&self) {
-        let sales: Vec<_> = self
-            .cached()
-            .values()
-            .filter(|s| s.spec.payment_window_secs > 0)
-            .map(|s| s.id)
-            .collect();
+        let sales = self.sales_with_a_window();
         for sale in sales {
             let older_than = now_millis() - UNCONFIRMED_AFTER_MS;
             let orders = match self.gate.unconfirmed(sale, older_than).await {
