@@ -60,6 +60,8 @@ pub struct UserId(Arc<str>);
 
 impl UserId {
     pub const MAX_LEN: usize = 64;
+    /// Ids the engine gives the classic API's anonymous buyers start so; no client may send one.
+    pub const ANONYMOUS_PREFIX: &'static str = "anon-";
 
     pub fn parse(raw: &str) -> Result<Self, UserIdError> {
         if raw.is_empty() {

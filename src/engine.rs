@@ -90,6 +90,27 @@ pub struct Engine<G, S> {
     max_in_flight: usize,
     /// Sales the gate lost and that wait to be rebuilt from the store.
     pub(crate) lost: crate::recovery::LostSales,
+    refresh: CatalogueRefresh,
+}
+
+/// How far below the newest known sale a refresh looks again: a sale whose insert committed
+/// after a newer one's (two instances creating at once) is still found.
+const REFRESH_MARGIN: i64 = 64;
+
+/// One catalogue refresh at a time, shared by every caller that arrived before it started: a
+/// flood of lookups for unknown sales costs the store one small query at a time, not one each.
+#[derive(Default)]
+struct CatalogueRefresh {
+    /// Callers so far; a refresh that starts when this reads `n` serves callers `0..n`.
+    arrivals: AtomicU64,
+    last: tokio::sync::Mutex<LastRefresh>,
+}
+
+#[derive(Default)]
+struct LastRefresh {
+    /// Callers the last completed refresh served: those that arrived before it started.
+    served: u64,
+    failed: bool,
 }
 
 /// How long an ended sale's stock series stay in `/metrics`.
@@ -109,7 +130,7 @@ impl AnonymousIds {
     fn new() -> Self {
         let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
         AnonymousIds {
-            prefix: format!("anon-{nonce:016x}-"),
+            prefix: format!("{}{nonce:016x}-", UserId::ANONYMOUS_PREFIX),
             next: AtomicU64::new(1),
         }
     }
@@ -124,7 +145,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     /// Loads every sale from the store into the gate (remaining = stock − stored orders) and
     /// creates the demo sale on first start (with the engine's default payment window).
     pub async fn start(gate: G, store: S, demo_stock: u64, payment_window_secs: u32) -> Result<Self, BackendError> {
-        let mut sales = store.sales().await?;
+        let mut sales = store.sales_after(SaleId(0)).await?;
         if !sales.iter().any(|s| s.spec.demo) {
             let spec = SaleSpec {
                 name: DEMO_SALE_NAME.into(),
@@ -156,6 +177,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             in_flight: tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             lost: crate::recovery::LostSales::default(),
+            refresh: CatalogueRefresh::default(),
         })
     }
 
@@ -311,26 +333,50 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         Ok(self.view(&sale).await?)
     }
 
-    /// From the cache, or from the store for a sale another instance created.
+    /// From the cache, or, for a sale another instance created, from a catalogue refresh.
     pub(crate) async fn find_sale(&self, id: SaleId) -> Result<Arc<Sale>, EngineError> {
         if let Some(sale) = self.cached().get(&id).cloned() {
             return Ok(sale);
         }
-        let sale = Arc::new(self.store.sale(id).await?.ok_or(EngineError::SaleNotFound)?);
-        self.gate
-            .load_sale(Arc::clone(&sale), self.store.gate_state(id).await?)
-            .await?;
-        self.cache().insert(id, Arc::clone(&sale));
-        Ok(sale)
+        if id.0 <= 0 {
+            return Err(EngineError::SaleNotFound);
+        }
+        self.refresh_catalogue().await?;
+        self.cached().get(&id).cloned().ok_or(EngineError::SaleNotFound)
     }
 
-    /// Loads into the cache (and the gate) the sales other instances created since this one
-    /// started.
+    /// Loads into the cache (and the gate) the sales other instances created since the last
+    /// refresh. Returns once a refresh that started after this call has completed.
     pub(crate) async fn refresh_catalogue(&self) -> Result<(), EngineError> {
-        for sale in self.store.sales().await? {
-            if !self.cached().contains_key(&sale.id) {
-                self.find_sale(sale.id).await?;
+        let me = self.refresh.arrivals.fetch_add(1, Ordering::SeqCst);
+        let mut last = self.refresh.last.lock().await;
+        if last.served > me {
+            // A refresh that started after this call has run: its outcome is this call's.
+            return match last.failed {
+                false => Ok(()),
+                true => Err(BackendError::unavailable(Role::Store, "the catalogue of sales could not be read").into()),
+            };
+        }
+        let serves = self.refresh.arrivals.load(Ordering::SeqCst);
+        let result = self.load_new_sales().await;
+        *last = LastRefresh {
+            served: serves,
+            failed: result.is_err(),
+        };
+        result
+    }
+
+    async fn load_new_sales(&self) -> Result<(), EngineError> {
+        let newest = self.cached().keys().next_back().map_or(0, |id| id.0);
+        for sale in self.store.sales_after(SaleId(newest - REFRESH_MARGIN)).await? {
+            if self.cached().contains_key(&sale.id) {
+                continue;
             }
+            let sale = Arc::new(sale);
+            self.gate
+                .load_sale(Arc::clone(&sale), self.store.gate_state(sale.id).await?)
+                .await?;
+            self.cache().insert(sale.id, sale);
         }
         Ok(())
     }

@@ -16,7 +16,6 @@ pub struct InvalidAuthConfig(String);
 
 /// The engine's own anonymous buyers' ids start with this (`engine::AnonymousIds`). A client may
 /// not name itself so: it would share, or lock out, an anonymous buyer's purchases.
-const ANONYMOUS_PREFIX: &str = "anon-";
 
 /// Clock skew a token's `exp`/`nbf` are allowed.
 const LEEWAY_SECS: u64 = 5;
@@ -108,7 +107,7 @@ impl Authenticator {
                 .get("x-user-id")
                 .map(|raw| -> Result<UserId, ApiError> {
                     let user = UserId::parse(raw.to_str().map_err(|_| ApiError::InvalidUserId)?)?;
-                    if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+                    if user.as_str().starts_with(UserId::ANONYMOUS_PREFIX) {
                         return Err(ApiError::ReservedUserId);
                     }
                     Ok(user)
@@ -169,9 +168,10 @@ impl Authenticator {
             .claims;
         let user =
             UserId::parse(&claims.sub).map_err(|_| ApiError::InvalidToken("`sub` is not a valid user id".into()))?;
-        if user.as_str().starts_with(ANONYMOUS_PREFIX) {
+        if user.as_str().starts_with(UserId::ANONYMOUS_PREFIX) {
             return Err(ApiError::InvalidToken(format!(
-                "`sub` may not start with `{ANONYMOUS_PREFIX}`: those are anonymous buyers"
+                "`sub` may not start with `{}`: those are anonymous buyers",
+                UserId::ANONYMOUS_PREFIX
             )));
         }
         Ok(user)

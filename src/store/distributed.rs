@@ -31,12 +31,8 @@ impl OrderStore for DistributedStore {
         self.mysql.create_sale(spec).await
     }
 
-    async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
-        self.mysql.sales().await
-    }
-
-    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
-        self.mysql.sale(id).await
+    async fn sales_after(&self, after: SaleId) -> Result<Vec<Sale>, BackendError> {
+        self.mysql.sales_after(after).await
     }
 
     async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<Order>, BackendError> {

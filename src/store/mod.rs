@@ -48,9 +48,10 @@ pub trait OrderStore: Send + Sync + 'static {
 
     fn create_sale(&self, spec: SaleSpec) -> impl Future<Output = Result<Sale, BackendError>> + Send;
 
-    fn sales(&self) -> impl Future<Output = Result<Vec<Sale>, BackendError>> + Send;
-
-    fn sale(&self, id: SaleId) -> impl Future<Output = Result<Option<Sale>, BackendError>> + Send;
+    /// The sales with ids above `after`, in id order: the whole catalogue from `SaleId(0)`, and
+    /// only what is new since a refresh otherwise, so keeping up with other instances costs
+    /// an index range, not a scan.
+    fn sales_after(&self, after: SaleId) -> impl Future<Output = Result<Vec<Sale>, BackendError>> + Send;
 
     /// A buyer's orders in one sale, oldest first.
     fn orders_of(&self, sale: SaleId, user: &UserId) -> impl Future<Output = Result<Vec<Order>, BackendError>> + Send;

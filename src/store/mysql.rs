@@ -271,12 +271,17 @@ impl MySqlStore {
         .map_err(unavailable)?;
         if result.rows_affected() == 0 && spec.demo {
             // Another instance created the demo sale first: use theirs.
-            return self.sales().await?.into_iter().find(|s| s.spec.demo).ok_or_else(|| {
-                BackendError::fault(
-                    Role::Store,
-                    "the demo sale another instance created is not in the catalogue",
-                )
-            });
+            return self
+                .sales_after(SaleId(0))
+                .await?
+                .into_iter()
+                .find(|s| s.spec.demo)
+                .ok_or_else(|| {
+                    BackendError::fault(
+                        Role::Store,
+                        "the demo sale another instance created is not in the catalogue",
+                    )
+                });
         }
         Ok(Sale {
             id: SaleId(result.last_insert_id() as i64),
@@ -285,8 +290,9 @@ impl MySqlStore {
         })
     }
 
-    pub async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
-        let rows = sqlx::query(&format!("{SELECT_SALE} ORDER BY id"))
+    pub async fn sales_after(&self, after: SaleId) -> Result<Vec<Sale>, BackendError> {
+        let rows = sqlx::query(&format!("{SELECT_SALE} WHERE id > ? ORDER BY id"))
+            .bind(after.0)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -294,15 +300,6 @@ impl MySqlStore {
             .map(sale_from_row)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
-    }
-
-    pub async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
-        let row = sqlx::query(&format!("{SELECT_SALE} WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(sale_from_row).transpose().map_err(unavailable)
     }
 
     pub async fn orders_of(&self, sale: SaleId, user: &UserId) -> Result<Vec<Order>, BackendError> {

@@ -400,20 +400,11 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn sales(&self) -> Result<Vec<Sale>, BackendError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!("{SELECT_SALE} ORDER BY id"))?;
-            let rows = stmt.query_map([], sale_from_row)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    async fn sale(&self, id: SaleId) -> Result<Option<Sale>, BackendError> {
+    async fn sales_after(&self, after: SaleId) -> Result<Vec<Sale>, BackendError> {
         self.read(move |c| {
-            c.prepare_cached(&format!("{SELECT_SALE} WHERE id = ?1"))?
-                .query_row([id.0], sale_from_row)
-                .optional()
+            let mut stmt = c.prepare_cached(&format!("{SELECT_SALE} WHERE id > ?1 ORDER BY id"))?;
+            let rows = stmt.query_map([after.0], sale_from_row)?;
+            rows.collect()
         })
         .await
     }
