@@ -65,11 +65,25 @@ ensure_mariadb() {
 }
 
 # tansu: the Kafka-protocol broker the distributed tests start (one per test). Built once into
-# ~/.cargo/bin (about 12 minutes on 2 cores), then reused.
+# ~/.cargo/bin (about 12 minutes on 2 cores), then reused. `libsql` is its durable storage
+# engine (a SQLite file that creates its own schema), which the broker-kill test needs; an older
+# install without it is rebuilt.
+TANSU_FEATURES="dynostore,libsql"
+
+tansu_has_features() {
+  local record="$HOME/.cargo/.crates2.json"
+  [ -x "$HOME/.cargo/bin/tansu" ] && [ -f "$record" ] &&
+    python3 -c 'import json,sys
+installs = json.load(open(sys.argv[1]))["installs"]
+want = set(sys.argv[2].split(","))
+sys.exit(0 if any(k.startswith("tansu ") and want <= set(v.get("features", [])) for k, v in installs.items()) else 1)' \
+      "$record" "$TANSU_FEATURES"
+}
+
 ensure_tansu() {
-  if [ -x "$HOME/.cargo/bin/tansu" ] || command -v tansu >/dev/null; then return; fi
-  echo "installing tansu (Kafka-protocol test broker; one-time build)"
-  cargo install tansu --locked --features dynostore
+  if tansu_has_features; then return; fi
+  echo "installing tansu with $TANSU_FEATURES (Kafka-protocol test broker; one-time build)"
+  cargo install tansu --locked --features "$TANSU_FEATURES"
 }
 
 # schemathesis: fuzzes the HTTP API against its OpenAPI document (scripts/schemathesis.sh).

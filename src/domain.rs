@@ -117,7 +117,8 @@ pub struct UserId(Arc<str>);
 
 impl UserId {
     pub const MAX_LEN: usize = 64;
-    /// Ids the engine gives the classic API's anonymous buyers start so; no client may send one.
+    /// Ids the engine gives the classic API's anonymous buyers start so. No client may name
+    /// itself so: it would share, or lock out, an anonymous buyer's purchases.
     pub const ANONYMOUS_PREFIX: &'static str = "anon-";
 
     pub fn parse(raw: &str) -> Result<Self, UserIdError> {

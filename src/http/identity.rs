@@ -14,9 +14,6 @@ use crate::domain::UserId;
 #[error("{0}")]
 pub struct InvalidAuthConfig(String);
 
-/// The engine's own anonymous buyers' ids start with this (`engine::AnonymousIds`). A client may
-/// not name itself so: it would share, or lock out, an anonymous buyer's purchases.
-
 /// Clock skew a token's `exp`/`nbf` are allowed.
 const LEEWAY_SECS: u64 = 5;
 

@@ -431,6 +431,106 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
     }
 }
 
+/// The broker keeps its log in a SQLite file: killed with SIGKILL mid-sale and restarted, it
+/// still has every order it acknowledged, and the engine answers 503 while it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_broker_killed_mid_sale_loses_and_doubles_no_acknowledged_order() {
+    let mut services = Services::with_durable_broker().await;
+    services.kafka_timeout_ms = 2000;
+    services.reconcile_after_ms = 3000;
+    let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    const STOCK: u64 = 2000;
+    let sale = app.live_sale(STOCK, 1).await;
+
+    // (buyer, order id) of every 201.
+    let confirmed = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let slowest_refusal = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..32)
+        .map(|w| {
+            let (app, confirmed, slowest, stop) = (
+                Arc::clone(&app),
+                Arc::clone(&confirmed),
+                Arc::clone(&slowest_refusal),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let user = format!("k{w}-{i}");
+                    let started = Instant::now();
+                    let (status, body) = app.buy(sale, &user).await;
+                    match status {
+                        201 => {
+                            let order = body["order_id"].as_str().expect("order id").to_owned();
+                            confirmed.lock().unwrap().push((user, order));
+                        }
+                        503 => {
+                            let mut slowest = slowest.lock().unwrap();
+                            *slowest = (*slowest).max(started.elapsed());
+                        }
+                        410 => break,
+                        other => panic!("unexpected {other}: {body}"),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    while confirmed.lock().unwrap().len() < 300 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no load got through");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    services.broker.kill();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let during = confirmed.lock().unwrap().len();
+    services.broker.restart().await;
+    let resumed = Instant::now();
+    while confirmed.lock().unwrap().len() < during + 300 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(90),
+            "selling did not resume after the broker came back; server log:\n{}",
+            app.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Buyers are told 503 within the Kafka timeout (plus slack for a busy machine), not left hanging.
+    let slowest = *slowest_refusal.lock().unwrap();
+    assert!(slowest > Duration::ZERO, "the broker being down never showed");
+    assert!(slowest < Duration::from_millis(2000 + 4000), "a 503 took {slowest:?}");
+
+    // At rest every acknowledged order is in MySQL, once, under the id its buyer was given;
+    // what the kill left uncertain was settled by the reconciler, and the books balance.
+    let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
+    let audit = wait_settled(&app, sale).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["duplicates"], 0, "{audit}");
+    assert_eq!(
+        audit["open_reservations"], 0,
+        "a reservation was left stranded: {audit}"
+    );
+    let stored = audit["stored"].as_u64().unwrap();
+    assert!(stored >= confirmed.len() as u64 && stored <= STOCK, "{audit}");
+    for (user, order) in &confirmed {
+        let (status, orders) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
+        assert_eq!(status, 200, "{user}'s acknowledged order {order} is lost");
+        let ids: Vec<&str> = orders["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["order_id"].as_str())
+            .collect();
+        assert_eq!(ids, [order.as_str()], "{user}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
     let mut mysql = crate::services::mariadb_server().await;

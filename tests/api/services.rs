@@ -53,6 +53,11 @@ impl Services {
         Self::with_broker(Broker::start(None).await)
     }
 
+    /// Like [`Services::start`], with a durable broker the test can kill and restart.
+    pub async fn with_durable_broker() -> Self {
+        Self::with_broker(Broker::durable().await)
+    }
+
     /// Like [`Services::start`], with every connection to the broker through a [`Proxy`] the
     /// test can cut (returned too).
     pub async fn behind_proxy() -> (Self, Proxy) {
@@ -117,59 +122,90 @@ impl Services {
     }
 }
 
-/// A tansu Kafka-protocol broker of one test, on a free port, keeping everything in memory.
+/// A tansu Kafka-protocol broker of one test, on a free port: in memory, or durable (its log in
+/// a SQLite file, so it survives `kill -9`).
 pub struct Broker {
     child: std::sync::Mutex<Option<std::process::Child>>,
     pub address: String,
-    pid: u32,
+    pid: std::sync::atomic::AtomicU32,
+    listen: String,
+    /// The durable broker's directory (its SQLite file); `None`: in memory.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
     /// On a free port, or on `(port, advertised port)` when clients must reach it another way.
     pub async fn start(ports: Option<(u16, u16)>) -> Self {
+        let (port, advertised) = ports.unwrap_or_else(|| {
+            let port = free_port();
+            (port, port)
+        });
+        Self::launch_new(format!("127.0.0.1:{port}"), format!("127.0.0.1:{advertised}"), None).await
+    }
+
+    /// A broker whose log is durable: what it acknowledged survives [`Broker::kill`].
+    pub async fn durable() -> Self {
+        let address = format!("127.0.0.1:{}", free_port());
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch_new(address.clone(), address, Some(dir)).await
+    }
+
+    async fn launch_new(listen: String, address: String, dir: Option<tempfile::TempDir>) -> Self {
+        let broker = Broker {
+            child: std::sync::Mutex::new(None),
+            address,
+            pid: std::sync::atomic::AtomicU32::new(0),
+            listen,
+            dir,
+        };
+        broker.launch().await;
+        broker
+    }
+
+    async fn launch(&self) {
         let tansu = std::env::var("SECKILL_TANSU").ok().or_else(|| {
             let home = std::env::var("HOME").ok()?;
             let path = format!("{home}/.cargo/bin/tansu");
             std::path::Path::new(&path).exists().then_some(path)
         });
         let tansu = tansu.unwrap_or_else(|| "tansu".into());
-        let (port, advertised) = ports.unwrap_or_else(|| {
-            let port = free_port();
-            (port, port)
-        });
-        let address = format!("127.0.0.1:{port}");
-        let mut child = std::process::Command::new(&tansu)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
+        let mut command = std::process::Command::new(&tansu);
+        command.arg("broker");
+        match &self.dir {
+            // tansu opens `sqlite://<name>` relative to its working directory.
+            Some(dir) => command
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(dir.path()),
+            None => command.args(["--storage-engine", "memory://tansu/"]),
+        };
+        let mut child = command
             .arg("--listener-url")
-            .arg(format!("tcp://{address}"))
+            .arg(format!("tcp://{}", self.listen))
             .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{advertised}"))
+            .arg(format!("tcp://{}", self.address))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {tansu} (the distributed tests need tansu: `bash .ci/run` installs it): {e}")
             });
-        let pid = child.id();
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(&address).await.is_ok() {
-                return Broker {
-                    child: std::sync::Mutex::new(Some(child)),
-                    address: format!("127.0.0.1:{advertised}"),
-                    pid,
-                };
+        self.pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(&self.listen).await.is_ok() {
+                *self.child.lock().expect("broker child") = Some(child);
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("tansu did not listen on {address}");
+        panic!("tansu did not listen on {}", self.listen);
     }
 
     fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
+            .arg(self.pid.load(std::sync::atomic::Ordering::SeqCst).to_string())
             .status()
             .expect("kill");
         assert!(status.success());
@@ -182,6 +218,26 @@ impl Broker {
 
     pub fn resume(&self) {
         self.signal("CONT");
+    }
+
+    /// SIGKILL: no shutdown work; a durable broker keeps what it had written.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port (and, when durable, the same log).
+    pub async fn restart(&self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -244,15 +300,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.cut();
         self.accept.abort();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
