@@ -438,6 +438,12 @@ impl Metrics {
         self.commit_batches.observe(rows as u64);
     }
 
+    /// Orders this process has committed in group commits or consumer batches, since start: how
+    /// a benchmark sees the consumer's progress without querying the database it loads.
+    pub fn committed_orders(&self) -> u64 {
+        self.commit_batches.sum.load(Relaxed)
+    }
+
     /// Payment-lifecycle transitions made durable.
     pub fn observe_transitions(&self, kind: TransitionKind, orders: u64) {
         self.transitions[kind as usize].fetch_add(orders, Relaxed);
