@@ -282,7 +282,8 @@ struct SaleKeys {
     settled: String,
     sold_out_until: AtomicI64,
     /// The sale's group task (see [`run_groups`]): every purchase and release of the sale on
-    /// this instance goes through it.
+    /// this instance goes through it. Unbounded because the engine's limit on purchases in
+    /// flight already bounds it; a bounded queue would add a second place to shed load.
     asks: mpsc::UnboundedSender<Ask>,
 }
 
