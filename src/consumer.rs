@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use rdkafka::config::ClientConfig;
@@ -103,8 +104,8 @@ fn lag(consumer: &LogConsumer) -> Option<u64> {
     Some(lag)
 }
 
-/// Offsets to commit: the last offset read per (topic, partition).
-type Offsets = HashMap<(String, i32), i64>;
+/// Offsets to commit: the last offset read per partition of the one topic read.
+type Offsets = HashMap<i32, i64>;
 
 /// Runs until `shutdown` resolves; what was read is stored and committed first.
 ///
@@ -137,7 +138,8 @@ pub async fn run(
     tracing::info!(topic = settings.topic, group = settings.group, "consumer started");
     // Two batches in flight at most: reading stays ahead of writing, memory stays bounded.
     let (batches, pending) = mpsc::channel::<(Vec<Order>, Offsets)>(2);
-    let writer = tokio::spawn(write_batches(Arc::clone(&consumer), store, pending));
+    let topic = settings.topic.to_owned();
+    let writer = tokio::spawn(write_batches(Arc::clone(&consumer), topic, store, pending));
     let lag_reporter = tokio::spawn(report_lag(Arc::clone(&consumer)));
     tokio::pin!(shutdown);
     loop {
@@ -152,7 +154,7 @@ pub async fn run(
         while let Some(received) = next.take() {
             match received {
                 Ok(message) => {
-                    offsets.insert((message.topic().to_owned(), message.partition()), message.offset());
+                    offsets.insert(message.partition(), message.offset());
                     match message.payload().map(serde_json::from_slice::<OrderEvent>) {
                         Some(Ok(event)) => match event.into_order() {
                             Ok(order) => orders.push(order),
@@ -166,7 +168,12 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
             }
             if orders.len() < MAX_BATCH {
-                next = tokio::time::timeout(BATCH_WINDOW, consumer.recv()).await.ok();
+                // A message already fetched is taken without arming a timer: during a drain
+                // that is nearly every one of them.
+                next = match consumer.recv().now_or_never() {
+                    Some(ready) => Some(ready),
+                    None => tokio::time::timeout(BATCH_WINDOW, consumer.recv()).await.ok(),
+                };
             }
         }
         if batches.send((orders, offsets)).await.is_err() {
@@ -183,12 +190,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Stores batches (merging whatever is queued), then commits their offsets.
+/// Stores batches (merging whatever is queued), then commits their offsets. A batch's offsets
+/// are committed while the next batch is written (MySQL does not wait for the broker), always
+/// after that batch's own MySQL commit and in order.
 async fn write_batches(
     consumer: Arc<LogConsumer>,
+    topic: String,
     store: MySqlStore,
     mut pending: mpsc::Receiver<(Vec<Order>, Offsets)>,
 ) {
+    let mut committing: Option<tokio::task::JoinHandle<()>> = None;
     while let Some((mut orders, mut offsets)) = pending.recv().await {
         while orders.len() < MAX_MERGED {
             let Ok((more, more_offsets)) = pending.try_recv() else {
@@ -204,11 +215,19 @@ async fn write_batches(
         // partitions lands in the B-tree as an append instead of scattered page splits.
         orders.sort_unstable_by_key(|o| o.order_id);
         store_with_retry(&store, &orders).await;
+        if let Some(previous) = committing.take() {
+            let _ = previous.await;
+        }
         // A synchronous commit blocks its thread until the broker answers (a stalled broker:
         // for its whole timeout), so it runs on the blocking pool, never on an async worker
-        // that is also answering buyers. Awaited, so commits stay in order.
-        let committer = Arc::clone(&consumer);
-        let _ = tokio::task::spawn_blocking(move || commit(&committer, &offsets)).await;
+        // that is also answering buyers.
+        let (committer, topic) = (Arc::clone(&consumer), topic.clone());
+        committing = Some(tokio::task::spawn_blocking(move || {
+            commit(&committer, &topic, &offsets)
+        }));
+    }
+    if let Some(last) = committing {
+        let _ = last.await;
     }
 }
 
@@ -233,9 +252,9 @@ async fn store_with_retry(store: &MySqlStore, orders: &[Order]) {
     }
 }
 
-fn commit(consumer: &LogConsumer, offsets: &Offsets) {
+fn commit(consumer: &LogConsumer, topic: &str, offsets: &Offsets) {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in offsets {
+    for (partition, offset) in offsets {
         // The committed offset is the next one to read.
         if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {
             tracing::error!(error = %e, "bad offset");

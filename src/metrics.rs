@@ -120,6 +120,45 @@ pub enum ConnectionClose {
     Idle,
 }
 
+/// A kind of round trip the Redis gate makes: the `script` label of `seckill_redis_calls_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisCall {
+    /// One group of a sale's purchases (all that queued while the previous group was in flight).
+    Reserve,
+    /// One group of a sale's reservations given back.
+    Release,
+    /// One pipeline clearing a sale's confirmed reservations and transitions.
+    Confirm,
+    /// One payment-lifecycle transition of one hold.
+    Settle,
+    /// One pass of a sale's due holds.
+    ExpireDue,
+    /// Registering a sale.
+    Load,
+}
+
+impl RedisCall {
+    pub const ALL: [RedisCall; 6] = [
+        RedisCall::Reserve,
+        RedisCall::Release,
+        RedisCall::Confirm,
+        RedisCall::Settle,
+        RedisCall::ExpireDue,
+        RedisCall::Load,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RedisCall::Reserve => "reserve",
+            RedisCall::Release => "release",
+            RedisCall::Confirm => "confirm",
+            RedisCall::Settle => "settle",
+            RedisCall::ExpireDue => "expire_due",
+            RedisCall::Load => "load",
+        }
+    }
+}
+
 /// Routes the HTTP layer may report; the last slot collects everything else.
 pub const MAX_ROUTES: usize = 32;
 /// Statuses counted one by one; any other lands in the `other` column.
@@ -278,6 +317,8 @@ pub struct Metrics {
     connections_refused: [AtomicU64; ConnectionRefusal::ALL.len()],
     header_timeouts: AtomicU64,
     idle_closes: AtomicU64,
+    redis_calls: [AtomicU64; RedisCall::ALL.len()],
+    redis_items: [AtomicU64; RedisCall::ALL.len()],
 }
 
 /// What the admin page shows (`GET /api/admin/stats`), cumulative since start.
@@ -329,6 +370,8 @@ impl Metrics {
             connections_refused: [const { AtomicU64::new(0) }; ConnectionRefusal::ALL.len()],
             header_timeouts: AtomicU64::new(0),
             idle_closes: AtomicU64::new(0),
+            redis_calls: [const { AtomicU64::new(0) }; RedisCall::ALL.len()],
+            redis_items: [const { AtomicU64::new(0) }; RedisCall::ALL.len()],
         }
     }
 
@@ -395,6 +438,12 @@ impl Metrics {
         self.commit_batches.observe(rows as u64);
     }
 
+    /// Orders this process has committed in group commits or consumer batches, since start: how
+    /// a benchmark sees the consumer's progress without querying the database it loads.
+    pub fn committed_orders(&self) -> u64 {
+        self.commit_batches.sum.load(Relaxed)
+    }
+
     /// Payment-lifecycle transitions made durable.
     pub fn observe_transitions(&self, kind: TransitionKind, orders: u64) {
         self.transitions[kind as usize].fetch_add(orders, Relaxed);
@@ -408,6 +457,12 @@ impl Metrics {
     /// Orders a store met whose `(sale, user, seq)` another order held (a fault, never 0 by design).
     pub fn observe_order_conflicts(&self, orders: u64) {
         self.order_conflicts.fetch_add(orders, Relaxed);
+    }
+
+    /// One round trip of the Redis gate carrying `items` purchases, releases or confirmations.
+    pub fn observe_redis_call(&self, call: RedisCall, items: usize) {
+        self.redis_calls[call as usize].fetch_add(1, Relaxed);
+        self.redis_items[call as usize].fetch_add(items as u64, Relaxed);
     }
 
     pub fn set_store_queue_depth(&self, depth: usize) {
@@ -668,6 +723,34 @@ impl Metrics {
             "seckill_order_conflicts_total {}",
             self.order_conflicts.load(Relaxed)
         );
+        header(
+            &mut out,
+            "seckill_redis_calls_total",
+            "counter",
+            "Round trips of the Redis gate (a script call or a pipeline), by what they do.",
+        );
+        for call in RedisCall::ALL {
+            let _ = writeln!(
+                out,
+                "seckill_redis_calls_total{{script=\"{}\"}} {}",
+                call.label(),
+                self.redis_calls[call as usize].load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "seckill_redis_call_items_total",
+            "counter",
+            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded. Divided by seckill_redis_calls_total: items per round trip.",
+        );
+        for call in RedisCall::ALL {
+            let _ = writeln!(
+                out,
+                "seckill_redis_call_items_total{{script=\"{}\"}} {}",
+                call.label(),
+                self.redis_items[call as usize].load(Relaxed)
+            );
+        }
         header(
             &mut out,
             "seckill_store_queue_depth",

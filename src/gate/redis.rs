@@ -1,5 +1,6 @@
-//! The distributed stock gate: one Lua script in Redis decides each purchase atomically, so any
-//! number of stateless engine instances sell one stock together.
+//! The distributed stock gate: one Lua script in Redis decides purchases atomically, so any
+//! number of stateless engine instances sell one stock together. An instance sends a sale's
+//! concurrent purchases as one call (see [`run_groups`]); the script decides each in order.
 //!
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0),
@@ -31,60 +32,92 @@ use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{HoldCounts, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check, Role};
 use crate::domain::{new_order_id, GateState, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId};
+use crate::metrics::{RedisCall, METRICS};
 use crate::payment::{Settlement, Transition};
 
 /// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
 /// unit returned by another instance or the reconciler is offered again promptly.
 const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 
+/// Decides a group of purchases of one sale in one call, in order, each exactly as if it ran
+/// alone: ARGV holds `user, now, order id` per buyer; the answer holds `code, seq, pay_by` per
+/// buyer (code: stock left after it, or -2 not started, -3 ended, -4 sold out, -5 at the
+/// limit), or `{-1}` alone for a sale Redis does not have. A buyer twice in one group meets
+/// their own first unit at the limit check, because the holders hash is updated as it goes.
 const RESERVE: &str = r#"
 local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining', 'window')
-if not meta[3] then return {-1, 0, 0} end
-local now = tonumber(ARGV[2])
-if meta[1] ~= '' and now < tonumber(meta[1]) then return {-2, 0, 0} end
-if meta[2] ~= '' and now >= tonumber(meta[2]) then return {-3, 0, 0} end
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if held >= tonumber(meta[3]) then return {-5, 0, 0} end
-local remaining = tonumber(meta[4])
-if remaining <= 0 then return {-4, 0, 0} end
-redis.call('HINCRBY', KEYS[1], 'remaining', -1)
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-local seq = redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
-redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. seq .. ':' .. ARGV[1])
+if not meta[3] then return {-1} end
+local starts, ends = tonumber(meta[1]), tonumber(meta[2])
+local limit, remaining = tonumber(meta[3]), tonumber(meta[4])
 local window = tonumber(meta[5] or '0')
-local pay_by = 0
-if window > 0 then
-  pay_by = now + window
-  redis.call('HSET', KEYS[5], ARGV[3],
-             'awaiting_payment|' .. seq .. '|' .. ARGV[2] .. '|' .. pay_by .. '||' .. ARGV[1] .. '|')
-  redis.call('ZADD', KEYS[6], pay_by, ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'awaiting', 1)
+local out, pending, sold, held = {}, {}, 0, 0
+for i = 1, #ARGV, 3 do
+  local user, now, id = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local code, seq, pay_by = -5, 0, 0
+  if starts and now < starts then code = -2
+  elseif ends and now >= ends then code = -3
+  elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') >= limit then code = -5
+  elseif remaining <= 0 then code = -4
+  else
+    remaining = remaining - 1
+    sold = sold + 1
+    redis.call('HINCRBY', KEYS[2], user, 1)
+    seq = redis.call('HINCRBY', KEYS[4], user, 1)
+    pending[#pending + 1] = now
+    pending[#pending + 1] = id .. ':' .. seq .. ':' .. user
+    if window > 0 then
+      pay_by = now + window
+      redis.call('HSET', KEYS[5], id,
+                 'awaiting_payment|' .. seq .. '|' .. ARGV[i + 1] .. '|' .. pay_by .. '||' .. user .. '|')
+      redis.call('ZADD', KEYS[6], pay_by, id)
+      held = held + 1
+    end
+    code = remaining
+  end
+  out[#out + 1] = code
+  out[#out + 1] = seq
+  out[#out + 1] = pay_by
 end
-return {remaining - 1, seq, pay_by}
+if sold > 0 then
+  redis.call('HINCRBY', KEYS[1], 'remaining', -sold)
+  redis.call('ZADD', KEYS[3], unpack(pending))
+end
+if held > 0 then redis.call('HINCRBY', KEYS[1], 'awaiting', held) end
+return out
 "#;
 
-/// Idempotent: only a reservation still pending is returned to stock. The buyer's `seqs` entry
-/// stays as it is. Its hold (if any) goes with it, and gives no second unit back if a
-/// transition already gave one.
+/// Gives a group of reservations back; ARGV holds `user, pending member, order id` per
+/// reservation. Idempotent: only a reservation still pending is returned to stock. The buyer's
+/// `seqs` entry stays as it is. Its hold (if any) goes with it, and gives no second unit back if
+/// a transition already gave one. Answers how many were still pending.
 const RELEASE: &str = r#"
-if redis.call('ZREM', KEYS[3], ARGV[2]) == 0 then return 0 end
-local h = redis.call('HGET', KEYS[4], ARGV[3])
-if h then
-  redis.call('HDEL', KEYS[4], ARGV[3])
-  redis.call('ZREM', KEYS[5], ARGV[3])
-  local state = string.match(h, '^([^|]*)|')
-  if state == 'awaiting_payment' then redis.call('HINCRBY', KEYS[1], 'awaiting', -1)
-  elseif state == 'paid' then redis.call('HINCRBY', KEYS[1], 'paid', -1)
-  else return 1 end
+local released = 0
+for i = 1, #ARGV, 3 do
+  local user, member, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('ZREM', KEYS[3], member) == 1 then
+    released = released + 1
+    local back = true
+    local h = redis.call('HGET', KEYS[4], id)
+    if h then
+      redis.call('HDEL', KEYS[4], id)
+      redis.call('ZREM', KEYS[5], id)
+      local state = string.match(h, '^([^|]*)|')
+      if state == 'awaiting_payment' then redis.call('HINCRBY', KEYS[1], 'awaiting', -1)
+      elseif state == 'paid' then redis.call('HINCRBY', KEYS[1], 'paid', -1)
+      else back = false end
+    end
+    if back then
+      redis.call('HINCRBY', KEYS[1], 'remaining', 1)
+      if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then redis.call('HDEL', KEYS[2], user) end
+    end
+  end
 end
-redis.call('HINCRBY', KEYS[1], 'remaining', 1)
-if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
-return 1
+return released
 "#;
 
 /// First writer wins: a sale already in Redis is never reset by an instance starting later.
@@ -248,10 +281,14 @@ struct SaleKeys {
     deadlines: String,
     settled: String,
     sold_out_until: AtomicI64,
+    /// The sale's group task (see [`run_groups`]): every purchase and release of the sale on
+    /// this instance goes through it. Unbounded because the engine's limit on purchases in
+    /// flight already bounds it; a bounded queue would add a second place to shed load.
+    asks: mpsc::UnboundedSender<Ask>,
 }
 
 impl SaleKeys {
-    fn new(prefix: &str, id: SaleId) -> Self {
+    fn new(prefix: &str, id: SaleId, asks: mpsc::UnboundedSender<Ask>) -> Self {
         let base = format!("{prefix}:{{s{id}}}");
         SaleKeys {
             meta: format!("{base}:meta"),
@@ -262,6 +299,228 @@ impl SaleKeys {
             deadlines: format!("{base}:deadlines"),
             settled: format!("{base}:settled"),
             sold_out_until: AtomicI64::new(0),
+            asks,
+        }
+    }
+}
+
+/// Most purchases (or releases) of one sale sent in one script call: bounds the script's
+/// run time in Redis, which serves nothing else meanwhile.
+const MAX_GROUP: usize = 512;
+
+/// What a purchase or a release asks of its sale's group task.
+enum Ask {
+    Reserve {
+        user: UserId,
+        now: Millis,
+        order_id: uuid::Uuid,
+        /// The buyer comes back with the answer (moved in and out, so a purchase clones its id
+        /// once).
+        answer: Answer,
+    },
+    Release {
+        user: UserId,
+        seq: u32,
+        order_id: uuid::Uuid,
+        answer: Option<oneshot::Sender<Result<(), BackendError>>>,
+    },
+}
+
+/// Where a purchase hears its answer: its buyer back and the script's answer for them.
+type Answer = oneshot::Sender<(UserId, Result<Granted, BackendError>)>;
+
+/// A purchase in the group being sent: buyer, time, order id, where to answer.
+type PendingReserve = (UserId, Millis, uuid::Uuid, Answer);
+
+/// The script's answer for one buyer: `code` as [`RESERVE`] says.
+struct Granted {
+    code: i64,
+    seq: u32,
+    pay_by: Millis,
+}
+
+/// One sale's purchases and releases, grouped: whatever queued while the previous call was in
+/// flight goes to Redis as one script call (one for the purchases, one for the releases), so
+/// a stampede on one sale costs Redis one round trip per group instead of one per buyer. An
+/// idle sale's first purchase goes out at once: nothing waits on a timer. The task runs the
+/// call whatever happens to the buyers' requests; a reservation whose buyer went away before
+/// hearing of it is released (its order was never published).
+async fn run_groups(
+    conn: Connection,
+    reserve: Script,
+    release: Script,
+    keys: std::sync::Weak<SaleKeys>,
+    mut asks: mpsc::UnboundedReceiver<Ask>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut buyers = Vec::with_capacity(MAX_GROUP);
+    let mut releases = Vec::new();
+    while asks.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // The askers hold the keys while they wait; none left means nobody waits for an answer.
+        let Some(keys) = keys.upgrade() else { break };
+        for ask in group.drain(..) {
+            match ask {
+                Ask::Reserve {
+                    user,
+                    now,
+                    order_id,
+                    answer,
+                } => buyers.push((user, now, order_id, answer)),
+                Ask::Release {
+                    user,
+                    seq,
+                    order_id,
+                    answer,
+                } => releases.push((user, seq, order_id, answer)),
+            }
+        }
+        let (granted, released) = futures::future::join(
+            reserve_group(&conn, &reserve, &keys, &buyers),
+            release_group(&conn, &release, &keys, &releases),
+        )
+        .await;
+        answer_releases(&keys, &mut releases, released);
+        match granted {
+            Ok(granted) => {
+                for ((user, _, order_id, answer), granted) in buyers.drain(..).zip(granted) {
+                    let won = granted.code >= 0;
+                    if let Err((user, Ok(granted))) = answer.send((user, Ok(granted))) {
+                        if won {
+                            // Queued for the next group, which this very ask makes non-empty.
+                            let _ = keys.asks.send(Ask::Release {
+                                user,
+                                seq: granted.seq,
+                                order_id,
+                                answer: None,
+                            });
+                        }
+                    }
+                }
+            }
+            // A call that failed before reaching Redis took nothing. One that timed out or lost
+            // its connection may have run: its reservations are then pending in Redis and the
+            // reconciler will publish them, so the buyers are told the outcome is unknown.
+            Err(e) => {
+                let unknown = e.is_timeout() || e.is_connection_dropped();
+                let cause = e.to_string();
+                for (user, _, _, answer) in buyers.drain(..) {
+                    let error = if unknown {
+                        BackendError::outcome_unknown(Role::Gate, cause.clone())
+                    } else {
+                        BackendError::unavailable(Role::Gate, cause.clone())
+                    };
+                    let _ = answer.send((user, Err(error)));
+                }
+            }
+        }
+    }
+}
+
+/// One call deciding `buyers` in order; their answers in the same order.
+async fn reserve_group(
+    conn: &Connection,
+    script: &Script,
+    keys: &SaleKeys,
+    buyers: &[PendingReserve],
+) -> Result<Vec<Granted>, redis::RedisError> {
+    if buyers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .key(&keys.holders)
+        .key(&keys.pending)
+        .key(&keys.seqs)
+        .key(&keys.holds)
+        .key(&keys.deadlines);
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    for (user, now, order_id, _) in buyers {
+        invocation
+            .arg(user.as_str())
+            .arg(*now)
+            .arg(&*order_id.hyphenated().encode_lower(&mut id_buf));
+    }
+    METRICS.observe_redis_call(RedisCall::Reserve, buyers.len());
+    let flat: Vec<i64> = invocation.invoke_async(&mut conn.clone()).await?;
+    if let [-1] = flat.as_slice() {
+        return Ok(buyers
+            .iter()
+            .map(|_| Granted {
+                code: -1,
+                seq: 0,
+                pay_by: 0,
+            })
+            .collect());
+    }
+    if flat.len() != buyers.len() * 3 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::TypeError,
+            "reserve: an answer per buyer expected",
+        )));
+    }
+    Ok(flat
+        .chunks_exact(3)
+        .map(|a| Granted {
+            code: a[0],
+            seq: u32::try_from(a[1]).unwrap_or(0),
+            pay_by: a[2],
+        })
+        .collect())
+}
+
+type PendingRelease = (
+    UserId,
+    u32,
+    uuid::Uuid,
+    Option<oneshot::Sender<Result<(), BackendError>>>,
+);
+
+/// One call giving `releases` back.
+async fn release_group(
+    conn: &Connection,
+    script: &Script,
+    keys: &SaleKeys,
+    releases: &[PendingRelease],
+) -> Result<(), redis::RedisError> {
+    if releases.is_empty() {
+        return Ok(());
+    }
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .key(&keys.holders)
+        .key(&keys.pending)
+        .key(&keys.holds)
+        .key(&keys.deadlines);
+    for (user, seq, order_id, _) in releases {
+        invocation
+            .arg(user.as_str())
+            .arg(pending_member(*order_id, *seq, user))
+            .arg(order_id.hyphenated().to_string());
+    }
+    METRICS.observe_redis_call(RedisCall::Release, releases.len());
+    let _: i64 = invocation.invoke_async(&mut conn.clone()).await?;
+    Ok(())
+}
+
+fn answer_releases(keys: &SaleKeys, releases: &mut Vec<PendingRelease>, result: Result<(), redis::RedisError>) {
+    if releases.is_empty() {
+        return;
+    }
+    match &result {
+        // A unit came back: another buyer may have it at once.
+        Ok(()) => keys.sold_out_until.store(0, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(error = %e, releases = releases.len(), "could not release reservations; the reconciler publishes them")
+        }
+    }
+    for (_, _, _, answer) in releases.drain(..) {
+        if let Some(answer) = answer {
+            let _ = answer.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(BackendError::unavailable(Role::Gate, e.to_string())),
+            });
         }
     }
 }
@@ -366,17 +625,6 @@ fn unavailable(e: redis::RedisError) -> BackendError {
     BackendError::unavailable(Role::Gate, e)
 }
 
-/// A reserve that failed before reaching Redis took nothing. One that timed out or lost its
-/// connection may have run: its reservation is then pending in Redis, and the reconciler will
-/// publish it, so the buyer is told the outcome is unknown rather than "failed".
-fn reserve_failed(e: redis::RedisError) -> BackendError {
-    if e.is_timeout() || e.is_connection_dropped() {
-        BackendError::outcome_unknown(Role::Gate, e)
-    } else {
-        unavailable(e)
-    }
-}
-
 impl RedisGate {
     /// The gate's connection (a cheap clone of a multiplexed one), for what shares its Redis:
     /// the waiting room talks to the same node or cluster.
@@ -436,12 +684,19 @@ impl RedisGate {
         if let Some(keys) = self.sales.get(&id) {
             return Arc::clone(&keys);
         }
-        Arc::clone(
-            &self
-                .sales
-                .entry(id)
-                .or_insert_with(|| Arc::new(SaleKeys::new(&self.prefix, id))),
-        )
+        Arc::clone(&self.sales.entry(id).or_insert_with(|| {
+            let (asks, queued) = mpsc::unbounded_channel();
+            let keys = Arc::new(SaleKeys::new(&self.prefix, id, asks));
+            // Ends once the keys are forgotten (the sale left Redis) and the last asker is gone.
+            tokio::spawn(run_groups(
+                self.conn.clone(),
+                self.reserve.clone(),
+                self.release.clone(),
+                Arc::downgrade(&keys),
+                queued,
+            ));
+            keys
+        }))
     }
 
     fn sales_key(&self) -> String {
@@ -529,35 +784,46 @@ impl RedisGate {
     }
 }
 
-/// Confirmations leave the buy path: they are batched into one pipeline per sale and round
-/// trip. Per sale because a cluster refuses a pipeline whose keys span hash slots; the
-/// pipelines of a batch go out together.
+/// Confirmations leave the buy path: whatever queued goes out as one `ZREM` of many members
+/// per sale and set, in one pipeline and round trip per sale. Per sale because a cluster
+/// refuses a pipeline whose keys span hash slots; the pipelines of a batch go out together.
 async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>) {
     let mut batch = Vec::with_capacity(1024);
+    // Per sale in the batch: its keys, the pending members and the settled ids to clear.
+    let mut sales: Vec<(Arc<SaleKeys>, Vec<String>, Vec<String>)> = Vec::new();
     while rx.recv_many(&mut batch, 1024).await > 0 {
-        let mut pipes: Vec<(Arc<SaleKeys>, redis::Pipeline)> = Vec::new();
         for confirmed in batch.drain(..) {
-            let (keys, cleared) = match confirmed {
-                Confirmed::Reservation(keys, r) => {
-                    (keys, Cleared::Pending(pending_member(r.order_id, r.seq, &r.user_id)))
-                }
-                Confirmed::Transition(keys, order_id) => (keys, Cleared::Settled(order_id)),
+            let keys = match &confirmed {
+                Confirmed::Reservation(keys, _) | Confirmed::Transition(keys, _) => keys,
             };
             // A batch holds few sales: a linear search beats a map.
-            let at = match pipes.iter().position(|(k, _)| Arc::ptr_eq(k, &keys)) {
+            let at = match sales.iter().position(|(k, _, _)| Arc::ptr_eq(k, keys)) {
                 Some(at) => at,
                 None => {
-                    pipes.push((Arc::clone(&keys), redis::pipe()));
-                    pipes.len() - 1
+                    sales.push((Arc::clone(keys), Vec::new(), Vec::new()));
+                    sales.len() - 1
                 }
             };
-            match cleared {
-                Cleared::Pending(member) => pipes[at].1.zrem(&keys.pending, member),
-                Cleared::Settled(order_id) => pipes[at].1.zrem(&keys.settled, order_id.hyphenated().to_string()),
+            match confirmed {
+                Confirmed::Reservation(_, r) => sales[at].1.push(pending_member(r.order_id, r.seq, &r.user_id)),
+                Confirmed::Transition(_, order_id) => sales[at].2.push(order_id.hyphenated().to_string()),
             }
-            .ignore();
         }
-        let sent = pipes.iter().map(|(_, pipe)| {
+        let pipes: Vec<redis::Pipeline> = sales
+            .drain(..)
+            .map(|(keys, pending, settled)| {
+                METRICS.observe_redis_call(RedisCall::Confirm, pending.len() + settled.len());
+                let mut pipe = redis::pipe();
+                if !pending.is_empty() {
+                    pipe.zrem(&keys.pending, pending).ignore();
+                }
+                if !settled.is_empty() {
+                    pipe.zrem(&keys.settled, settled).ignore();
+                }
+                pipe
+            })
+            .collect();
+        let sent = pipes.iter().map(|pipe| {
             let mut conn = conn.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
         });
@@ -568,12 +834,6 @@ async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>)
             }
         }
     }
-}
-
-/// What a confirmation clears: a pending reservation's member, or a settled hold's order id.
-enum Cleared {
-    Pending(String),
-    Settled(uuid::Uuid),
 }
 
 fn opt(ms: Option<Millis>) -> String {
@@ -618,6 +878,7 @@ impl StockGate for RedisGate {
                 .arg(encode_hold(o))
                 .arg(o.pay_by.unwrap_or_default());
         }
+        METRICS.observe_redis_call(RedisCall::Load, 1);
         let _: i64 = invocation
             .invoke_async(&mut self.conn.clone())
             .await
@@ -640,26 +901,25 @@ impl StockGate for RedisGate {
         }
         // Minted before the script because the pending reservation names it.
         let order_id = new_order_id(sale);
-        let mut id_buf = uuid::Uuid::encode_buffer();
-        let (code, seq, pay_by): (i64, u32, Millis) = self
-            .reserve
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.pending)
-            .key(&keys.seqs)
-            .key(&keys.holds)
-            .key(&keys.deadlines)
-            .arg(user.as_str())
-            .arg(now)
-            .arg(&*order_id.hyphenated().encode_lower(&mut id_buf))
-            .invoke_async(&mut self.conn.clone())
+        let (answer, answered) = oneshot::channel();
+        let asked = keys.asks.send(Ask::Reserve {
+            user: user.clone(),
+            now,
+            order_id,
+            answer,
+        });
+        if asked.is_err() {
+            return Err(BackendError::fault(Role::Gate, "the sale's group task has stopped").into());
+        }
+        let (user, granted) = answered
             .await
-            .map_err(reserve_failed)?;
+            .map_err(|_| BackendError::outcome_unknown(Role::Gate, "the sale's group task dropped a purchase"))?;
+        let Granted { code, seq, pay_by } = granted?;
         match code {
             remaining if remaining >= 0 => Ok(Reservation {
                 order_id,
                 sale_id: sale,
-                user_id: user.clone(),
+                user_id: user,
                 seq,
                 remaining: remaining as u64,
                 reserved_at: now,
@@ -681,21 +941,18 @@ impl StockGate for RedisGate {
 
     async fn release(&self, r: &Reservation) -> Result<(), BackendError> {
         let keys = self.keys(r.sale_id);
-        let _: i64 = self
-            .release
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.pending)
-            .key(&keys.holds)
-            .key(&keys.deadlines)
-            .arg(r.user_id.as_str())
-            .arg(pending_member(r.order_id, r.seq, &r.user_id))
-            .arg(r.order_id.hyphenated().to_string())
-            .invoke_async(&mut self.conn.clone())
+        let (answer, answered) = oneshot::channel();
+        keys.asks
+            .send(Ask::Release {
+                user: r.user_id.clone(),
+                seq: r.seq,
+                order_id: r.order_id,
+                answer: Some(answer),
+            })
+            .map_err(|_| BackendError::fault(Role::Gate, "the sale's group task has stopped"))?;
+        answered
             .await
-            .map_err(unavailable)?;
-        keys.sold_out_until.store(0, Ordering::Relaxed);
-        Ok(())
+            .map_err(|_| BackendError::unavailable(Role::Gate, "the sale's group task dropped a release"))?
     }
 
     async fn settle(
@@ -719,6 +976,7 @@ impl StockGate for RedisGate {
             Transition::Expire => invocation.arg("expire").arg(now).arg("").arg(""),
             Transition::Cancel { by } => invocation.arg("cancel").arg(now).arg(by.as_str()).arg(""),
         };
+        METRICS.observe_redis_call(RedisCall::Settle, 1);
         let answer: Vec<String> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
@@ -771,6 +1029,7 @@ impl StockGate for RedisGate {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
+        METRICS.observe_redis_call(RedisCall::ExpireDue, flat.len() / 2);
         if !flat.is_empty() {
             keys.sold_out_until.store(0, Ordering::Relaxed);
         }

@@ -13,8 +13,9 @@ use crate::backend::{BackendError, Cause, Role};
 use crate::domain::{now_millis, GateState, Holding, Order, OrderState, Payment, Sale, SaleId, SaleSpec, UserId};
 use crate::payment::LatePayment;
 
-/// Rows per `INSERT` statement (9 placeholders each, far below MySQL's 65,535).
-const ROWS_PER_INSERT: usize = 2_000;
+/// Rows per `INSERT` statement: 9 placeholders each, 63,000 in all, just below the 65,535 a
+/// prepared statement takes. Fewer, larger statements cost MySQL fewer parses and round trips.
+const ROWS_PER_INSERT: usize = 7_000;
 
 /// The states whose orders hold a unit, as SQL.
 const HELD: &str = "('confirmed', 'awaiting_payment', 'paid')";

@@ -827,3 +827,88 @@ async fn a_dropped_mysql_table_is_named_by_readyz_and_at_start() {
     let stderr = String::from_utf8_lossy(&started.stderr);
     assert!(stderr.contains("table orders is missing"), "{stderr}");
 }
+
+/// Purchases of one sale on one instance go to Redis in groups (one script call for all that
+/// queued while the previous call was in flight), and a group decides each buyer as if alone:
+/// 400 buyers each asking twice at once on 300 units with a limit of 1, and 300 buyers each
+/// asking three times at once on 500 units with a limit of 2, both sales at once on one
+/// instance. Exactly the stock is sold, nobody gets more than the limit or a `seq` twice, every
+/// answered order is stored once and nothing else is, and `/metrics` shows more than one
+/// purchase per script call (one per call, as without grouping, fails the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_reservations_sell_exactly_the_stock_within_the_limit_and_lose_nothing() {
+    let services = Services::start().await;
+    let app = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let (one, two) = (app.live_sale(300, 1).await, app.live_sale(500, 2).await);
+    let calls = r#"seckill_redis_calls_total{script="reserve"}"#;
+    let sent = r#"seckill_redis_call_items_total{script="reserve"}"#;
+    let (calls_before, sent_before) = (
+        app.metric(calls).await.expect("reserve calls exported"),
+        app.metric(sent).await.expect("reserve items exported"),
+    );
+
+    // The two sales' buyers interleaved, each buyer's requests fired together.
+    let asks: Vec<(i64, u32, String)> = (0..400)
+        .flat_map(|i| [(one, 1, format!("one-{i}")), (one, 1, format!("one-{i}"))])
+        .chain((0..300).flat_map(|i| std::iter::repeat_n((two, 2, format!("two-{i}")), 3)))
+        .collect();
+    let answers = join_all(asks.into_iter().map(|(sale, limit, user)| {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let (status, body) = app.buy(sale, &user).await;
+            (sale, limit, user, status, body)
+        })
+    }))
+    .await;
+
+    let mut won: std::collections::HashMap<(i64, String), Vec<u64>> = std::collections::HashMap::new();
+    let mut order_ids = std::collections::HashMap::<i64, std::collections::HashSet<String>>::new();
+    for answer in answers {
+        let (sale, limit, user, status, body) = answer.expect("buyer task");
+        match status {
+            201 => {
+                let seq = body["seq"].as_u64().expect("seq");
+                assert!((1..=u64::from(limit)).contains(&seq), "{user}: {body}");
+                let seqs = won.entry((sale, user.clone())).or_default();
+                assert!(!seqs.contains(&seq), "{user} got seq {seq} twice");
+                seqs.push(seq);
+                assert!(seqs.len() <= limit as usize, "{user} over the limit of {limit}");
+                let id = body["order_id"].as_str().expect("order id").to_owned();
+                assert!(
+                    order_ids.entry(sale).or_default().insert(id),
+                    "an order id twice: {body}"
+                );
+            }
+            409 => assert_error(status, &body, 409, "already_purchased"),
+            410 => assert_error(status, &body, 410, "sold_out"),
+            _ => panic!("{user} on sale {sale}: {status} {body}"),
+        }
+    }
+    for (sale, stock) in [(one, 300), (two, 500)] {
+        let sold = order_ids.get(&sale).map_or(0, |ids| ids.len());
+        assert_eq!(sold, stock, "sale {sale} sold {sold} of {stock}");
+        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
+        let audit = wait_settled(&app, sale).await;
+        assert_eq!(audit["stored"].as_u64(), Some(stock as u64), "{audit}");
+        assert_eq!(audit["consistent"], true, "{audit}");
+        assert_eq!(
+            (
+                audit["duplicates"].as_u64(),
+                audit["conflicts"].as_u64(),
+                audit["over_limit"].as_u64()
+            ),
+            (Some(0), Some(0), Some(0)),
+            "{audit}"
+        );
+        // Nothing lost and nothing extra: MySQL holds exactly the orders answered 201.
+        assert_eq!(services.stored_order_ids(sale, "orders").await, order_ids[&sale]);
+    }
+
+    let calls = app.metric(calls).await.expect("reserve calls") - calls_before;
+    let sent = app.metric(sent).await.expect("reserve items") - sent_before;
+    assert!(calls >= 1.0 && sent >= 800.0, "{sent} purchases in {calls} calls");
+    assert!(
+        sent / calls > 1.0,
+        "{sent} purchases went to Redis in {calls} script calls: not grouped"
+    );
+}
