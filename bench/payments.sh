@@ -104,10 +104,10 @@ instructions() {
   URL=$(awk '/listening on/ {print $4}' "$WORK/$name.out")
   create_sale 10000000 "$2"
   wrk -t1 -c20 -d3s -s bench/buyers.lua "$URL/api/sales/$SALE/purchase" -- "w$name" >/dev/null
-  callgrind_control -i on "${PIDS[-1]}" >/dev/null
+  callgrind_control -i on "${PIDS[-1]}" >/dev/null 2>&1
   requests=$(wrk -t1 -c20 -d20s -s bench/buyers.lua "$URL/api/sales/$SALE/purchase" -- "m$name" |
     awk '/requests in/ {print $1}')
-  callgrind_control -i off "${PIDS[-1]}" >/dev/null
+  callgrind_control -i off "${PIDS[-1]}" >/dev/null 2>&1
   stop_all
   total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   IPP=$(python3 -c "print(round($total / $requests))")
