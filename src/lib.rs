@@ -26,7 +26,9 @@
 //!   before the ack).
 //!
 //! The [`waiting_room`] admits a sale's queue at its rate from counters alone (embedded: in
-//! memory, lost on restart; distributed: in Redis, shared by the instances).
+//! memory, lost on restart; distributed: in Redis, shared by the instances). Each ticket answer
+//! tells its place and when the front reached it, so a client can check order and rate; a sale
+//! that ended or sold out for good has its queue let go a ticket time to live later.
 //!
 //! Beside the buy path, a won unit on a sale with a payment window is a hold ([`payment`]): paid
 //! through a signed webhook, cancelled, or expired back on sale, exactly one of the three.

@@ -87,9 +87,15 @@ pub async fn admin_stats<G: StockGate, S: OrderStore>(
         .map(|(slot, _)| slot)
         .collect();
     let summary = METRICS.summary(&purchase_slots);
+    let queues: Vec<_> = queue_stats(&app)
+        .await
+        .into_iter()
+        .map(|(sale, q)| json!({ "sale": sale, "waiting": q.waiting, "admitted": q.admitted, "expired": q.expired }))
+        .collect();
     Ok(Json(json!({
         "server_time": format_millis(now_millis()),
         "sales": sales,
+        "queues": queues,
         "purchases": summary.purchases,
         "requests": summary.requests,
         "purchase_latency": summary.purchase_latency,

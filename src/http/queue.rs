@@ -59,6 +59,8 @@ pub async fn poll<G: StockGate, S: OrderStore>(
             eta_secs: None,
             poll_after_ms: 0,
             admission_token: None,
+            place: None,
+            admitted_at_ms: None,
         })
         .into_response());
     }
@@ -123,6 +125,8 @@ fn view<G, S>(
         eta_secs: eta_ms.map(|ms| ms.div_ceil(1000)),
         poll_after_ms: jittered(poll_after_ms),
         admission_token,
+        place: place.place,
+        admitted_at_ms: place.admitted_at,
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`TaskTracker`] and told to stop by one [`CancellationToken`]: on shutdown the server drains
 //! first, the store flushes, then the token is cancelled and the tracker waited on.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::BackendError;
 use crate::config::{Backend, ServeConfig};
+use crate::domain::{Millis, SaleId};
 use crate::engine::Engine;
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::extract::AdminToken;
@@ -216,9 +218,14 @@ async fn prune_rate_limits(limits: Arc<RateLimits>, stop: CancellationToken) {
 }
 
 /// Expires abandoned tickets every second, so their slots go to the next tickets even when
-/// nobody polls them again. Ended sales are skipped: their queues admit nobody any more.
+/// nobody polls them again. A sale that can admit nobody any more (ended, or sold out with
+/// nothing awaiting payment) is not swept: its queue is retired, so past sales' queues do not
+/// live forever.
 async fn sweep_waiting_rooms<G: StockGate, S: OrderStore>(state: Arc<AppState<G, S>>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    // Per sale: since when this instance has seen it sold out; and the queues already retired.
+    let mut sold_out_since: HashMap<SaleId, Millis> = HashMap::new();
+    let mut retired: HashSet<SaleId> = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -229,12 +236,36 @@ async fn sweep_waiting_rooms<G: StockGate, S: OrderStore>(state: Arc<AppState<G,
             .engine
             .cached()
             .values()
-            .filter(|sale| sale.spec.waiting_room.is_some() && sale.spec.ends_at.is_none_or(|end| now < end))
+            .filter(|sale| sale.spec.waiting_room.is_some() && !retired.contains(&sale.id))
             .cloned()
             .collect();
         for sale in rooms {
-            if let Err(e) = state.waiting_room.sweep(&sale, now).await {
-                tracing::warn!(sale = %sale.id, error = %e.chain(), "waiting room sweep failed");
+            let done_at = match sale.spec.ends_at {
+                Some(end) if now >= end => Some(end),
+                _ => match state.engine.sale(sale.id).await {
+                    // Sold out for good: no hold can give a unit back.
+                    Ok(view) if view.remaining == 0 && view.awaiting_payment == 0 => {
+                        Some(*sold_out_since.entry(sale.id).or_insert(now))
+                    }
+                    _ => {
+                        sold_out_since.remove(&sale.id);
+                        None
+                    }
+                },
+            };
+            let Some(done_at) = done_at else {
+                if let Err(e) = state.waiting_room.sweep(&sale, now).await {
+                    tracing::warn!(sale = %sale.id, error = %e.chain(), "waiting room sweep failed");
+                }
+                continue;
+            };
+            match state.waiting_room.retire(&sale, done_at, now).await {
+                Ok(true) => {
+                    retired.insert(sale.id);
+                    sold_out_since.remove(&sale.id);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(sale = %sale.id, error = %e.chain(), "retiring a waiting room failed"),
             }
         }
     }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 
-use super::{before_start, front, new_ticket, opens_at, standing, Place, QueueStats, ShuffleKey, Standing};
+use super::{
+    before_start, front, new_ticket, opens_at, reached_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing,
+};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::BackendError;
 use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId};
@@ -34,6 +36,8 @@ struct Ticket {
     last_seen: AtomicI64,
     /// Told it was admitted: its slot was used, whatever it does next.
     admitted: AtomicBool,
+    /// When the front reached it, set with `admitted`.
+    admitted_at: AtomicI64,
     expired: AtomicBool,
 }
 
@@ -109,13 +113,19 @@ impl MemoryWaitingRoom {
         true
     }
 
-    fn place_of(&self, sale: &Sale, room: &Room, ticket: &Ticket, now: Millis) -> Standing {
+    fn place_of(&self, sale: &Sale, room: &Room, ticket: &Ticket, now: Millis) -> Place {
+        let answer = |standing, place| Place {
+            ticket: ticket.id.clone(),
+            standing,
+            place,
+            admitted_at: None,
+        };
         let Some(spec) = sale.spec.waiting_room else {
-            return Standing::Admitted;
+            return answer(Standing::Admitted, None);
         };
         let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
         if Self::expire_if_stale(room, ticket, ttl_ms, now) {
-            return Standing::Expired;
+            return answer(Standing::Expired, None);
         }
         ticket.last_seen.store(now, Relaxed);
         let opens = opens_at(sale);
@@ -124,14 +134,27 @@ impl MemoryWaitingRoom {
         }
         let place = ticket.place.load(Relaxed);
         if place == 0 {
-            return before_start(&spec, ticket.arrival, opens, now);
+            return answer(before_start(&spec, ticket.arrival, opens, now), None);
         }
-        let front = front(&spec, opens, now).saturating_add(room.expired_waiting.load(Relaxed));
+        let expired = room.expired_waiting.load(Relaxed);
+        let front = front(&spec, opens, now).saturating_add(expired);
         let standing = standing(&spec, place, front, opens, now);
-        if standing == Standing::Admitted && !ticket.admitted.swap(true, Relaxed) {
+        if standing != Standing::Admitted {
+            return answer(standing, Some(place));
+        }
+        // The first admission's time stays: whichever poll sets it first, every answer agrees.
+        let at = reached_at(&spec, place, expired, opens);
+        let at = match ticket.admitted_at.compare_exchange(0, at, Relaxed, Relaxed) {
+            Ok(_) => at,
+            Err(first) => first,
+        };
+        if !ticket.admitted.swap(true, Relaxed) {
             room.admitted.fetch_add(1, Relaxed);
         }
-        standing
+        Place {
+            admitted_at: Some(at),
+            ..answer(standing, Some(place))
+        }
     }
 
     fn new_ticket(&self, sale: &Sale, room: &Room, user: &UserId, now: Millis) -> Arc<Ticket> {
@@ -142,6 +165,7 @@ impl MemoryWaitingRoom {
             place: AtomicU64::new(0),
             last_seen: AtomicI64::new(now),
             admitted: AtomicBool::new(false),
+            admitted_at: AtomicI64::new(0),
             expired: AtomicBool::new(false),
         });
         let mode = sale.spec.waiting_room.map_or(QueueMode::Fifo, |w| w.mode);
@@ -192,10 +216,7 @@ impl WaitingRoom for MemoryWaitingRoom {
                 }
                 Arc::clone(&held)
             };
-            Ok(Place {
-                ticket: ticket.id.clone(),
-                standing: self.place_of(sale, &room, &ticket, now),
-            })
+            Ok(self.place_of(sale, &room, &ticket, now))
         })
     }
 
@@ -216,10 +237,7 @@ impl WaitingRoom for MemoryWaitingRoom {
             let ticket = found
                 .filter(|t| &t.user == user)
                 .ok_or(WaitingRoomError::TicketNotFound)?;
-            Ok(Place {
-                ticket: ticket.id.clone(),
-                standing: self.place_of(sale, &room, &ticket, now),
-            })
+            Ok(self.place_of(sale, &room, &ticket, now))
         })
     }
 
@@ -251,6 +269,14 @@ impl WaitingRoom for MemoryWaitingRoom {
             }
         });
         Box::pin(async move { Ok(stats) })
+    }
+
+    fn retire<'a>(&'a self, sale: &'a Sale, done_at: Millis, now: Millis) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let due = now >= retire_at(sale, done_at);
+        if due {
+            self.rooms.remove(&sale.id);
+        }
+        Box::pin(async move { Ok(due) })
     }
 }
 
@@ -327,6 +353,19 @@ mod tests {
             .sum();
         let rho = 1.0 - 6.0 * d2 / (n * (n * n - 1.0));
         assert!(rho.abs() < 0.3, "Spearman rho {rho}");
+    }
+
+    /// A finished sale's queue stays for a ticket time to live (tickets polled then still get an
+    /// answer), then its memory is dropped.
+    #[tokio::test]
+    async fn a_finished_sales_queue_is_dropped_a_time_to_live_later() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::Fifo, 1, 0));
+        join(&room, &sale, 1, 0).await;
+        assert!(!room.retire(&sale, 5_000, 14_999).await.expect("retire"));
+        assert!(room.stats(sale.id).await.expect("stats").is_some());
+        assert!(room.retire(&sale, 5_000, 15_000).await.expect("retire"));
+        assert!(room.stats(sale.id).await.expect("stats").is_none());
+        assert!(room.rooms.is_empty());
     }
 
     #[tokio::test]

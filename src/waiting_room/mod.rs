@@ -54,6 +54,10 @@ pub enum Standing {
 pub struct Place {
     pub ticket: String,
     pub standing: Standing,
+    /// Its place in the queue (1 is first); `None` until it has one.
+    pub place: Option<u64>,
+    /// Once admitted: when the front reached it ([`reached_at`]), fixed at its first admission.
+    pub admitted_at: Option<Millis>,
 }
 
 /// What `/metrics` shows of one sale's room.
@@ -102,6 +106,21 @@ pub trait WaitingRoom: Send + Sync + 'static {
 
     /// The sale's counters, for `/metrics`; `None` when nobody ever joined.
     fn stats(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<QueueStats>, BackendError>>;
+
+    /// Lets the queue of a sale that can admit nobody any more (it ended, or sold out for good,
+    /// at `done_at`) go once every ticket's time to live has passed since, so the state of past
+    /// sales does not pile up. Embedded: drops it then (`true` once dropped); distributed: sets
+    /// the queue's keys to expire then (`true` once set). Call again until it answers `true`.
+    fn retire<'a>(&'a self, sale: &'a Sale, done_at: Millis, now: Millis) -> BoxFuture<'a, Result<bool, BackendError>>;
+}
+
+/// When a finished sale's queue may go: a ticket time to live after `done_at`.
+pub fn retire_at(sale: &Sale, done_at: Millis) -> Millis {
+    let ttl_ms = sale
+        .spec
+        .waiting_room
+        .map_or(0, |w| Millis::from(w.ticket_ttl_secs) * 1000);
+    done_at.saturating_add(ttl_ms)
 }
 
 /// When admission begins: the sale's start, or its creation for a sale open from creation.
@@ -122,6 +141,18 @@ pub fn front(room: &WaitingRoomSpec, opens_at: Millis, now: Millis) -> u64 {
     }
     let elapsed = u64::try_from(now - opens_at).unwrap_or(0);
     (u64::from(room.admit_per_sec).saturating_mul(elapsed) / 1000).saturating_add(burst(room))
+}
+
+/// When the front reached `place`, with `expired` slots handed on: the admission time the rate
+/// gives the ticket, which a poll may only tell later. Computed from the place, not from the
+/// poll that admits, so a client can check the rate against it, and check that nobody was told
+/// before this time (when [`standing`] admits, this is never after `now`).
+pub fn reached_at(room: &WaitingRoomSpec, place: u64, expired: u64, opens_at: Millis) -> Millis {
+    let by_rate = place.saturating_sub(burst(room)).saturating_sub(expired);
+    let after_ms = by_rate
+        .saturating_mul(1000)
+        .div_ceil(u64::from(room.admit_per_sec.max(1)));
+    opens_at.saturating_add(Millis::try_from(after_ms).unwrap_or(Millis::MAX))
 }
 
 /// Where the ticket at `place` stands, with `front` already including the expired slots.
@@ -203,6 +234,30 @@ mod tests {
         assert_eq!(front(&r, 1_000, 2_000), 20);
         assert_eq!(front(&room(1), 0, 500), 1);
         assert_eq!(standing(&r, 10, 10, 0, 5), Standing::Admitted);
+        // Place 20 is reached when the front is 20: one second after the start.
+        assert_eq!(reached_at(&r, 20, 0, 1_000), 2_000);
+        assert_eq!(reached_at(&r, 21, 0, 1_000), 2_100);
+        assert_eq!(reached_at(&r, 21, 1, 1_000), 2_000);
+        assert_eq!(reached_at(&r, 5, 0, 1_000), 1_000, "in the burst");
+        // Whenever a place is admitted, it was reached no later than then.
+        for rate in [1, 3, 7, 10, 333, 1000] {
+            let r = room(rate);
+            for now in (1_000..4_000).step_by(7) {
+                let front = front(&r, 1_000, now) + 2;
+                for place in front.saturating_sub(3)..=front {
+                    assert_eq!(standing(&r, place, front, 1_000, now), Standing::Admitted);
+                    assert!(
+                        reached_at(&r, place, 2, 1_000) <= now,
+                        "rate {rate} place {place} at {now}"
+                    );
+                }
+                assert!(
+                    reached_at(&r, front + 1, 2, 1_000) > now,
+                    "rate {rate} place {} at {now}",
+                    front + 1
+                );
+            }
+        }
         assert_eq!(
             standing(&r, 15, 10, 0, 5),
             Standing::Waiting {

@@ -11,12 +11,13 @@
 //! - `<p>:{s<id>}:q:pre`     sorted set: tickets taken before the start, scored by their rank
 //!   (`random_at_start`: the HMAC rank; `fifo`: arrival), frozen at the start
 //! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
+//! - `<p>:{s<id>}:q:at`      hash: admitted ticket → when the front reached it (unix ms)
 
 use crate::gate::redis::Connection;
 use futures::future::BoxFuture;
 use redis::Script;
 
-use super::{before_start, burst, opens_at, standing, Place, QueueStats, ShuffleKey, Standing};
+use super::{before_start, burst, opens_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
 use crate::domain::{Millis, Sale, SaleId, UserId};
@@ -55,7 +56,8 @@ end
 
 /// ARGV[1] `join` or `poll`; [7] user; [8] new ticket id; [9] its rank; [10] mode; [11] ticket.
 /// Answers `{ticket, kind, a, b}`: kind 0 waiting (a place, b front), 1 not placed yet (a
-/// arrival), 2 admitted, 3 expired, 4 no such ticket for this buyer.
+/// arrival), 2 admitted (a place, b when the front reached it), 3 expired, 4 no such ticket for
+/// this buyer.
 const QUEUE: &str = r#"
 local function new_ticket(id, user)
   local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', 1)
@@ -99,14 +101,23 @@ local place = d[1]
 if place == 0 then place = redis.call('ZRANK', KEYS[4], id) + 1 end
 local front = 0
 if now >= opens then front = math.floor(rate * (now - opens) / 1000) + burst end
-front = front + tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
+local expired = tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
+front = front + expired
 if place <= front then
+  local at
   if d[3] == '0' then
     d[3] = '1'
     redis.call('HSET', KEYS[3], id, encode(d))
     redis.call('HINCRBY', KEYS[1], 'admitted', 1)
+    -- When the front reached the place (`waiting_room::reached_at`), kept for every later poll.
+    at = opens
+    local by_rate = place - burst - expired
+    if by_rate > 0 then at = opens + math.ceil(by_rate * 1000 / rate) end
+    redis.call('HSET', KEYS[6], id, at)
+  else
+    at = tonumber(redis.call('HGET', KEYS[6], id) or now)
   end
-  return {id, 2, place, front}
+  return {id, 2, place, at}
 end
 return {id, 0, place, front}
 "#;
@@ -150,9 +161,9 @@ impl RedisWaitingRoom {
         }
     }
 
-    fn keys(&self, sale: SaleId) -> [String; 5] {
+    fn keys(&self, sale: SaleId) -> [String; 6] {
         let base = format!("{}:{{s{sale}}}:q", self.prefix);
-        ["meta", "users", "tickets", "pre", "seen"].map(|k| format!("{base}:{k}"))
+        ["meta", "users", "tickets", "pre", "seen", "at"].map(|k| format!("{base}:{k}"))
     }
 
     /// The arguments both scripts start with (ARGV[1..=6]).
@@ -205,14 +216,19 @@ impl RedisWaitingRoom {
             .map_err(unavailable)?;
         let (a, b) = (u64::try_from(a).unwrap_or(0), u64::try_from(b).unwrap_or(0));
         let opens = opens_at(sale);
-        let standing = match kind {
-            0 => standing(&room, a, b, opens, now),
-            1 => before_start(&room, a, opens, now),
-            2 => Standing::Admitted,
-            3 => Standing::Expired,
+        let (standing, place, admitted_at) = match kind {
+            0 => (standing(&room, a, b, opens, now), Some(a), None),
+            1 => (before_start(&room, a, opens, now), None, None),
+            2 => (Standing::Admitted, Some(a), Millis::try_from(b).ok()),
+            3 => (Standing::Expired, None, None),
             _ => return Err(WaitingRoomError::TicketNotFound),
         };
-        Ok(Place { ticket, standing })
+        Ok(Place {
+            ticket,
+            standing,
+            place,
+            admitted_at,
+        })
     }
 }
 
@@ -275,6 +291,27 @@ impl WaitingRoom for RedisWaitingRoom {
                     expired,
                 }
             }))
+        })
+    }
+
+    fn retire<'a>(
+        &'a self,
+        sale: &'a Sale,
+        done_at: Millis,
+        _now: Millis,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            // An absolute time: setting it again does not postpone it, and every instance sets
+            // the same one for an ended sale (a sold-out one's is when this instance saw it).
+            let at = retire_at(sale, done_at);
+            let mut pipe = redis::pipe();
+            for key in self.keys(sale.id) {
+                pipe.cmd("PEXPIREAT").arg(key).arg(at).ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(true)
         })
     }
 }

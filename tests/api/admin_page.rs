@@ -227,3 +227,92 @@ async fn admin_page_shows_validation_errors() {
     assert!(browser.displayed("#create-sale").await, "still signed in");
     browser.close().await;
 }
+
+/// The followed sale's waiting room: its queue's length, admissions, the room's rate and its
+/// expired tickets, the numbers the server counts; a sale without a room shows no such tile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_shows_the_followed_sales_waiting_room() {
+    let app = TestServer::spawn().await;
+    let room_sale = |rate: u32, starts_in: Option<i64>| {
+        let mut sale = json!({ "name": "queued", "stock": 10,
+                "waiting_room": { "admit_per_sec": rate, "mode": "fifo", "ticket_ttl_secs": 30 } });
+        if let Some(seconds) = starts_in {
+            sale["starts_at"] = json!(crate::helpers::rfc3339_in(seconds));
+        }
+        sale
+    };
+    let join = |sale: i64, user: String| {
+        let app = &app;
+        async move {
+            let path = format!("/api/sales/{sale}/queue");
+            let (status, _, body) = crate::requests::post(app, &path, &[("x-user-id", &user)]).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    // Starts in an hour: its four joiners wait.
+    let (status, later) = app.create_sale(room_sale(7, Some(3600))).await;
+    assert_eq!(status, 201, "{later}");
+    let later = later["id"].as_i64().expect("id");
+    for i in 0..4 {
+        assert_eq!(join(later, format!("w{i}")).await["state"], "waiting");
+    }
+    // Open at once, well within its burst: its three joiners are admitted on joining.
+    let (status, open) = app.create_sale(room_sale(100, None)).await;
+    assert_eq!(status, 201, "{open}");
+    let open = open["id"].as_i64().expect("id");
+    for i in 0..3 {
+        assert_eq!(join(open, format!("a{i}")).await["state"], "admitted");
+    }
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app).await;
+    // The newest sale is followed.
+    browser
+        .wait_for("the open sale's room", async |b| {
+            b.displayed("#queue-tile").await
+                && b.text("#queue-waiting").await == "0"
+                && b.text("#queue-admitted").await == "3"
+                && b.text("#queue-room-rate").await == "100"
+                && b.text("#queue-expired").await == "0"
+        })
+        .await;
+    browser
+        .js(&format!(
+            "const s = document.getElementById('follow'); s.value = '{later}';
+             s.dispatchEvent(new Event('change'));"
+        ))
+        .await;
+    browser
+        .wait_for("the later sale's room", async |b| {
+            b.text("#queue-waiting").await == "4"
+                && b.text("#queue-admitted").await == "0"
+                && b.text("#queue-room-rate").await == "7"
+        })
+        .await;
+    // The same counters in the stats the page reads.
+    let (_, stats) = stats_with(&app, ADMIN_TOKEN).await;
+    let queue = stats["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["sale"] == later))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (queue["waiting"].as_u64(), queue["admitted"].as_u64()),
+        (Some(4), Some(0)),
+        "{stats}"
+    );
+
+    // A sale without a room: no waiting-room tile.
+    let plain = app.live_sale(5, 1).await;
+    browser
+        .js(&format!(
+            "const s = document.getElementById('follow'); s.value = '{plain}';
+             s.dispatchEvent(new Event('change'));"
+        ))
+        .await;
+    browser
+        .wait_for("no room tile", async |b| !b.displayed("#queue-tile").await)
+        .await;
+    browser.close().await;
+}

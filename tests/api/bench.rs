@@ -202,3 +202,76 @@ async fn seckill_audit_reports_every_sale_and_fails_on_an_inconsistent_one() {
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("INCONSISTENT"), "{stdout}");
 }
+
+/// `seckill bench --waiting-room` against `app`: 1,000 pre-start and 200 post-start joiners at a
+/// high rate; every check printed passes, and the report's figures add up.
+async fn waiting_room_bench_passes(app: &TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = bench()
+        .args(["--url", &app.base, "--waiting-room", "--admit-per-sec", "2000"])
+        .args([
+            "--pre-start",
+            "1000",
+            "--post-start",
+            "200",
+            "--start-delay",
+            "8",
+            "-c",
+            "200",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "PASS only admitted buyers bought",
+        "PASS admissions within the rate",
+        "PASS post-start joiners in arrival order",
+        "PASS pre-start joiners shuffled",
+        "PASS nobody admitted twice",
+        "PASS no admission after sell-out",
+    ] {
+        assert!(stdout.contains(check), "{check}: {stdout}");
+    }
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    // The default stock: every pre-start joiner and half the post-start ones.
+    assert_eq!(
+        (r["stock"].as_u64(), r["bought"].as_u64()),
+        (Some(1100), Some(1100)),
+        "{r}"
+    );
+    assert!(
+        r["sold_out"].as_u64().unwrap() > 0,
+        "it sold out with buyers waiting: {r}"
+    );
+    let sale = r["sale"].as_i64().unwrap();
+    let audit = app.audit(sale).await;
+    assert_eq!(
+        (audit["sold"].as_u64(), audit["consistent"].as_bool()),
+        (Some(1100), Some(true)),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_bench_passes_embedded() {
+    let app = TestServer::spawn().await;
+    waiting_room_bench_passes(&app).await;
+}
+
+#[cfg(feature = "distributed")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_room_bench_passes_distributed() {
+    let services = crate::helpers::Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    waiting_room_bench_passes(&app).await;
+}

@@ -138,6 +138,8 @@ in_both_modes!(
     pre_start_joiners_are_admitted_before_later_ones,
     abandoned_tickets_expire_without_slowing_the_queue,
     a_sold_out_sale_answers_sold_out_to_every_ticket,
+    a_sold_out_sales_queue_is_let_go,
+    tickets_tell_their_place_and_admission_time,
 );
 
 /// Joining twice is one ticket; concurrent joiners each get their own; tickets are admitted no
@@ -288,6 +290,50 @@ pub async fn a_sold_out_sale_answers_sold_out_to_every_ticket(app: &TestServer) 
     assert_error(status, &body, 410, "sold_out");
 }
 
+/// A ticket time to live after the last unit is sold, the sale's queue is let go (embedded: its
+/// memory dropped; distributed: its Redis keys expired), and its counters leave `/metrics`.
+pub async fn a_sold_out_sales_queue_is_let_go(app: &TestServer) {
+    let sale = room_sale(app, 1, 100, "fifo", 5, None).await;
+    let ticket = joined(app, sale, "only").await;
+    let token = admitted(app, sale, &ticket, "only", Duration::from_secs(20)).await;
+    let (status, body) = buy(app, sale, "only", Some(&token)).await;
+    assert_eq!(status, 201, "{body}");
+    let counted = format!("seckill_queue_admitted_total{{sale=\"{sale}\"}}");
+    assert_eq!(app.metric(&counted).await, Some(1.0));
+    // Five seconds of time to live, and a sweep every second: gone well within a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.metric(&counted).await.is_some() {
+        assert!(Instant::now() < deadline, "the sold-out sale's queue is still there");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(poll(app, sale, &ticket, "only").await["state"], "sold_out");
+}
+
+/// Every answer with a place tells it; an admitted ticket tells when the front reached it, the
+/// same on every poll, no later than the poll that admitted it; places are handed out once.
+pub async fn tickets_tell_their_place_and_admission_time(app: &TestServer) {
+    let before = chrono::Utc::now().timestamp_millis();
+    let sale = room_sale(app, 100, 2, "fifo", 30, None).await;
+    let mut places = Vec::new();
+    for i in 0..4 {
+        let user = format!("placed{i}");
+        let ticket = joined(app, sale, &user).await;
+        let first = poll(app, sale, &ticket, &user).await;
+        places.push(first["place"].as_u64().expect("a place"));
+        admitted(app, sale, &ticket, &user, Duration::from_secs(30)).await;
+        let seen = chrono::Utc::now().timestamp_millis();
+        let answer = poll(app, sale, &ticket, &user).await;
+        let at = answer["admitted_at_ms"].as_i64().expect("admitted_at_ms");
+        assert!(before <= at && at <= seen, "{before} <= {at} <= {seen}: {answer}");
+        assert_eq!(
+            poll(app, sale, &ticket, &user).await["admitted_at_ms"],
+            at,
+            "the same on every poll"
+        );
+    }
+    assert_eq!(places, vec![1, 2, 3, 4], "arrival order in fifo");
+}
+
 /// Polls follow the server's pace, so the per-buyer rate limit does not refuse them.
 #[tokio::test]
 async fn polls_are_not_held_to_the_per_buyer_rate_limit() {
@@ -361,6 +407,41 @@ mod distributed {
         let token = admitted(&b, sale, &carol, "carol", Duration::from_secs(30)).await;
         assert!(!token.is_empty());
         assert_eq!(poll(&a, sale, &bob, "bob").await["state"], "admitted");
+    }
+
+    /// Once the sale sells out, every key of its queue is set to expire (a ticket time to live
+    /// later), so finished sales leave nothing behind in Redis.
+    #[tokio::test]
+    async fn a_sold_out_sales_queue_keys_get_an_expiry() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 1, 100, "fifo", 30, None).await;
+        let ticket = joined(&app, sale, "only").await;
+        let token = admitted(&app, sale, &ticket, "only", Duration::from_secs(20)).await;
+        let base = format!("{}:{{s{sale}}}:q", services.redis_prefix);
+        let pttl = |key: &str| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "PTTL", &format!("{base}:{key}")])
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<i64>()
+                .expect("PTTL")
+        };
+        // -1: the key exists with no expiry; -2: it does not exist.
+        assert_eq!(pttl("meta"), -1, "a live sale's queue does not expire");
+        let (status, body) = buy(&app, sale, "only", Some(&token)).await;
+        assert_eq!(status, 201, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pttl("meta") == -1 {
+            assert!(Instant::now() < deadline, "no expiry set on the sold-out sale's queue");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for key in ["meta", "users", "tickets", "seen", "at"] {
+            let ms = pttl(key);
+            assert!(ms > 0 && ms <= 30_000, "{key}: PTTL {ms}");
+        }
     }
 
     /// The queue is in Redis: a restarted instance answers for the tickets taken before.

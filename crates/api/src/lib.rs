@@ -178,6 +178,13 @@ pub struct TicketView {
     /// When admitted: send it as `X-Admission-Token` with the purchase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_token: Option<String>,
+    /// The ticket's place in the queue (1 is first), once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<u64>,
+    /// Once admitted: when the queue's front reached this ticket, in unix milliseconds. What the
+    /// rate allowed, not when the buyer happened to poll; the same on every poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at_ms: Option<i64>,
 }
 
 /// Every sale: `GET /api/sales`.

@@ -74,16 +74,44 @@ pub struct BenchConfig {
     /// `--sale`: the sale's own, which must match if given).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub payment_window: Option<u32>,
-    /// With `--pay-ratio` and no `--sale`: the stock of the sale the bench creates.
-    #[arg(long, default_value_t = 1000)]
-    pub stock: u64,
+    /// The stock of the sale the bench creates: with `--pay-ratio` and no `--sale` (default
+    /// 1000), or with `--waiting-room` (default: every pre-start joiner and half the post-start
+    /// ones, so the sale sells out while some still wait).
+    #[arg(long)]
+    pub stock: Option<u64>,
     /// The engine's webhook secret, to sign payments as its provider does.
     #[arg(long, env = "SECKILL_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub payment_webhook_secret: Option<String>,
-    /// The engine's admin token: creates the sale with `--pay-ratio`, and is sent on the audit
-    /// and on order reads.
+    /// The engine's admin token: creates the sale with `--pay-ratio` or `--waiting-room`, and
+    /// is sent on the audit, on order reads and on the queue's counters.
     #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bench a waiting room instead: create a `random_at_start` sale starting `--start-delay`
+    /// from now, with `--pre-start` buyers joining before the start and `--post-start` after
+    /// it, each polling as told and buying once admitted; then check the queue from the
+    /// server's answers (admission required, rate, order, shuffle, once, not after sell-out).
+    #[arg(long, conflicts_with_all = ["pay_ratio", "sale", "users"])]
+    pub waiting_room: bool,
+    /// With `--waiting-room`: the room's admissions per second.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admit_per_sec: u32,
+    /// With `--waiting-room`: buyers joining before the start (the shuffle is judged over them,
+    /// so at least 1,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(crate::waiting_room::MIN_PRE_START..))]
+    pub pre_start: u64,
+    /// With `--waiting-room`: buyers joining after the start, one after another.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub post_start: u64,
+    /// With `--waiting-room`: milliseconds between two post-start joins.
+    #[arg(long, default_value_t = 10)]
+    pub post_start_interval_ms: u64,
+    /// With `--waiting-room`: seconds from the sale's creation to its start, in which every
+    /// pre-start buyer must join.
+    #[arg(long, default_value_t = 5.0)]
+    pub start_delay: f64,
+    /// With `--waiting-room`: the room's ticket time to live, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(5..=3600))]
+    pub ticket_ttl: u32,
 }
 
 /// A probability: a number from 0 to 1.
@@ -104,6 +132,15 @@ fn positive_rate(raw: &str) -> Result<f64, String> {
 
 /// Runs the bench and prints the summary; `Ok(false)` when an invariant is violated.
 pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
+    if config.waiting_room {
+        let report = crate::waiting_room::execute(&config).await?;
+        println!("{report}");
+        if let Some(path) = &config.report {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(report.passed);
+    }
     let report = execute(&config).await?;
     println!("{report}");
     if let Some(path) = &config.report {
@@ -210,7 +247,7 @@ async fn paying_sale(config: &BenchConfig, target: &Target) -> anyhow::Result<se
         .context("--pay-ratio without --sale needs --payment-window to create the sale")?;
     let request = serde_json::json!({
         "name": format!("seckill bench, pay ratio {}", config.pay_ratio.unwrap_or_default()),
-        "stock": config.stock,
+        "stock": config.stock.unwrap_or(1000),
         "per_user_limit": 1,
         "payment_window_secs": window,
     });
@@ -382,6 +419,19 @@ mod tests {
             assert!(parse(&["--users", "2", "--pay-ratio", ratio]).is_err(), "{ratio}");
         }
         assert!(parse(&["--users", "2", "--pay-ratio", "1", "--payment-window", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_waiting_room_run_judges_at_least_a_thousand_pre_start_joiners() {
+        let config = parse(&["--waiting-room"]).expect("parses");
+        assert_eq!(
+            (config.admit_per_sec, config.pre_start, config.post_start),
+            (1000, 1000, 200)
+        );
+        assert_eq!(crate::waiting_room::default_stock(1000, 200), 1100);
+        assert!(parse(&["--waiting-room", "--pre-start", "999"]).is_err());
+        assert!(parse(&["--waiting-room", "--admit-per-sec", "0"]).is_err());
+        assert!(parse(&["--waiting-room", "--users", "5"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! back, and `check` judges the sale at rest (no order both paid and returned, every unit paid
 //! or on sale again).
 //!
+//! With `--waiting-room`, [`waiting_room`] runs instead: buyers join a sale's queue before and
+//! after its start, poll, buy once admitted, and the queue is judged from the server's answers.
+//!
 //! Then `report` prints the summary (and `--report` writes it as JSON) and `plot` draws every
 //! request's latency. [`audit`] compares gate and store of every sale of a running deployment.
 
@@ -30,6 +33,7 @@ mod merge;
 mod payment;
 mod plot;
 mod report;
+pub mod waiting_room;
 
 pub use audit::AuditConfig;
 pub use bench::BenchConfig;
