@@ -25,6 +25,13 @@ TANSU_PID=""
 CLUSTER_PIDS=()
 cleanup() {
   for p in "${PIDS[@]}" $TANSU_PID "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  # The distributed runs' keys and databases (named after RUN) go too.
+  if [ -n "${RUN:-}" ]; then
+    redis-cli -h 127.0.0.1 --scan --pattern "ratio-*-$RUN:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null || true
+    for db in $(mariadb -h 127.0.0.1 -uroot -N -e "SHOW DATABASES LIKE 'ratio\\_%\\_$RUN'" 2>/dev/null); do
+      mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+    done
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
