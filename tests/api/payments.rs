@@ -628,7 +628,11 @@ async fn distributed_expiries_decided_while_the_broker_is_away_reach_mysql_later
 #[cfg(feature = "distributed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn distributed_holds_of_a_dead_instance_expire_on_another() {
-    let services = Services::start().await;
+    let mut services = Services::start().await;
+    // A kill right after an answer can leave that reservation pending (its confirmation not yet
+    // sent): its hold expires once the reconciler has settled it, so the waits below outlast
+    // --reconcile-after-ms.
+    services.reconcile_after_ms = 2 * services.kafka_timeout_ms;
     let survivor = distributed(&services).await;
     let mut seller = TestServer::spawn_with(with_payments(Options {
         no_consumer: true,
@@ -649,7 +653,7 @@ async fn distributed_holds_of_a_dead_instance_expire_on_another() {
             &id_of(order),
             &format!("orphan-{i}"),
             "expired",
-            Duration::from_secs(20),
+            Duration::from_secs(40),
         )
         .await;
         assert_eq!(expired["state"], "expired", "{expired}");
