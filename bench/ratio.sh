@@ -59,6 +59,31 @@ start_engine() {
 
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PIDS=(); }
 
+# CPU seconds a process has used (user + system), from /proc.
+TICKS=$(getconf CLK_TCK)
+cpu_s() { awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+
+# Redis on 6379: CPU seconds (user + system, main thread and children) and script calls so far.
+redis_cpu_s() { { redis-cli -h 127.0.0.1 info cpu 2>/dev/null || true; } | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s + 0}'; }
+redis_scripts() {
+  { redis-cli -h 127.0.0.1 info commandstats 2>/dev/null || true; } | tr -d '\r' |
+    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|fcall):/ {n += $3} END {print n + 0}'
+}
+
+# selling_run URL: wrk on the purchase route of the engine last started; sets RPS, REQS and
+# ENGINE_US (the engine's CPU microseconds per request), and REDIS_US and SCRIPTS_PER (Redis
+# CPU microseconds and script calls per request) for a gate on 6379.
+selling_run() {
+  local pid=${PIDS[-1]} cpu0 rcpu0 calls0
+  cpu0=$(cpu_s "$pid"); rcpu0=$(redis_cpu_s); calls0=$(redis_scripts)
+  "${WRK[@]}" "$1" >"$WORK/wrk.txt"
+  RPS=$(rps <"$WORK/wrk.txt")
+  REQS=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+  ENGINE_US=$(python3 -c "print(f'{($(cpu_s "$pid") - $cpu0) * 1e6 / $REQS:.1f}')")
+  REDIS_US=$(python3 -c "print(f'{($(redis_cpu_s) - $rcpu0) * 1e6 / $REQS:.1f}')")
+  SCRIPTS_PER=$(python3 -c "print(f'{($(redis_scripts) - $calls0) / $REQS:.3f}')")
+}
+
 echo "== baseline: bare axum, POST /seckill/seckill"
 target/release/examples/bare 127.0.0.1:3099 >/dev/null &
 PIDS+=($!)
@@ -75,10 +100,12 @@ echo "   $SOLDOUT req/s"
 
 echo "== selling path: every request a new buyer, every success fsynced (group commit)"
 start_engine selling 1000000000
-SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
+selling_run "$URL/seckill/seckill"
+SELLING=$RPS
+EMBEDDED_US=$ENGINE_US
 SOLD=$(curl -s -H "authorization: Bearer $SECKILL_ADMIN_TOKEN" "$URL/api/sales/1/audit")
 stop_all
-echo "   $SELLING req/s; audit after: $SOLD"
+echo "   $SELLING req/s, engine CPU $EMBEDDED_US µs per purchase; audit after: $SOLD"
 
 echo "== the classic scenario: 2,000 buyers at once on 1,000 stock, served and persisted"
 start_engine classic 1000
@@ -116,7 +143,8 @@ start_redis_cluster() {
   CLUSTER_URL=$(IFS=,; echo "${urls[*]}")
 }
 
-DIST_SELLING=""; DIST_CLUSTER=""; DRAIN_100K=""; DRAIN_RATIO=""
+DIST_SELLING=""; DIST_CLUSTER=""; DRAIN_100K=""; DRAIN_RATIO=""; DIST_SOLDOUT=""
+DIST_US=""; DIST_REDIS_US=""; DIST_SCRIPTS=""
 if [ -z "${EMBEDDED_ONLY:-}" ]; then
   TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
   PORT=$(free_port)
@@ -135,9 +163,16 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
 
   echo "== distributed selling path: Redis gate, success after the broker's ack, consumer into MariaDB"
   dist selling 1000000000
-  DIST_SELLING=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
+  selling_run "$URL/seckill/seckill"
+  DIST_SELLING=$RPS; DIST_US=$ENGINE_US; DIST_REDIS_US=$REDIS_US; DIST_SCRIPTS=$SCRIPTS_PER
   stop_all
-  echo "   $DIST_SELLING req/s"
+  echo "   $DIST_SELLING req/s; per purchase: engine CPU $DIST_US µs, redis-server CPU $DIST_REDIS_US µs, $DIST_SCRIPTS script calls"
+
+  echo "== distributed sold-out path: demo stock 0"
+  dist soldout 0
+  DIST_SOLDOUT=$("${WRK[@]}" "$URL/seckill/seckill" | rps)
+  stop_all
+  echo "   $DIST_SOLDOUT req/s"
 
   echo "== the same, the gate on a three-master Redis Cluster instead of one Redis"
   start_redis_cluster
@@ -160,13 +195,15 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   SECKILL_LOG=warn target/release/examples/drain --orders "$DRAIN_ORDERS" --brokers "127.0.0.1:$PORT" | tee "$WORK/drain-ratio.txt" | sed 's/^/   /'
   DRAIN_RATIO=$(awk '/^ratio/ {print $2}' "$WORK/drain-ratio.txt")
   kill "$TANSU_PID" 2>/dev/null || true
-  for db in selling cluster drain; do mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS ratio_${db}_$RUN" || true; done
+  for db in selling soldout cluster drain; do mariadb -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS ratio_${db}_$RUN" || true; done
 fi
 
-python3 - "$BARE" "$SOLDOUT" "$SELLING" "$CLASSIC_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" "$DIST_CLUSTER" <<'PY'
+python3 - "$BARE" "$SOLDOUT" "$SELLING" "$CLASSIC_TOTAL" "$DIST_SELLING" "$DRAIN_100K" "$DRAIN_RATIO" "$DIST_CLUSTER" \
+  "$EMBEDDED_US" "$DIST_US" "$DIST_REDIS_US" "$DIST_SCRIPTS" "$DIST_SOLDOUT" <<'PY'
 import sys
 bare, soldout, selling, classic = map(float, sys.argv[1:5])
 dist, drain100k, drain_ratio, cluster = sys.argv[5:9]
+embedded_us, dist_us, redis_us, scripts, dist_soldout = sys.argv[9:14]
 rows = [
     ("bare axum (baseline)", f"{bare:,.0f} req/s", "1.00x", "", None),
     ("sold-out path, embedded", f"{soldout:,.0f} req/s", f"{soldout / bare:.2f}x bare", ">= 0.8x bare", soldout / bare >= 0.8),
@@ -176,6 +213,12 @@ rows = [
 if dist:
     d = float(dist)
     rows.append(("selling path, distributed (ack before success)", f"{d:,.0f} req/s", f"{d / selling:.2f}x embedded", ">= 0.5x embedded", d / selling >= 0.5))
+    e, du = float(embedded_us), float(dist_us)
+    rows.append(("engine CPU per purchase, distributed vs embedded", f"{du:.1f} vs {e:.1f} µs", f"{du / e:.2f}x", "<= 1.5x", du / e <= 1.5))
+    rows.append(("redis-server CPU per purchase (INFO cpu, before/after)", f"{float(redis_us):.1f} µs", "", "<= 5 µs", float(redis_us) <= 5))
+    rows.append(("Redis script calls (round trips) per purchase (INFO commandstats)", f"{float(scripts):.3f}", "", "<= 0.1", float(scripts) <= 0.1))
+    ds = float(dist_soldout)
+    rows.append(("sold-out path, distributed", f"{ds:,.0f} req/s", f"{ds / bare:.2f}x bare", ">= 0.8x bare", ds / bare >= 0.8))
     # One sale (the demo), so one shard takes the load: this is the cluster client's cost.
     c = float(cluster)
     rows.append(("selling path, distributed, gate on a 3-master Redis Cluster", f"{c:,.0f} req/s", f"{c / d:.2f}x one Redis", "", None))
