@@ -16,7 +16,7 @@
 //!    on the sale window, the stock and the per-user limit. Sold out costs one atomic load.
 //! 3. The [`store::OrderStore`] makes the order durable (embedded: SQLite, group commit: one
 //!    fsync per batch of orders). If that fails the unit is released back to the gate.
-//! 4. The handler answers: 201 with the order, or one [`error::ApiError`] as JSON.
+//! 4. The handler answers: 201 with the order, or one [`http::error::ApiError`] as JSON.
 //!
 //! Two sets of backends implement the same traits, chosen once in [`startup`]:
 //! - embedded (default): [`gate::MemoryGate`] + [`store::SqliteStore`], one process;

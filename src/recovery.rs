@@ -114,7 +114,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
     }
 }
 
-/// Runs [`Engine::heal_lost_sales`] every [`EVERY`] until `stop`.
+/// Runs [`Engine::heal_lost_sales`] every `EVERY` until `stop`.
 pub async fn run<G: StockGate, S: OrderStore>(engine: &Engine<G, S>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,6 @@
 //! The distributed stock gate: one Lua script in Redis decides purchases atomically, so any
 //! number of stateless engine instances sell one stock together. An instance sends a sale's
-//! concurrent purchases as one call (see [`run_groups`]); the script decides each in order.
+//! concurrent purchases as one call (see `run_groups`); the script decides each in order.
 //!
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0),

@@ -3,7 +3,7 @@
 //! Handlers only translate: parse the request into domain types (see [`extract`]), call the
 //! [`Engine`], turn the result into JSON. Every error leaves as `{"error":{"code","message"}}`,
 //! converted from the engine's and the backends' errors in [`error`], at this edge only. Every
-//! route is written once, in [`routes`] below: the router, its metrics slot and the API document's
+//! route is written once, in [`routes()`] below: the router, its metrics slot and the API document's
 //! check all come from that table.
 
 use std::sync::{Arc, OnceLock};

@@ -1,4 +1,4 @@
-//! The route table: each route is written once, in [`super::routes`]. Its path is the router's
+//! The route table: each route is written once, in [`super::routes()`]. Its path is the router's
 //! path, the `route` label of the metrics, the name in a fault's log line, and the key the
 //! OpenAPI document is checked against; its methods are what the document must describe.
 

@@ -1,7 +1,7 @@
 //! `seckill bench`: the classic scenario built in (2,000 buyers at 1,000 stock by default, as
 //! miaosha-go's JMeter plan fires it). Fires purchases at a running engine, prints throughput
 //! and latency, then checks the invariants through the API: [`execute`] is fire → merge → check.
-//! With `--pay-ratio` the bench also plays the payment provider (see [`crate::payment`]).
+//! With `--pay-ratio` the bench also plays the payment provider (see `payment.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
