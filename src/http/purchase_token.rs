@@ -29,13 +29,7 @@ impl PurchaseTokens {
 
     /// A key of 32 random bytes: tokens then verify only on this process.
     pub fn with_random_key(ttl: std::time::Duration) -> Self {
-        let key: Vec<u8> = uuid::Uuid::new_v4()
-            .as_bytes()
-            .iter()
-            .chain(uuid::Uuid::new_v4().as_bytes())
-            .copied()
-            .collect();
-        Self::new(&key, ttl)
+        Self::new(&crate::domain::random_key(), ttl)
     }
 
     fn mac(&self, sale: SaleId, user: &UserId, expires: Millis) -> HmacSha256 {

@@ -189,13 +189,10 @@ pub struct ShuffleKey(Hmac<Sha256>);
 
 impl ShuffleKey {
     pub fn random() -> Self {
-        let key: Vec<u8> = uuid::Uuid::new_v4()
-            .as_bytes()
-            .iter()
-            .chain(uuid::Uuid::new_v4().as_bytes())
-            .copied()
-            .collect();
-        ShuffleKey(Hmac::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length")))
+        ShuffleKey(
+            Hmac::new_from_slice(&crate::domain::random_key())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length")),
+        )
     }
 
     /// The ticket's rank key: the first 52 bits of its HMAC (exact in a Redis score, a double).

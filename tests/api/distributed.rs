@@ -34,6 +34,89 @@ pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, with
     }
 }
 
+/// 32 buyers in a loop, each request a new buyer, until stopped or sold out: the load a fault
+/// test keeps on while it breaks a backend. Records every 201 as (buyer, order id) and the
+/// slowest 503.
+struct Stampede {
+    confirmed: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    slowest_refusal: Arc<std::sync::Mutex<Duration>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stampede {
+    fn start(app: &Arc<TestServer>, sale: i64, prefix: &'static str) -> Self {
+        let confirmed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let slowest_refusal = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..32)
+            .map(|w| {
+                let (app, confirmed, slowest, stop) = (
+                    Arc::clone(app),
+                    Arc::clone(&confirmed),
+                    Arc::clone(&slowest_refusal),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let user = format!("{prefix}{w}-{i}");
+                        let started = Instant::now();
+                        let (status, body) = app.buy(sale, &user).await;
+                        match status {
+                            201 => {
+                                let order = body["order_id"].as_str().expect("order id").to_owned();
+                                confirmed.lock().unwrap().push((user, order));
+                            }
+                            503 => {
+                                let mut slowest = slowest.lock().unwrap();
+                                *slowest = (*slowest).max(started.elapsed());
+                            }
+                            410 => break,
+                            other => panic!("unexpected {other}: {body}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stampede {
+            confirmed,
+            slowest_refusal,
+            stop,
+            workers,
+        }
+    }
+
+    fn confirmed(&self) -> usize {
+        self.confirmed.lock().unwrap().len()
+    }
+
+    /// Whether `at_least` purchases were confirmed within `within`.
+    async fn reaches(&self, at_least: usize, within: Duration) -> bool {
+        let started = Instant::now();
+        while self.confirmed() < at_least {
+            if started.elapsed() > within {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Stops the buyers: every confirmed (buyer, order id), and the slowest 503.
+    async fn stop(self) -> (Vec<(String, String)>, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let confirmed = std::mem::take(&mut *self.confirmed.lock().unwrap());
+        let slowest = *self.slowest_refusal.lock().unwrap();
+        (confirmed, slowest)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_sell_exactly_the_stock_and_mysql_holds_each_order_once() {
     let services = Services::start().await;
@@ -352,68 +435,26 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
     const STOCK: u64 = 3000;
     let sale = app.live_sale(STOCK, 1).await;
 
-    let confirmed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let slowest_refusal = Arc::new(std::sync::Mutex::new(Duration::ZERO));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..32)
-        .map(|w| {
-            let (app, confirmed, slowest, stop) = (
-                Arc::clone(&app),
-                Arc::clone(&confirmed),
-                Arc::clone(&slowest_refusal),
-                Arc::clone(&stop),
-            );
-            tokio::spawn(async move {
-                for i in 0.. {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let user = format!("r{w}-{i}");
-                    let started = Instant::now();
-                    let (status, _) = app.buy(sale, &user).await;
-                    match status {
-                        201 => confirmed.lock().unwrap().push(user),
-                        503 => {
-                            let mut slowest = slowest.lock().unwrap();
-                            *slowest = (*slowest).max(started.elapsed());
-                        }
-                        410 => break,
-                        other => panic!("unexpected {other}"),
-                    }
-                }
-            })
-        })
-        .collect();
-
-    let started = Instant::now();
-    while confirmed.lock().unwrap().len() < 300 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no load got through");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let stampede = Stampede::start(&app, sale, "r");
+    assert!(
+        stampede.reaches(300, Duration::from_secs(60)).await,
+        "no load got through"
+    );
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let during = confirmed.lock().unwrap().len();
+    let during = stampede.confirmed();
     redis.restart().await;
     // Selling resumes once Redis is back (the connection manager reconnects).
-    let resumed = Instant::now();
-    while confirmed.lock().unwrap().len() < during + 300 {
-        assert!(
-            resumed.elapsed() < Duration::from_secs(60),
-            "selling did not resume after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let slowest = *slowest_refusal.lock().unwrap();
+    assert!(
+        stampede.reaches(during + 300, Duration::from_secs(60)).await,
+        "selling did not resume after Redis came back"
+    );
+    let (confirmed, slowest) = stampede.stop().await;
     assert!(slowest > Duration::ZERO, "Redis being down never showed");
     assert!(slowest < Duration::from_secs(3), "a 503 took {slowest:?}");
 
     // The books balance once the store has caught up (reservations left uncertain by the kill
     // are published by the reconciler): nothing oversold, nothing doubled, nothing lost.
-    let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
     let audit = wait_settled(&app, sale).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert_eq!(
@@ -422,7 +463,7 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
     );
     assert!(audit["stored"].as_u64().unwrap() <= STOCK, "{audit}");
     assert!(audit["stored"].as_u64().unwrap() >= confirmed.len() as u64, "{audit}");
-    for user in confirmed.iter().step_by(25) {
+    for (user, _) in confirmed.iter().step_by(25) {
         assert_eq!(
             app.get(&format!("/api/sales/{sale}/orders/{user}")).await.0,
             200,
@@ -450,73 +491,27 @@ async fn a_durable_broker_killed_mid_sale_loses_and_doubles_no_acknowledged_orde
     const STOCK: u64 = 2000;
     let sale = app.live_sale(STOCK, 1).await;
 
-    // (buyer, order id) of every 201.
-    let confirmed = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let slowest_refusal = Arc::new(std::sync::Mutex::new(Duration::ZERO));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..32)
-        .map(|w| {
-            let (app, confirmed, slowest, stop) = (
-                Arc::clone(&app),
-                Arc::clone(&confirmed),
-                Arc::clone(&slowest_refusal),
-                Arc::clone(&stop),
-            );
-            tokio::spawn(async move {
-                for i in 0.. {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let user = format!("k{w}-{i}");
-                    let started = Instant::now();
-                    let (status, body) = app.buy(sale, &user).await;
-                    match status {
-                        201 => {
-                            let order = body["order_id"].as_str().expect("order id").to_owned();
-                            confirmed.lock().unwrap().push((user, order));
-                        }
-                        503 => {
-                            let mut slowest = slowest.lock().unwrap();
-                            *slowest = (*slowest).max(started.elapsed());
-                        }
-                        410 => break,
-                        other => panic!("unexpected {other}: {body}"),
-                    }
-                }
-            })
-        })
-        .collect();
-
-    let started = Instant::now();
-    while confirmed.lock().unwrap().len() < 300 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no load got through");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let stampede = Stampede::start(&app, sale, "k");
+    assert!(
+        stampede.reaches(300, Duration::from_secs(60)).await,
+        "no load got through"
+    );
     services.broker.kill();
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    let during = confirmed.lock().unwrap().len();
+    let during = stampede.confirmed();
     services.broker.restart().await;
-    let resumed = Instant::now();
-    while confirmed.lock().unwrap().len() < during + 300 {
-        assert!(
-            resumed.elapsed() < Duration::from_secs(90),
-            "selling did not resume after the broker came back; server log:\n{}",
-            app.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    assert!(
+        stampede.reaches(during + 300, Duration::from_secs(90)).await,
+        "selling did not resume after the broker came back; server log:\n{}",
+        app.log_tail(40)
+    );
+    let (confirmed, slowest) = stampede.stop().await;
     // Buyers are told 503 within the Kafka timeout (plus slack for a busy machine), not left hanging.
-    let slowest = *slowest_refusal.lock().unwrap();
     assert!(slowest > Duration::ZERO, "the broker being down never showed");
     assert!(slowest < Duration::from_millis(2000 + 4000), "a 503 took {slowest:?}");
 
     // At rest every acknowledged order is in MySQL, once, under the id its buyer was given;
     // what the kill left uncertain was settled by the reconciler, and the books balance.
-    let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
     let audit = wait_settled(&app, sale).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert_eq!(audit["duplicates"], 0, "{audit}");

@@ -151,14 +151,9 @@ async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
     assert_eq!(status, 201, "{sale}");
     let id = sale["id"].as_i64().unwrap();
     for user in ["ahead-1", "ahead-2"] {
-        let resp = app
-            .client
-            .post(app.url(&format!("/api/sales/{id}/queue")))
-            .header("x-user-id", user)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        let (status, _, body) =
+            crate::requests::post(&app, &format!("/api/sales/{id}/queue"), &[("x-user-id", user)]).await;
+        assert_eq!(status, 200, "{body}");
     }
     let browser = Browser::start().await;
     browser.goto(&app.url(&format!("/?sale={id}&user=queued-buyer"))).await;

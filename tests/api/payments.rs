@@ -9,6 +9,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, Options, TestServer, ADMIN_TOKEN};
+use crate::requests::{get_with, post};
 #[cfg(feature = "distributed")]
 use crate::services::Services;
 
@@ -69,27 +70,13 @@ async fn pay(app: &TestServer, order_id: &str, payment_id: &str) -> (u16, Value)
 }
 
 async fn order(app: &TestServer, order_id: &str, user: &str) -> (u16, Value) {
-    let resp = app
-        .client
-        .get(app.url(&format!("/api/orders/{order_id}")))
-        .header("x-user-id", user)
-        .send()
-        .await
-        .expect("GET order");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let (status, _, body) = get_with(app, &format!("/api/orders/{order_id}"), &[("x-user-id", user)]).await;
+    (status, body)
 }
 
 async fn cancel(app: &TestServer, order_id: &str, user: &str) -> (u16, Value) {
-    let resp = app
-        .client
-        .post(app.url(&format!("/api/orders/{order_id}/cancel")))
-        .header("x-user-id", user)
-        .send()
-        .await
-        .expect("POST cancel");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let (status, _, body) = post(app, &format!("/api/orders/{order_id}/cancel"), &[("x-user-id", user)]).await;
+    (status, body)
 }
 
 /// Polls the order until it is in `state` or `within` passes; returns the last answer.

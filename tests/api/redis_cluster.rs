@@ -107,15 +107,10 @@ async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_dif
 }
 
 async fn order(app: &TestServer, order_id: &str, user: &str) -> Value {
-    let resp = app
-        .client
-        .get(app.url(&format!("/api/orders/{order_id}")))
-        .header("x-user-id", user)
-        .send()
-        .await
-        .expect("GET order");
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.json().await.expect("an order")
+    let (status, _, body) =
+        crate::requests::get_with(app, &format!("/api/orders/{order_id}"), &[("x-user-id", user)]).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
