@@ -62,6 +62,8 @@ stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 
 # CPU seconds a process has used (user + system), from /proc.
 TICKS=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+# The same for a process that may not run (empty pid): 0.
+other_cpu_s() { if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then cpu_s "$1"; else echo 0; fi; }
 
 # Redis on 6379: CPU seconds (user + system, main thread and children) and script calls so far.
 redis_cpu_s() { { redis-cli -h 127.0.0.1 info cpu 2>/dev/null || true; } | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s + 0}'; }
@@ -71,16 +73,22 @@ redis_scripts() {
 }
 
 # selling_run URL: wrk on the purchase route of the engine last started; sets RPS, REQS and
-# ENGINE_US (the engine's CPU microseconds per request), and REDIS_US and SCRIPTS_PER (Redis
-# CPU microseconds and script calls per request) for a gate on 6379.
+# ENGINE_US (the engine's CPU microseconds per request), REDIS_US and SCRIPTS_PER (Redis CPU
+# microseconds and script calls per request) for a gate on 6379, and TANSU_US and MARIADB_US
+# (the broker's and MariaDB's CPU microseconds per request; 0 when they are not running).
 selling_run() {
-  local pid=${PIDS[-1]} cpu0 rcpu0 calls0
+  local pid=${PIDS[-1]} cpu0 rcpu0 calls0 tcpu0 mcpu0 maria
+  maria=$(pidof mariadbd || true); maria=${maria%% *}
   cpu0=$(cpu_s "$pid"); rcpu0=$(redis_cpu_s); calls0=$(redis_scripts)
+  tcpu0=$(other_cpu_s "${TANSU_PID:-}"); mcpu0=$(other_cpu_s "$maria")
   "${WRK[@]}" "$1" >"$WORK/wrk.txt"
   RPS=$(rps <"$WORK/wrk.txt")
   REQS=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
-  ENGINE_US=$(python3 -c "print(f'{($(cpu_s "$pid") - $cpu0) * 1e6 / $REQS:.1f}')")
-  REDIS_US=$(python3 -c "print(f'{($(redis_cpu_s) - $rcpu0) * 1e6 / $REQS:.1f}')")
+  per() { python3 -c "print(f'{($1 - $2) * 1e6 / $REQS:.1f}')"; }
+  ENGINE_US=$(per "$(cpu_s "$pid")" "$cpu0")
+  REDIS_US=$(per "$(redis_cpu_s)" "$rcpu0")
+  TANSU_US=$(per "$(other_cpu_s "${TANSU_PID:-}")" "$tcpu0")
+  MARIADB_US=$(per "$(other_cpu_s "$maria")" "$mcpu0")
   SCRIPTS_PER=$(python3 -c "print(f'{($(redis_scripts) - $calls0) / $REQS:.3f}')")
 }
 
@@ -166,7 +174,8 @@ if [ -z "${EMBEDDED_ONLY:-}" ]; then
   selling_run "$URL/seckill/seckill"
   DIST_SELLING=$RPS; DIST_US=$ENGINE_US; DIST_REDIS_US=$REDIS_US; DIST_SCRIPTS=$SCRIPTS_PER
   stop_all
-  echo "   $DIST_SELLING req/s; per purchase: engine CPU $DIST_US µs, redis-server CPU $DIST_REDIS_US µs, $DIST_SCRIPTS script calls"
+  echo "   $DIST_SELLING req/s; per purchase: engine CPU $DIST_US µs, redis-server CPU $DIST_REDIS_US µs, $DIST_SCRIPTS script calls,"
+  echo "   tansu CPU $TANSU_US µs, MariaDB CPU $MARIADB_US µs (the consumer's writes)"
 
   echo "== distributed sold-out path: demo stock 0"
   dist soldout 0

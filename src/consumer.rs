@@ -107,6 +107,55 @@ fn lag(consumer: &LogConsumer) -> Option<u64> {
 /// Offsets to commit: the last offset read per partition of the one topic read.
 type Offsets = HashMap<i32, i64>;
 
+/// How long the reader waits (times the attempt) before it reads a hole again.
+const GAP_PAUSE: Duration = Duration::from_millis(20);
+/// How often the reader rewinds to a missing offset before it accepts the gap.
+const GAP_RETRIES: u32 = 5;
+
+/// What to do with a message, given the offsets read before it in its partition.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// In order (or a replay, which the store ignores): store it.
+    Store,
+    /// Offsets are missing before it: drop it, wait, and read the partition again from `from`.
+    Rewind { from: i64, attempt: u32 },
+}
+
+/// Checks that each partition is read without holes.
+///
+/// The producer is idempotent and not transactional and the topic is not compacted, so a
+/// partition's offsets are dense: a hole means the broker showed a later batch before an
+/// earlier one was readable (tansu's object-store engines advance the high watermark before
+/// they write the batch), and reading on would skip acknowledged orders for good. The reader
+/// goes back for what is missing instead, a few times, and accepts a hole that stays (a broker
+/// that leaves holes on purpose: a log compacted by hand, aborted transactions), loudly.
+#[derive(Default)]
+struct Contiguity {
+    /// Per partition: the next offset expected, and the rewinds made to reach it.
+    expected: HashMap<i32, (i64, u32)>,
+}
+
+impl Contiguity {
+    fn next(&mut self, partition: i32, offset: i64) -> Next {
+        let entry = self.expected.entry(partition).or_insert((offset, 0));
+        let (expected, attempts) = *entry;
+        if offset <= expected {
+            *entry = (offset + 1, 0);
+            return Next::Store;
+        }
+        if attempts >= GAP_RETRIES {
+            tracing::error!(partition, missing_from = expected, next = offset, "the log has a hole: reading on");
+            *entry = (offset + 1, 0);
+            return Next::Store;
+        }
+        entry.1 += 1;
+        Next::Rewind {
+            from: expected,
+            attempt: attempts + 1,
+        }
+    }
+}
+
 /// Runs until `shutdown` resolves; what was read is stored and committed first.
 ///
 /// Two stages overlap: this task reads and parses events while a writer task stores the
@@ -139,7 +188,8 @@ pub async fn run(
     // Two batches in flight at most: reading stays ahead of writing, memory stays bounded.
     let (batches, pending) = mpsc::channel::<(Vec<Order>, Offsets)>(2);
     let topic = settings.topic.to_owned();
-    let writer = tokio::spawn(write_batches(Arc::clone(&consumer), topic, store, pending));
+    let writer = tokio::spawn(write_batches(Arc::clone(&consumer), topic.clone(), store, pending));
+    let mut contiguity = Contiguity::default();
     let lag_reporter = tokio::spawn(report_lag(Arc::clone(&consumer)));
     tokio::pin!(shutdown);
     loop {
@@ -154,16 +204,20 @@ pub async fn run(
         while let Some(received) = next.take() {
             match received {
                 Ok(message) => {
-                    offsets.insert(message.partition(), message.offset());
-                    match message.payload().map(serde_json::from_slice::<OrderEvent>) {
-                        Some(Ok(event)) => match event.into_order() {
-                            Ok(order) => orders.push(order),
-                            Err(e) => {
-                                tracing::error!(error = %e, offset = message.offset(), "invalid order event skipped")
-                            }
-                        },
-                        _ => tracing::error!(offset = message.offset(), "unreadable order event skipped"),
+                    if let Next::Rewind { from, attempt } = contiguity.next(message.partition(), message.offset()) {
+                        METRICS.observe_consumer_rewind();
+                        tracing::warn!(partition = message.partition(), missing_from = from, next = message.offset(), attempt,
+                            "offsets missing in the log: reading them again");
+                        // The missing batch is being written: give the broker a moment.
+                        tokio::time::sleep(GAP_PAUSE * attempt).await;
+                        if let Err(e) = consumer.seek(&topic, message.partition(), Offset::Offset(from), Duration::ZERO) {
+                            tracing::warn!(error = %e, partition = message.partition(), "cannot rewind the partition");
+                        }
+                        // What was gathered so far is stored; the rest of this partition comes again.
+                        break;
                     }
+                    offsets.insert(message.partition(), message.offset());
+                    read_events(message.payload().unwrap_or_default(), message.offset(), &mut orders);
                 }
                 Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
             }
@@ -188,6 +242,21 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     tracing::info!("consumer stopped");
     Ok(())
+}
+
+/// Adds the orders of one record: a group of events (a JSON array) or a single event.
+fn read_events(payload: &[u8], offset: i64, orders: &mut Vec<Order>) {
+    let mut add = |event: OrderEvent<'_>| match event.into_order() {
+        Ok(order) => orders.push(order),
+        Err(e) => tracing::error!(error = %e, offset, "invalid order event skipped"),
+    };
+    let parsed = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<OrderEvent>>(payload).map(|events| events.into_iter().for_each(&mut add)),
+        _ => serde_json::from_slice::<OrderEvent>(payload).map(&mut add),
+    };
+    if let Err(e) = parsed {
+        tracing::error!(error = %e, offset, "unreadable order record skipped");
+    }
 }
 
 /// Stores batches (merging whatever is queued), then commits their offsets. A batch's offsets
@@ -265,5 +334,73 @@ fn commit(consumer: &LogConsumer, topic: &str, offsets: &Offsets) {
             // Not fatal: the batch is stored; a replay after a rebalance is ignored by the unique key.
             tracing::warn!(error = %e, "offset commit failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(i: u32) -> Order {
+        Order {
+            order_id: uuid::Uuid::now_v7(),
+            sale_id: crate::domain::SaleId(1),
+            user_id: crate::domain::UserId::parse(&format!("u{i}")).expect("valid"),
+            seq: 1,
+            created_at: 0,
+            state: crate::domain::OrderState::Confirmed,
+            pay_by: None,
+            payment: None,
+        }
+    }
+
+    #[test]
+    fn a_record_carries_one_event_or_a_group() {
+        let (a, b) = (order(1), order(2));
+        let one = serde_json::to_vec(&OrderEvent::from(&a)).expect("json");
+        let group = serde_json::to_vec(&[OrderEvent::from(&a), OrderEvent::from(&b)]).expect("json");
+        let mut orders = Vec::new();
+        read_events(&one, 0, &mut orders);
+        read_events(&group, 1, &mut orders);
+        read_events(b"not json", 2, &mut orders);
+        read_events(b"[{\"broken\": 1}]", 3, &mut orders);
+        assert_eq!(orders, vec![a.clone(), a, b]);
+    }
+
+    #[test]
+    fn dense_offsets_and_replays_are_stored() {
+        let mut c = Contiguity::default();
+        for offset in [40, 41, 42] {
+            assert_eq!(c.next(0, offset), Next::Store);
+        }
+        // Another partition starts wherever it starts.
+        assert_eq!(c.next(1, 7), Next::Store);
+        // A replay (after a rebalance) is stored again; the store ignores it.
+        assert_eq!(c.next(0, 41), Next::Store);
+        assert_eq!(c.next(0, 42), Next::Store);
+    }
+
+    #[test]
+    fn a_hole_is_read_again_until_it_fills() {
+        let mut c = Contiguity::default();
+        assert_eq!(c.next(0, 10), Next::Store);
+        assert_eq!(c.next(0, 15), Next::Rewind { from: 11, attempt: 1 });
+        assert_eq!(c.next(0, 15), Next::Rewind { from: 11, attempt: 2 });
+        // The missing batch is readable now: reading goes on from it, the count starts over.
+        for offset in 11..=15 {
+            assert_eq!(c.next(0, offset), Next::Store);
+        }
+        assert_eq!(c.next(0, 20), Next::Rewind { from: 16, attempt: 1 });
+    }
+
+    #[test]
+    fn a_hole_that_stays_is_accepted_after_the_retries() {
+        let mut c = Contiguity::default();
+        assert_eq!(c.next(3, 0), Next::Store);
+        for attempt in 1..=GAP_RETRIES {
+            assert_eq!(c.next(3, 5), Next::Rewind { from: 1, attempt });
+        }
+        assert_eq!(c.next(3, 5), Next::Store);
+        assert_eq!(c.next(3, 6), Next::Store);
     }
 }

@@ -310,6 +310,9 @@ pub struct Metrics {
     store_queue_depth: AtomicU64,
     producer_queue: AtomicU64,
     consumer_lag: AtomicU64,
+    consumer_rewinds: AtomicU64,
+    log_records: AtomicU64,
+    log_record_orders: AtomicU64,
     order_conflicts: AtomicU64,
     transitions: [AtomicU64; TransitionKind::ALL.len()],
     late_payments: AtomicU64,
@@ -363,6 +366,9 @@ impl Metrics {
             store_queue_depth: AtomicU64::new(0),
             producer_queue: AtomicU64::new(0),
             consumer_lag: AtomicU64::new(0),
+            consumer_rewinds: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            log_record_orders: AtomicU64::new(0),
             order_conflicts: AtomicU64::new(0),
             transitions: [const { AtomicU64::new(0) }; TransitionKind::ALL.len()],
             late_payments: AtomicU64::new(0),
@@ -475,6 +481,16 @@ impl Metrics {
 
     pub fn set_consumer_lag(&self, messages: u64) {
         self.consumer_lag.store(messages, Relaxed);
+    }
+
+    /// One record handed to the Kafka producer, carrying `orders` events.
+    pub fn observe_log_record(&self, orders: usize) {
+        self.log_records.fetch_add(1, Relaxed);
+        self.log_record_orders.fetch_add(orders as u64, Relaxed);
+    }
+
+    pub fn observe_consumer_rewind(&self) {
+        self.consumer_rewinds.fetch_add(1, Relaxed);
     }
 
     /// The admin page's numbers; `purchase_routes` are the route slots that sell.
@@ -777,12 +793,41 @@ impl Metrics {
             &mut out,
             "seckill_kafka_consumer_lag_messages",
             "gauge",
-            "Orders in the log not yet stored by this process's consumer, over its partitions.",
+            "Records (groups of order events) in the log not yet stored by this process's consumer, over its partitions.",
         );
         let _ = writeln!(
             out,
             "seckill_kafka_consumer_lag_messages {}",
             self.consumer_lag.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "seckill_kafka_records_total",
+            "counter",
+            "Records this process handed to the Kafka producer (each carries one group of order events).",
+        );
+        let _ = writeln!(out, "seckill_kafka_records_total {}", self.log_records.load(Relaxed));
+        header(
+            &mut out,
+            "seckill_kafka_record_events_total",
+            "counter",
+            "Order events those records carried. Divided by seckill_kafka_records_total: events per record.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_kafka_record_events_total {}",
+            self.log_record_orders.load(Relaxed)
+        );
+        header(
+            &mut out,
+            "seckill_kafka_consumer_rewinds_total",
+            "counter",
+            "Times the consumer found offsets missing in a partition and read them again.",
+        );
+        let _ = writeln!(
+            out,
+            "seckill_kafka_consumer_rewinds_total {}",
+            self.consumer_rewinds.load(Relaxed)
         );
         out
     }

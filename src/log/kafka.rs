@@ -1,6 +1,11 @@
 //! Kafka order log: an idempotent producer with `acks=all`. `publish` returns only after the
 //! broker acknowledged the order, and on failure says whether the order is certainly not in
 //! the log (safe to return the unit to stock) or possibly is (it must not be resold).
+//!
+//! Orders go out in groups: what was published while the previous record was being handed to
+//! the producer goes as one record, a JSON array of events (a lone order: one event, as
+//! before). A stampede's thousand orders cost the producer, the broker and the consumer a few
+//! dozen records instead of a thousand; an idle log's order goes out at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,13 +23,14 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::OrderEvent;
 use crate::backend::{BackendError, Role};
 use crate::domain::Order;
 
-/// What the broker's answer (or its silence) means for one order.
+/// What the broker's answer (or its silence) means for one record, and so for each of its orders.
+#[derive(Clone)]
 enum Delivered {
     Persisted,
     NotPersisted(KafkaError),
@@ -57,10 +63,24 @@ impl ClientContext for AckContext {
     }
 }
 
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<oneshot::Sender<Delivered>>;
+/// One record in flight: who waits for it, and which producer sent it.
+struct InFlight {
+    answers: Vec<oneshot::Sender<(Delivered, u64)>>,
+    generation: u64,
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, answer: Self::DeliveryOpaque) {
+impl InFlight {
+    fn answer(self, delivered: Delivered) {
+        for answer in self.answers {
+            let _ = answer.send((delivered.clone(), self.generation));
+        }
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<InFlight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, in_flight: Self::DeliveryOpaque) {
         let delivered = match result {
             Ok(_) => Delivered::Persisted,
             Err((error, message)) => {
@@ -72,13 +92,13 @@ impl ProducerContext for AckContext {
                 }
             }
         };
-        let _ = answer.send(delivered);
+        in_flight.answer(delivered);
     }
 }
 
 /// A producer that is destroyed on a thread of its own: librdkafka's destroy can wait for an
 /// unresponsive broker, which must never stall the async workers answering buyers.
-struct OwnedProducer(Option<ThreadedProducer<AckContext>>);
+struct OwnedProducer(Option<ThreadedProducer<AckContext>>, u64);
 
 impl std::ops::Deref for OwnedProducer {
     type Target = ThreadedProducer<AckContext>;
@@ -98,49 +118,119 @@ impl Drop for OwnedProducer {
     }
 }
 
+/// Most orders in one record (about 200 bytes each: well inside Kafka's 1 MB message limit).
+const MAX_GROUP: usize = 512;
+
+/// An order waiting for the next record: its event, and who waits for the verdict.
+struct Queued {
+    event: Vec<u8>,
+    answer: oneshot::Sender<(Delivered, u64)>,
+}
+
 pub struct KafkaLog {
-    /// Replaced whole when librdkafka reports a fatal error (an idempotent producer that was
-    /// fenced cannot recover; a new instance, with a new producer id, can).
-    producer: ArcSwap<OwnedProducer>,
-    replacing: Mutex<()>,
+    producing: Arc<Producing>,
+    queue: mpsc::UnboundedSender<Queued>,
     brokers: String,
     topic: String,
     timeout: Duration,
 }
 
+/// The producer, shared by the log and its group task.
+struct Producing {
+    /// Replaced whole when librdkafka reports a fatal error (an idempotent producer that was
+    /// fenced cannot recover; a new instance, with a new producer id, can).
+    producer: ArcSwap<OwnedProducer>,
+    replacing: Mutex<()>,
+    brokers: String,
+    timeout: Duration,
+}
+
 impl KafkaLog {
-    /// A producer whose every message is acknowledged or failed within `timeout`.
+    /// A producer whose every message is acknowledged or failed within `timeout`. Call it
+    /// inside the runtime: it starts the task that sends the groups.
     pub fn connect(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, BackendError> {
-        Ok(KafkaLog {
-            producer: ArcSwap::from_pointee(OwnedProducer(Some(Self::producer(brokers, timeout)?))),
+        let producing = Arc::new(Producing {
+            producer: ArcSwap::from_pointee(OwnedProducer(Some(producer(brokers, timeout)?), 0)),
             replacing: Mutex::new(()),
+            brokers: brokers.to_owned(),
+            timeout,
+        });
+        let (queue, queued) = mpsc::unbounded_channel();
+        tokio::spawn(send_groups(Arc::clone(&producing), topic.to_owned(), queued));
+        Ok(KafkaLog {
+            producing,
+            queue,
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             timeout,
         })
     }
+}
 
-    fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckContext>, BackendError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Concurrent buyers share batches: one broker round trip acknowledges many orders.
-            .set("linger.ms", "2")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
-            .set("message.timeout.ms", timeout.as_millis().to_string())
-            .set("request.timeout.ms", timeout.as_millis().clamp(1, 30_000).to_string())
-            // Bounds the other requests too (producer id, metadata), 60 s by default.
-            .set("socket.timeout.ms", timeout.as_millis().clamp(10, 300_000).to_string())
-            .set("statistics.interval.ms", "1000")
-            .create_with_context(AckContext)
-            .map_err(|e| BackendError::unavailable(Role::Log, e))
+/// Sends what queued as one record per turn, until the log is dropped. It does not wait for
+/// the broker: librdkafka pipelines the records, and its own batching (`linger.ms`) shares a
+/// produce request between them.
+async fn send_groups(producing: Arc<Producing>, topic: String, mut queued: mpsc::UnboundedReceiver<Queued>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut payload = Vec::new();
+    while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
+        crate::metrics::METRICS.observe_log_record(group.len());
+        payload.clear();
+        if let [one] = group.as_slice() {
+            payload.extend_from_slice(&one.event);
+        } else {
+            payload.push(b'[');
+            for (i, queued) in group.iter().enumerate() {
+                if i > 0 {
+                    payload.push(b',');
+                }
+                payload.extend_from_slice(&queued.event);
+            }
+            payload.push(b']');
+        }
+        let producer = producing.producer.load_full();
+        let in_flight = InFlight {
+            answers: group.drain(..).map(|q| q.answer).collect(),
+            generation: producer.1,
+        };
+        // No key: the store applies events in any order, so any partition will do.
+        let record = BaseRecord::<(), _, _>::with_opaque_to(&topic, Box::new(in_flight)).payload(&payload);
+        if let Err((e, record)) = producer.send(record) {
+            // Refused before leaving this process (queue full, producer failed): certainly not in the log.
+            producing.replace_if_fatal(producer.1, &e);
+            record.delivery_opaque.answer(Delivered::NotPersisted(e));
+        }
     }
+}
+
+fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckContext>, BackendError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Concurrent groups share produce requests: one broker round trip acknowledges many.
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .set("request.timeout.ms", timeout.as_millis().clamp(1, 30_000).to_string())
+        // Bounds the other requests too (producer id, metadata), 60 s by default.
+        .set("socket.timeout.ms", timeout.as_millis().clamp(10, 300_000).to_string())
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(AckContext)
+        .map_err(|e| BackendError::unavailable(Role::Log, e))
+}
+
+impl Producing {
 
     /// After a failed delivery: if the producer is dead for good, put a new one in its place.
-    fn replace_if_fatal(&self, failed: &Arc<OwnedProducer>, error: &KafkaError) {
-        let (code, reason) = match failed.client().fatal_error() {
+    fn replace_if_fatal(&self, failed: u64, error: &KafkaError) {
+        let Ok(_only_one) = self.replacing.lock() else { return };
+        let current = self.producer.load_full();
+        if current.1 != failed {
+            return; // another buyer already replaced it
+        }
+        let (code, reason) = match current.client().fatal_error() {
             Some(fatal) => fatal,
             None if identity_lost(error) => (
                 error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fatal),
@@ -148,19 +238,18 @@ impl KafkaLog {
             ),
             None => return,
         };
-        let Ok(_only_one) = self.replacing.lock() else { return };
-        if !Arc::ptr_eq(&self.producer.load(), failed) {
-            return; // another buyer already replaced it
-        }
-        match Self::producer(&self.brokers, self.timeout) {
+        match producer(&self.brokers, self.timeout) {
             Ok(fresh) => {
                 tracing::warn!(%code, %reason, "kafka producer hit a fatal error; replaced it");
-                self.producer.store(Arc::new(OwnedProducer(Some(fresh))));
+                self.producer.store(Arc::new(OwnedProducer(Some(fresh), failed + 1)));
             }
             Err(e) => tracing::error!(error = %e.chain(), "cannot replace the failed kafka producer"),
         }
     }
 
+}
+
+impl KafkaLog {
     /// Creates the topic with `partitions` partitions unless it exists.
     pub async fn ensure_topic(
         brokers: &str,
@@ -235,21 +324,13 @@ impl KafkaLog {
         Ok(true)
     }
 
-    /// Publishes `order` and waits for the broker's acknowledgement.
-    ///
-    /// Keyed by `sale/user`, so one buyer's orders stay in one partition, in order.
+    /// Publishes `order` and waits for the broker's acknowledgement (of the record that
+    /// carries it, with the orders published alongside).
     pub async fn publish(&self, order: &Order) -> Result<(), BackendError> {
-        let payload = serde_json::to_vec(&OrderEvent::from(order)).map_err(|e| BackendError::fault(Role::Log, e))?;
-        let key = format!("{}/{}", order.sale_id, order.user_id);
+        let event = serde_json::to_vec(&OrderEvent::from(order)).map_err(|e| BackendError::fault(Role::Log, e))?;
         let (answer, delivered) = oneshot::channel();
-        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(answer))
-            .key(&key)
-            .payload(&payload);
-        let producer = self.producer.load_full();
-        if let Err((e, _)) = producer.send(record) {
-            // Refused before leaving this process (queue full, producer failed): certainly not in the log.
-            self.replace_if_fatal(&producer, &e);
-            return Err(BackendError::unavailable(Role::Log, e));
+        if self.queue.send(Queued { event, answer }).is_err() {
+            return Err(BackendError::fault(Role::Log, "the log's sending task has stopped"));
         }
         // librdkafka bounds delivery by message.timeout.ms, but some of its states (an idempotent
         // producer re-acquiring its id from a stalled broker) can hold messages longer: the buyer's
@@ -261,13 +342,16 @@ impl KafkaLog {
                 format!("no delivery report within {:?}", self.timeout + DELIVERY_GRACE),
             ));
         };
-        if let Ok(Delivered::NotPersisted(e) | Delivered::PossiblyPersisted(e)) = &delivered {
-            self.replace_if_fatal(&producer, e);
-        }
         match delivered {
-            Ok(Delivered::Persisted) => Ok(()),
-            Ok(Delivered::NotPersisted(e)) => Err(BackendError::unavailable(Role::Log, e)),
-            Ok(Delivered::PossiblyPersisted(e)) => Err(BackendError::outcome_unknown(Role::Log, e)),
+            Ok((Delivered::Persisted, _)) => Ok(()),
+            Ok((Delivered::NotPersisted(e), generation)) => {
+                self.producing.replace_if_fatal(generation, &e);
+                Err(BackendError::unavailable(Role::Log, e))
+            }
+            Ok((Delivered::PossiblyPersisted(e), generation)) => {
+                self.producing.replace_if_fatal(generation, &e);
+                Err(BackendError::outcome_unknown(Role::Log, e))
+            }
             Err(_) => Err(BackendError::outcome_unknown(
                 Role::Log,
                 "the delivery report was dropped",
@@ -277,7 +361,7 @@ impl KafkaLog {
 
     /// The broker answers a metadata request for the topic within `timeout` (readiness).
     pub async fn ready(&self, timeout: Duration) -> Result<(), BackendError> {
-        let producer = self.producer.load_full();
+        let producer = self.producing.producer.load_full();
         let topic = self.topic.clone();
         let answer = tokio::task::spawn_blocking(move || {
             producer
@@ -291,7 +375,7 @@ impl KafkaLog {
 
     /// Waits until every queued order is acknowledged or failed (graceful shutdown).
     pub fn flush(&self) {
-        if let Err(e) = self.producer.load().flush(self.timeout) {
+        if let Err(e) = self.producing.producer.load().flush(self.timeout) {
             tracing::error!(error = %e, "kafka producer flush incomplete");
         }
     }
