@@ -286,6 +286,13 @@ pub struct DistributedConfig {
     #[arg(long, env = "SECKILL_REDIS_CLUSTER")]
     pub redis_cluster: bool,
 
+    /// Replicas that must have a reservation or a payment before the buyer hears of it (Redis
+    /// `WAIT` after each group's script): with 1, a Redis master that dies and is replaced by its
+    /// replica loses no acknowledged sale. 0: answer as soon as the master has it (replication
+    /// is asynchronous, so a failover may lose the last few and sell their units again).
+    #[arg(long, env = "SECKILL_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, env = "SECKILL_REDIS_PREFIX", default_value = "seckill")]
     pub redis_prefix: String,

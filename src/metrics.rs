@@ -135,16 +135,19 @@ pub enum RedisCall {
     ExpireDue,
     /// Registering a sale.
     Load,
+    /// Waiting for replicas to have a group's decisions (`--redis-wait-replicas`).
+    Wait,
 }
 
 impl RedisCall {
-    pub const ALL: [RedisCall; 6] = [
+    pub const ALL: [RedisCall; 7] = [
         RedisCall::Reserve,
         RedisCall::Release,
         RedisCall::Confirm,
         RedisCall::Settle,
         RedisCall::ExpireDue,
         RedisCall::Load,
+        RedisCall::Wait,
     ];
 
     pub fn label(self) -> &'static str {
@@ -155,6 +158,7 @@ impl RedisCall {
             RedisCall::Settle => "settle",
             RedisCall::ExpireDue => "expire_due",
             RedisCall::Load => "load",
+            RedisCall::Wait => "wait",
         }
     }
 }

@@ -349,6 +349,7 @@ async fn run_groups(
     conn: Connection,
     reserve: Script,
     release: Script,
+    replication: Replication,
     keys: std::sync::Weak<SaleKeys>,
     mut asks: mpsc::UnboundedReceiver<Ask>,
 ) {
@@ -380,39 +381,59 @@ async fn run_groups(
         )
         .await;
         answer_releases(&keys, &mut releases, released);
-        match granted {
-            Ok(granted) => {
-                for ((user, _, order_id, answer), granted) in buyers.drain(..).zip(granted) {
-                    let won = granted.code >= 0;
-                    if let Err((user, Ok(granted))) = answer.send((user, Ok(granted))) {
-                        if won {
-                            // Queued for the next group, which this very ask makes non-empty.
-                            let _ = keys.asks.send(Ask::Release {
-                                user,
-                                seq: granted.seq,
-                                order_id,
-                                answer: None,
-                            });
-                        }
-                    }
-                }
-            }
-            // A call that failed before reaching Redis took nothing. One that timed out or lost
-            // its connection may have run: its reservations are then pending in Redis and the
-            // reconciler will publish them, so the buyers are told the outcome is unknown.
+        let granted = match granted {
+            Ok(granted) => granted,
             Err(e) => {
-                let unknown = e.is_timeout() || e.is_connection_dropped();
-                let cause = e.to_string();
-                for (user, _, _, answer) in buyers.drain(..) {
-                    let error = if unknown {
-                        BackendError::outcome_unknown(Role::Gate, cause.clone())
-                    } else {
-                        BackendError::unavailable(Role::Gate, cause.clone())
-                    };
-                    let _ = answer.send((user, Err(error)));
+                fail_group(&mut buyers, &e);
+                continue;
+            }
+        };
+        // With replicas asked for, a win is answered once they have it; if they do not, it
+        // stays pending on the master, the buyer hears the outcome is unknown, and the
+        // reconciler decides it (publishes it if it survived).
+        let replicated = if granted.iter().any(|g| g.code >= 0) {
+            match replication.reached(&conn).await {
+                Ok(true) => None,
+                Ok(false) => Some(not_replicated(replication.replicas).to_string()),
+                Err(e) => Some(e.to_string()),
+            }
+        } else {
+            None
+        };
+        for ((user, _, order_id, answer), granted) in buyers.drain(..).zip(granted) {
+            let won = granted.code >= 0;
+            if let (true, Some(cause)) = (won, &replicated) {
+                let _ = answer.send((user, Err(BackendError::outcome_unknown(Role::Gate, cause.clone()))));
+                continue;
+            }
+            if let Err((user, Ok(granted))) = answer.send((user, Ok(granted))) {
+                if won {
+                    // Queued for the next group, which this very ask makes non-empty.
+                    let _ = keys.asks.send(Ask::Release {
+                        user,
+                        seq: granted.seq,
+                        order_id,
+                        answer: None,
+                    });
                 }
             }
         }
+    }
+}
+
+/// A call that failed before reaching Redis took nothing. One that timed out or lost its
+/// connection may have run: its reservations are then pending in Redis and the reconciler will
+/// publish them, so the buyers are told the outcome is unknown.
+fn fail_group(buyers: &mut Vec<PendingReserve>, e: &redis::RedisError) {
+    let unknown = e.is_timeout() || e.is_connection_dropped();
+    let cause = e.to_string();
+    for (user, _, _, answer) in buyers.drain(..) {
+        let error = if unknown {
+            BackendError::outcome_unknown(Role::Gate, cause.clone())
+        } else {
+            BackendError::unavailable(Role::Gate, cause.clone())
+        };
+        let _ = answer.send((user, Err(error)));
     }
 }
 
@@ -613,6 +634,39 @@ pub struct RedisGate {
     settle: Script,
     expire_due: Script,
     confirmations: mpsc::Sender<Confirmed>,
+    replication: Replication,
+}
+
+/// How many replicas must have a decision before it is answered, and how long to wait for them.
+#[derive(Clone, Copy)]
+struct Replication {
+    replicas: u32,
+    wait_ms: u64,
+}
+
+impl Replication {
+    /// Whether the writes made on `conn` so far reached the replicas asked for (`WAIT`; on a
+    /// cluster it goes to every master, which answers for what this connection wrote to it).
+    /// `Ok(true)` at once when none are asked for.
+    async fn reached(self, conn: &Connection) -> Result<bool, redis::RedisError> {
+        if self.replicas == 0 {
+            return Ok(true);
+        }
+        METRICS.observe_redis_call(RedisCall::Wait, 1);
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(self.wait_ms)
+            .query_async(&mut conn.clone())
+            .await?;
+        Ok(acked >= i64::from(self.replicas))
+    }
+}
+
+fn not_replicated(replicas: u32) -> BackendError {
+    BackendError::outcome_unknown(
+        Role::Gate,
+        format!("redis: the master has it, but not {replicas} replica(s) within the wait"),
+    )
 }
 
 /// What [`confirm_in_batches`] clears: a reservation now durable, or a transition now durable.
@@ -675,9 +729,20 @@ impl RedisGate {
             settle: Script::new(&format!("{CLOSE_HOLD}{SETTLE}")),
             expire_due: Script::new(&format!("{CLOSE_HOLD}{EXPIRE_DUE}")),
             confirmations,
+            replication: Replication {
+                replicas: 0,
+                // Inside the call's own timeout, so the answer is WAIT's, not a dropped call.
+                wait_ms: (timeout.as_millis() / 2) as u64,
+            },
         };
         tokio::spawn(confirm_in_batches(gate.conn.clone(), pending));
         Ok(gate)
+    }
+
+    /// Every reservation and transition is answered only once `replicas` replicas have it.
+    pub fn with_replica_acks(mut self, replicas: u32) -> Self {
+        self.replication.replicas = replicas;
+        self
     }
 
     fn keys(&self, id: SaleId) -> Arc<SaleKeys> {
@@ -692,6 +757,7 @@ impl RedisGate {
                 self.conn.clone(),
                 self.reserve.clone(),
                 self.release.clone(),
+                self.replication,
                 Arc::downgrade(&keys),
                 queued,
             ));
@@ -999,6 +1065,10 @@ impl StockGate for RedisGate {
         };
         if outcome == "won" && order.state != OrderState::Paid {
             keys.sold_out_until.store(0, Ordering::Relaxed);
+        }
+        // A payment a failover could undo would let its unit expire and sell again.
+        if outcome == "won" && !self.replication.reached(&self.conn).await.map_err(unavailable)? {
+            return Err(not_replicated(self.replication.replicas));
         }
         Ok(match outcome {
             "won" => Settlement::Won(order),

@@ -29,7 +29,9 @@ impl DistributedApp {
         }
         let timeout = Duration::from_millis(d.backend_timeout_ms);
         let redis = RedisTarget::parse(&d.redis_url, d.redis_cluster).map_err(StartupError::Config)?;
-        let gate = RedisGate::connect(&redis, &d.redis_prefix, timeout).await?;
+        let gate = RedisGate::connect(&redis, &d.redis_prefix, timeout)
+            .await?
+            .with_replica_acks(d.redis_wait_replicas);
         KafkaLog::ensure_topic(&d.kafka_brokers, &d.kafka_topic, d.kafka_partitions, timeout * 5).await?;
         let log = Arc::new(KafkaLog::connect(
             &d.kafka_brokers,

@@ -10,7 +10,7 @@ use crate::helpers::{assert_error, Options, Services, TestServer};
 
 /// Polls the audit (up to a minute) until the books balance with no reservation left open:
 /// the consumer has drained and the reconciler has settled what a fault left uncertain.
-async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
+pub(crate) async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
     let started = Instant::now();
     loop {
         let audit = app.audit(sale).await;
@@ -37,7 +37,7 @@ pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, with
 /// 32 buyers in a loop, each request a new buyer, until stopped or sold out: the load a fault
 /// test keeps on while it breaks a backend. Records every 201 as (buyer, order id) and the
 /// slowest 503.
-struct Stampede {
+pub(crate) struct Stampede {
     confirmed: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     slowest_refusal: Arc<std::sync::Mutex<Duration>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -45,7 +45,7 @@ struct Stampede {
 }
 
 impl Stampede {
-    fn start(app: &Arc<TestServer>, sale: i64, prefix: &'static str) -> Self {
+    pub(crate) fn start(app: &Arc<TestServer>, sale: i64, prefix: &'static str) -> Self {
         let confirmed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let slowest_refusal = Arc::new(std::sync::Mutex::new(Duration::ZERO));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -89,12 +89,12 @@ impl Stampede {
         }
     }
 
-    fn confirmed(&self) -> usize {
+    pub(crate) fn confirmed(&self) -> usize {
         self.confirmed.lock().unwrap().len()
     }
 
     /// Whether `at_least` purchases were confirmed within `within`.
-    async fn reaches(&self, at_least: usize, within: Duration) -> bool {
+    pub(crate) async fn reaches(&self, at_least: usize, within: Duration) -> bool {
         let started = Instant::now();
         while self.confirmed() < at_least {
             if started.elapsed() > within {
@@ -106,7 +106,7 @@ impl Stampede {
     }
 
     /// Stops the buyers: every confirmed (buyer, order id), and the slowest 503.
-    async fn stop(self) -> (Vec<(String, String)>, Duration) {
+    pub(crate) async fn stop(self) -> (Vec<(String, String)>, Duration) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for w in self.workers {
             w.await.unwrap();
@@ -470,6 +470,37 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
             "{user} lost"
         );
     }
+}
+
+/// Redis replicates asynchronously: with `--redis-wait-replicas 1` a purchase is answered only
+/// once a replica has its reservation (`WAIT`), so a replica that stops taking writes turns
+/// purchases into 503 `outcome_unknown` instead of sales a failover could forget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_wait_replicas_no_purchase_is_confirmed_before_a_replica_has_it() {
+    let master = crate::services::redis_server().await;
+    let replica = crate::services::RedisReplica::of(master.port).await;
+    let mut services = Services::start().await;
+    services.redis_url = master.redis_url();
+    services.backend_timeout_ms = 1000;
+    let app = TestServer::spawn_with(Options {
+        extra_args: vec!["--redis-wait-replicas".into(), "1".into()],
+        ..Options::distributed(&services)
+    })
+    .await;
+    let sale = app.live_sale(100, 1).await;
+    assert_eq!(app.buy(sale, "replicated").await.0, 201);
+    // Answered, so the replica has it.
+    let holders = services.gate_key(sale, "holders");
+    assert_eq!(replica.hget(&holders, "replicated").await, Some(1));
+
+    replica.pause();
+    let (status, body) = app.buy(sale, "unreplicated").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+    replica.resume();
+    assert_eq!(app.buy(sale, "after").await.0, 201);
+    let waits = app.metric("seckill_redis_calls_total{script=\"wait\"}").await;
+    assert!(waits.is_some_and(|w| w >= 3.0), "WAIT calls: {waits:?}");
 }
 
 /// The broker keeps its log in a SQLite file: killed with SIGKILL mid-sale and restarted, it

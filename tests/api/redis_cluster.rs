@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::distributed::wait_stored;
+use crate::distributed::{wait_settled, wait_stored, Stampede};
 use crate::helpers::{Options, Services, TestServer};
 use crate::services::RedisCluster;
 
@@ -188,4 +188,52 @@ async fn a_dead_redis_cluster_master_makes_readyz_and_its_purchases_503_promptly
         ready["error"]["message"].as_str().is_some_and(|m| m.contains("redis")),
         "{ready}"
     );
+}
+
+/// A master killed mid-sale: a replica takes over and selling resumes. Replication is
+/// asynchronous, so the engine runs with `--redis-wait-replicas 1`: every answered purchase was
+/// on a replica before it was answered (the most up-to-date replica is the one promoted), and
+/// the books balance after the failover. Two replicas per master, so the promoted one still has
+/// a replica to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_killed_mid_sale_fails_over_to_its_replica_and_loses_no_answered_purchase() {
+    let mut cluster = RedisCluster::with_replicas(2).await;
+    let mut services = on_cluster(&cluster).await;
+    services.backend_timeout_ms = 1000;
+    services.kafka_timeout_ms = 1000;
+    services.reconcile_after_ms = 2000;
+    let app = Arc::new(
+        TestServer::spawn_with(Options {
+            extra_args: vec!["--redis-wait-replicas".into(), "1".into()],
+            ..Options::distributed(&services)
+        })
+        .await,
+    );
+    const STOCK: u64 = 3000;
+    let sale = app.live_sale(STOCK, 1).await;
+    let stampede = Stampede::start(&app, sale, "f");
+    assert!(
+        stampede.reaches(300, Duration::from_secs(60)).await,
+        "no load got through"
+    );
+    cluster.kill(cluster.owner_of(&services.gate_key(sale, "meta")).await);
+    let during = stampede.confirmed();
+    // The replica is promoted once the others declare its master failed (node timeout 2 s).
+    assert!(
+        stampede.reaches(during + 300, Duration::from_secs(60)).await,
+        "selling did not resume on the promoted replica"
+    );
+    let (confirmed, slowest) = stampede.stop().await;
+    assert!(slowest > Duration::ZERO, "the failover never showed");
+
+    let audit = wait_settled(&app, sale).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["open_reservations"], 0, "{audit}");
+    assert!(audit["stored"].as_u64().unwrap() <= STOCK, "{audit}");
+    assert!(audit["stored"].as_u64().unwrap() >= confirmed.len() as u64, "{audit}");
+    // Every answered purchase is in MySQL and in the promoted replica's count.
+    let stored = services.stored_order_ids(sale, "orders").await;
+    for (user, order) in &confirmed {
+        assert!(stored.contains(order), "{user}'s order {order} was lost");
+    }
 }

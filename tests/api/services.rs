@@ -400,12 +400,17 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> Self {
+        Self::with_replicas(0).await
+    }
+
+    /// Three masters with `replicas` replicas each; a dead master's replica takes over.
+    pub async fn with_replicas(replicas: usize) -> Self {
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             ports: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let (port, bus) = (free_port(), free_port());
             let child = std::process::Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -439,7 +444,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .expect("redis-cli --cluster create");
@@ -457,6 +462,11 @@ impl RedisCluster {
                     .query::<String>(*port, redis::cmd("CLUSTER").arg("INFO"))
                     .await
                     .contains("cluster_state:ok");
+            }
+            // Replicas that have not synced yet could not take over.
+            for port in &cluster.ports {
+                let info: String = cluster.query(*port, redis::cmd("INFO").arg("replication")).await;
+                ok &= !info.contains("role:slave") || info.contains("master_link_status:up");
             }
             if ok {
                 return cluster;
@@ -520,6 +530,85 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A replica of the Redis on `master` (Debian's redis-server), killed when dropped. It can be
+/// paused (SIGSTOP): it then acknowledges nothing, as a replica that is slow or cut off.
+pub struct RedisReplica {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisReplica {
+    pub async fn of(master: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--replicaof", "127.0.0.1", &master.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (Debian's redis-server): {e}"));
+        let replica = RedisReplica { child, port, _dir: dir };
+        for _ in 0..300 {
+            if replica.info().await.is_some_and(|i| i.contains("master_link_status:up")) {
+                return replica;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the replica on {port} never synced with its master on {master}");
+    }
+
+    async fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        client.get_multiplexed_async_connection().await.ok()
+    }
+
+    async fn info(&self) -> Option<String> {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.connection().await?)
+            .await
+            .ok()
+    }
+
+    /// A hash field as the replica has it.
+    pub async fn hget(&self, key: &str, field: &str) -> Option<i64> {
+        let mut conn = self.connection().await.expect("replica");
+        redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .expect("HGET on the replica")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for RedisReplica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
