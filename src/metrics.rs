@@ -136,6 +136,9 @@ pub enum RedisCall {
     ExpireDue,
     /// Registering a sale.
     Load,
+    /// One read of a sale's units left, for every reader that asked while the previous call of
+    /// the sale was in flight.
+    Remaining,
     /// One group of a sale's waiting-room joins and polls.
     Queue,
     /// One batch of a sale's waiting-room sweep (items: the tickets it looked at).
@@ -143,13 +146,14 @@ pub enum RedisCall {
 }
 
 impl RedisCall {
-    pub const ALL: [RedisCall; 8] = [
+    pub const ALL: [RedisCall; 9] = [
         RedisCall::Reserve,
         RedisCall::Release,
         RedisCall::Confirm,
         RedisCall::Settle,
         RedisCall::ExpireDue,
         RedisCall::Load,
+        RedisCall::Remaining,
         RedisCall::Queue,
         RedisCall::QueueSweep,
     ];
@@ -162,6 +166,7 @@ impl RedisCall {
             RedisCall::Settle => "settle",
             RedisCall::ExpireDue => "expire_due",
             RedisCall::Load => "load",
+            RedisCall::Remaining => "remaining",
             RedisCall::Queue => "queue",
             RedisCall::QueueSweep => "queue_sweep",
         }
@@ -751,7 +756,7 @@ impl Metrics {
             &mut out,
             "seckill_redis_call_items_total",
             "counter",
-            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded, joins and polls (queue), tickets swept. Divided by seckill_redis_calls_total: items per round trip.",
+            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded, reads of the units left, joins and polls (queue), tickets swept. Divided by seckill_redis_calls_total: items per round trip.",
         );
         for call in RedisCall::ALL {
             let _ = writeln!(
