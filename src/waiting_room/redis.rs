@@ -83,7 +83,8 @@ local function new_ticket(id, user, rank)
     place = placed + redis.call('HINCRBY', KEYS[1], 'after', 1)
   else
     local score = arrival
-    if mode == 'random_at_start' then score = tonumber(rank) end
+    -- The rank as sent: a Lua number would be formatted back into a string for Redis.
+    if mode == 'random_at_start' then score = rank end
     redis.call('ZADD', KEYS[4], score, id)
   end
   local d = {place, arrival, '0', '0', user}
@@ -114,7 +115,7 @@ local function decide(op, user, new, rank, ticket)
     if d[5] ~= user then return id, 4, 0, 0 end
     if expire_if_stale(id, d) then return id, 3, 0, 0 end
   end
-  redis.call('ZADD', KEYS[5], now, id)
+  redis.call('ZADD', KEYS[5], ARGV[1], id)
   local placed = started()
   if not placed then return id, 1, d[2], 0 end
   local place = d[1]
