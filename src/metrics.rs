@@ -120,7 +120,8 @@ pub enum ConnectionClose {
     Idle,
 }
 
-/// A kind of round trip the Redis gate makes: the `script` label of `seckill_redis_calls_total`.
+/// A kind of round trip the Redis gate or waiting room makes: the `script` label of
+/// `seckill_redis_calls_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisCall {
     /// One group of a sale's purchases (all that queued while the previous group was in flight).
@@ -135,18 +136,28 @@ pub enum RedisCall {
     ExpireDue,
     /// Registering a sale.
     Load,
+    /// One read of a sale's units left, for every reader that asked while the previous call of
+    /// the sale was in flight.
+    Remaining,
+    /// One group of a sale's waiting-room joins and polls.
+    Queue,
+    /// One batch of a sale's waiting-room sweep (items: the tickets it looked at).
+    QueueSweep,
     /// Waiting for replicas to have a group's decisions (`--redis-wait-replicas`).
     Wait,
 }
 
 impl RedisCall {
-    pub const ALL: [RedisCall; 7] = [
+    pub const ALL: [RedisCall; 10] = [
         RedisCall::Reserve,
         RedisCall::Release,
         RedisCall::Confirm,
         RedisCall::Settle,
         RedisCall::ExpireDue,
         RedisCall::Load,
+        RedisCall::Remaining,
+        RedisCall::Queue,
+        RedisCall::QueueSweep,
         RedisCall::Wait,
     ];
 
@@ -158,6 +169,9 @@ impl RedisCall {
             RedisCall::Settle => "settle",
             RedisCall::ExpireDue => "expire_due",
             RedisCall::Load => "load",
+            RedisCall::Remaining => "remaining",
+            RedisCall::Queue => "queue",
+            RedisCall::QueueSweep => "queue_sweep",
             RedisCall::Wait => "wait",
         }
     }
@@ -469,7 +483,8 @@ impl Metrics {
         self.order_conflicts.fetch_add(orders, Relaxed);
     }
 
-    /// One round trip of the Redis gate carrying `items` purchases, releases or confirmations.
+    /// One round trip of the Redis gate or waiting room carrying `items` purchases, releases,
+    /// confirmations, joins or polls.
     pub fn observe_redis_call(&self, call: RedisCall, items: usize) {
         self.redis_calls[call as usize].fetch_add(1, Relaxed);
         self.redis_items[call as usize].fetch_add(items as u64, Relaxed);
@@ -747,7 +762,7 @@ impl Metrics {
             &mut out,
             "seckill_redis_calls_total",
             "counter",
-            "Round trips of the Redis gate (a script call or a pipeline), by what they do.",
+            "Round trips of the Redis gate and waiting room (a script call or a pipeline), by what they do.",
         );
         for call in RedisCall::ALL {
             let _ = writeln!(
@@ -761,7 +776,7 @@ impl Metrics {
             &mut out,
             "seckill_redis_call_items_total",
             "counter",
-            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded. Divided by seckill_redis_calls_total: items per round trip.",
+            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded, reads of the units left, joins and polls (queue), tickets swept. Divided by seckill_redis_calls_total: items per round trip.",
         );
         for call in RedisCall::ALL {
             let _ = writeln!(

@@ -324,6 +324,10 @@ enum Ask {
         order_id: uuid::Uuid,
         answer: Option<oneshot::Sender<Result<(), BackendError>>>,
     },
+    /// A read of the units left (`None`: Redis does not have the sale).
+    Remaining {
+        answer: oneshot::Sender<Result<Option<i64>, BackendError>>,
+    },
 }
 
 /// Where a purchase hears its answer: its buyer back and the script's answer for them.
@@ -341,7 +345,9 @@ struct Granted {
 
 /// One sale's purchases and releases, grouped: whatever queued while the previous call was in
 /// flight goes to Redis as one script call (one for the purchases, one for the releases), so
-/// a stampede on one sale costs Redis one round trip per group instead of one per buyer. An
+/// a stampede on one sale costs Redis one round trip per group instead of one per buyer. Reads
+/// of the units left (every waiting-room join and poll asks) are grouped the same way: one read
+/// sent after each of them was asked answers them all. An
 /// idle sale's first purchase goes out at once: nothing waits on a timer. The task runs the
 /// call whatever happens to the buyers' requests; a reservation whose buyer went away before
 /// hearing of it is released (its order was never published).
@@ -356,6 +362,7 @@ async fn run_groups(
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut buyers = Vec::with_capacity(MAX_GROUP);
     let mut releases = Vec::new();
+    let mut reads = Vec::new();
     while asks.recv_many(&mut group, MAX_GROUP).await > 0 {
         // The askers hold the keys while they wait; none left means nobody waits for an answer.
         let Some(keys) = keys.upgrade() else { break };
@@ -373,14 +380,22 @@ async fn run_groups(
                     order_id,
                     answer,
                 } => releases.push((user, seq, order_id, answer)),
+                Ask::Remaining { answer } => reads.push(answer),
             }
         }
-        let (granted, released) = futures::future::join(
+        let (granted, released, left) = futures::future::join3(
             reserve_group(&conn, &reserve, &keys, &buyers),
             release_group(&conn, &release, &keys, &releases),
+            read_remaining(&conn, &keys, reads.len()),
         )
         .await;
         answer_releases(&keys, &mut releases, released);
+        for answer in reads.drain(..) {
+            let _ = answer.send(match &left {
+                Ok(left) => Ok(*left),
+                Err(e) => Err(BackendError::unavailable(Role::Gate, e.to_string())),
+            });
+        }
         let granted = match granted {
             Ok(granted) => granted,
             Err(e) => {
@@ -488,6 +503,15 @@ async fn reserve_group(
             pay_by: a[2],
         })
         .collect())
+}
+
+/// One read of the units left, for `readers` asking at once (none: no call).
+async fn read_remaining(conn: &Connection, keys: &SaleKeys, readers: usize) -> Result<Option<i64>, redis::RedisError> {
+    if readers == 0 {
+        return Ok(None);
+    }
+    METRICS.observe_redis_call(RedisCall::Remaining, readers);
+    conn.clone().hget(&keys.meta, "remaining").await
 }
 
 type PendingRelease = (
@@ -1215,12 +1239,13 @@ impl StockGate for RedisGate {
 
     async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, BackendError> {
         let keys = self.keys(sale);
-        let n: Option<i64> = self
-            .conn
-            .clone()
-            .hget(&keys.meta, "remaining")
+        let (answer, answered) = oneshot::channel();
+        keys.asks
+            .send(Ask::Remaining { answer })
+            .map_err(|_| BackendError::fault(Role::Gate, "the sale's group task has stopped"))?;
+        let n = answered
             .await
-            .map_err(unavailable)?;
+            .map_err(|_| BackendError::unavailable(Role::Gate, "the sale's group task dropped a read"))??;
         Ok(n.map(|n| n.max(0) as u64))
     }
 }

@@ -71,6 +71,11 @@ impl MemoryWaitingRoom {
     }
 
     fn room(&self, sale: SaleId) -> Arc<Room> {
+        // A read lock first: `entry` write-locks the map's shard, which every join of the sale
+        // would otherwise take in turn.
+        if let Some(room) = self.rooms.get(&sale) {
+            return Arc::clone(&room);
+        }
         Arc::clone(&self.rooms.entry(sale).or_default())
     }
 

@@ -18,7 +18,7 @@
 //!
 //! Two backends implement [`WaitingRoom`], chosen once in [`crate::startup`]: [`MemoryWaitingRoom`]
 //! (embedded; the queue lives in the process) and `RedisWaitingRoom` (distributed; one Lua script
-//! per join or poll, every instance sharing the queue).
+//! call per group of a sale's concurrent joins and polls, every instance sharing the queue).
 
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};

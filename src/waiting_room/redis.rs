@@ -1,6 +1,8 @@
 //! The distributed waiting room: each sale's queue in Redis, so every instance serves one queue.
-//! A join or a poll is one Lua script; the sweep of abandoned tickets is another, run by every
-//! instance (it is idempotent). A restart of an instance loses nothing: the queue is in Redis.
+//! An instance sends a sale's concurrent joins and polls as one Lua script call (see
+//! `run_groups`), which decides each in order; the sweep of abandoned tickets is another script,
+//! run by every instance (it is idempotent). A restart of an instance loses nothing: the queue
+//! is in Redis.
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
@@ -13,32 +15,44 @@
 //! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
 //! - `<p>:{s<id>}:q:at`      hash: admitted ticket → when the front reached it (unix ms)
 
-use crate::gate::redis::Connection;
+use std::sync::{Arc, Weak};
+
+use dashmap::DashMap;
 use futures::future::BoxFuture;
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{before_start, burst, opens_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
-use crate::domain::{Millis, Sale, SaleId, UserId};
+use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
+use crate::gate::redis::Connection;
+use crate::metrics::{RedisCall, METRICS};
 
-/// Shared by both scripts: the ticket codec, the start, and expiry.
+/// Shared by both scripts: the ticket codec, the start, and expiry. ARGV[1..=6], the header:
+/// now, opens, rate, burst, ttl, mode.
 const COMMON: &str = r#"
-local now, opens = tonumber(ARGV[2]), tonumber(ARGV[3])
-local rate, burst, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, opens = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, burst, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local mode = ARGV[6]
 local function decode(raw)
   local place, arrival, admitted, expired, user = string.match(raw, '^(%d+)|(%d+)|(%d)|(%d)|(.*)$')
   return {tonumber(place), tonumber(arrival), admitted, expired, user}
 end
 local function encode(d) return d[1] .. '|' .. d[2] .. '|' .. d[3] .. '|' .. d[4] .. '|' .. d[5] end
 -- The number of tickets placed at the start, or nil before it; the first call past the start
--- freezes the pre-start set.
+-- freezes the pre-start set. Asked once per script call: with one `now`, the answer stays.
+local start_known, start_placed = false, nil
 local function started()
+  if start_known then return start_placed end
   local placed = redis.call('HGET', KEYS[1], 'placed')
-  if placed then return tonumber(placed) end
-  if now < opens then return nil end
-  placed = redis.call('ZCARD', KEYS[4])
-  redis.call('HSET', KEYS[1], 'placed', placed)
+  if placed then
+    placed = tonumber(placed)
+  elseif now >= opens then
+    placed = redis.call('ZCARD', KEYS[4])
+    redis.call('HSET', KEYS[1], 'placed', placed)
+  end
+  start_known, start_placed = true, placed
   return placed
 end
 -- Expires a ticket not polled in time; one never admitted gives its slot to the next ticket.
@@ -54,12 +68,14 @@ local function expire_if_stale(id, d)
 end
 "#;
 
-/// ARGV[1] `join` or `poll`; [7] user; [8] new ticket id; [9] its rank; [10] mode; [11] ticket.
-/// Answers `{ticket, kind, a, b}`: kind 0 waiting (a place, b front), 1 not placed yet (a
-/// arrival), 2 admitted (a place, b when the front reached it), 3 expired, 4 no such ticket for
-/// this buyer.
+/// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
+/// ran alone (a buyer joining twice in one group meets their own first ticket). After the
+/// header, 5 ARGV per request: `join` or `poll`, user, new ticket id, its rank, ticket (the one
+/// polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
+/// front), 1 not placed yet (a arrival), 2 admitted (a place, b when the front reached it),
+/// 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
-local function new_ticket(id, user)
+local function new_ticket(id, user, rank)
   local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', 1)
   local place = 0
   local placed = started()
@@ -67,7 +83,8 @@ local function new_ticket(id, user)
     place = placed + redis.call('HINCRBY', KEYS[1], 'after', 1)
   else
     local score = arrival
-    if ARGV[10] == 'random_at_start' then score = tonumber(ARGV[9]) end
+    -- The rank as sent: a Lua number would be formatted back into a string for Redis.
+    if mode == 'random_at_start' then score = rank end
     redis.call('ZADD', KEYS[4], score, id)
   end
   local d = {place, arrival, '0', '0', user}
@@ -75,54 +92,66 @@ local function new_ticket(id, user)
   redis.call('HSET', KEYS[2], user, id)
   return d
 end
-local id, d
-if ARGV[1] == 'join' then
-  id = redis.call('HGET', KEYS[2], ARGV[7])
-  if id then
-    d = decode(redis.call('HGET', KEYS[3], id))
-    if expire_if_stale(id, d) then id = nil end
-  end
-  if not id then
-    id = ARGV[8]
-    d = new_ticket(id, ARGV[7])
-  end
-else
-  id = ARGV[11]
-  local raw = redis.call('HGET', KEYS[3], id)
-  if not raw then return {id, 4, 0, 0} end
-  d = decode(raw)
-  if d[5] ~= ARGV[7] then return {id, 4, 0, 0} end
-  if expire_if_stale(id, d) then return {id, 3, 0, 0} end
-end
-redis.call('ZADD', KEYS[5], now, id)
-local placed = started()
-if not placed then return {id, 1, d[2], 0} end
-local place = d[1]
-if place == 0 then place = redis.call('ZRANK', KEYS[4], id) + 1 end
-local front = 0
-if now >= opens then front = math.floor(rate * (now - opens) / 1000) + burst end
-local expired = tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
-front = front + expired
-if place <= front then
-  local at
-  if d[3] == '0' then
-    d[3] = '1'
-    redis.call('HSET', KEYS[3], id, encode(d))
-    redis.call('HINCRBY', KEYS[1], 'admitted', 1)
-    -- When the front reached the place (`waiting_room::reached_at`), kept for every later poll.
-    at = opens
-    local by_rate = place - burst - expired
-    if by_rate > 0 then at = opens + math.ceil(by_rate * 1000 / rate) end
-    redis.call('HSET', KEYS[6], id, at)
+local function decide(op, user, new, rank, ticket)
+  local id, d
+  if op == 'join' then
+    id = redis.call('HGET', KEYS[2], user)
+    -- No ticket behind it: the queue's keys are expiring one by one (a retired sale).
+    local raw = id and redis.call('HGET', KEYS[3], id)
+    if not raw then id = nil end
+    if id then
+      d = decode(raw)
+      if expire_if_stale(id, d) then id = nil end
+    end
+    if not id then
+      id = new
+      d = new_ticket(id, user, rank)
+    end
   else
-    at = tonumber(redis.call('HGET', KEYS[6], id) or now)
+    id = ticket
+    local raw = redis.call('HGET', KEYS[3], id)
+    if not raw then return id, 4, 0, 0 end
+    d = decode(raw)
+    if d[5] ~= user then return id, 4, 0, 0 end
+    if expire_if_stale(id, d) then return id, 3, 0, 0 end
   end
-  return {id, 2, place, at}
+  redis.call('ZADD', KEYS[5], ARGV[1], id)
+  local placed = started()
+  if not placed then return id, 1, d[2], 0 end
+  local place = d[1]
+  if place == 0 then place = redis.call('ZRANK', KEYS[4], id) + 1 end
+  local front = 0
+  if now >= opens then front = math.floor(rate * (now - opens) / 1000) + burst end
+  local expired = tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
+  front = front + expired
+  if place <= front then
+    local at
+    if d[3] == '0' then
+      d[3] = '1'
+      redis.call('HSET', KEYS[3], id, encode(d))
+      redis.call('HINCRBY', KEYS[1], 'admitted', 1)
+      -- When the front reached the place (`waiting_room::reached_at`), kept for every later poll.
+      at = opens
+      local by_rate = place - burst - expired
+      if by_rate > 0 then at = opens + math.ceil(by_rate * 1000 / rate) end
+      redis.call('HSET', KEYS[6], id, at)
+    else
+      at = tonumber(redis.call('HGET', KEYS[6], id) or now)
+    end
+    return id, 2, place, at
+  end
+  return id, 0, place, front
 end
-return {id, 0, place, front}
+local out, n = {}, 0
+for i = 7, #ARGV, 5 do
+  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
+  n = n + 4
+end
+return out
 "#;
 
-/// Expires up to ARGV[7] tickets not polled within the time to live; answers how many it looked at.
+/// After the header, ARGV[7]: expires up to that many tickets not polled within the time to live; answers how many it looked at.
 const SWEEP: &str = r#"
 local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, tonumber(ARGV[7]))
 for _, id in ipairs(stale) do
@@ -135,16 +164,169 @@ return #stale
 /// Tickets one sweep script looks at: bounded, so Redis is never held long.
 const SWEEP_BATCH: usize = 500;
 
+/// Most joins and polls of one sale sent in one script call: bounds the script's run time in
+/// Redis, which serves nothing else meanwhile.
+const MAX_GROUP: usize = 512;
+
 pub struct RedisWaitingRoom {
     conn: Connection,
     prefix: String,
+    /// The sales this instance serves a queue for; a retired sale's entry is forgotten.
+    queues: DashMap<SaleId, Arc<SaleQueue>>,
     queue: Script,
     sweep: Script,
     key: ShuffleKey,
 }
 
+/// The keys of a sale's queue, in the scripts' KEYS order: meta, users, tickets, pre, seen, at.
+type QueueKeys = [String; 6];
+
+fn queue_keys(prefix: &str, sale: SaleId) -> QueueKeys {
+    let base = format!("{prefix}:{{s{sale}}}:q");
+    ["meta", "users", "tickets", "pre", "seen", "at"].map(|k| format!("{base}:{k}"))
+}
+
+/// One sale's queue on this instance: its keys, made once, and its group task.
+struct SaleQueue {
+    keys: Arc<QueueKeys>,
+    /// The sale's group task (see [`run_groups`]): every join and poll of the sale on this
+    /// instance goes through it. Unbounded like the gate's: each request waits for its answer,
+    /// so the requests in flight (bounded by the connection caps) bound it.
+    asks: mpsc::UnboundedSender<Ask>,
+}
+
+/// What the scripts' header says of a sale's room (ARGV[2..=6]; ARGV[1] is now).
+#[derive(Clone, Copy)]
+struct Rules {
+    opens: Millis,
+    rate: u32,
+    burst: u64,
+    ttl_ms: i64,
+    mode: &'static str,
+}
+
+impl Rules {
+    fn of(sale: &Sale, room: &WaitingRoomSpec) -> Self {
+        Rules {
+            opens: opens_at(sale),
+            rate: room.admit_per_sec,
+            burst: burst(room),
+            ttl_ms: i64::from(room.ticket_ttl_secs) * 1000,
+            mode: room.mode.as_str(),
+        }
+    }
+}
+
+/// A join or a poll, on its way to the sale's group task.
+struct Ask {
+    join: bool,
+    user: UserId,
+    /// Join: the ticket to hand out if the buyer holds none, and its rank (`random_at_start`).
+    new: String,
+    rank: u64,
+    /// Poll: the ticket asked about.
+    ticket: String,
+    now: Millis,
+    rules: Rules,
+    answer: oneshot::Sender<Result<Answered, BackendError>>,
+}
+
+/// The script's answer for one request: `kind, a, b` as [`QUEUE`] says.
+struct Answered {
+    ticket: String,
+    kind: i64,
+    a: i64,
+    b: i64,
+}
+
 fn unavailable(e: redis::RedisError) -> BackendError {
     BackendError::unavailable(Role::WaitingRoom, e)
+}
+
+/// One sale's joins and polls, grouped: whatever queued while the previous call was in flight
+/// goes to Redis as one script call, so a stampede on one sale costs Redis one round trip per
+/// group instead of one per request. An idle sale's first request goes out at once: nothing
+/// waits on a timer. The call runs whatever happens to the requests that asked.
+async fn run_groups(conn: Connection, script: Script, queue: Weak<SaleQueue>, mut asks: mpsc::UnboundedReceiver<Ask>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while asks.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // The askers hold the queue while they wait; none left means nobody waits for an answer.
+        let Some(queue) = queue.upgrade() else { break };
+        match decide_group(&conn, &script, &queue.keys, &group).await {
+            Ok(answers) => {
+                for (ask, answered) in group.drain(..).zip(answers) {
+                    let _ = ask.answer.send(answered);
+                }
+            }
+            Err(e) => {
+                // Shared, so every request of the group logs the same cause.
+                let cause = Arc::new(e);
+                for ask in group.drain(..) {
+                    let error = BackendError::unavailable(Role::WaitingRoom, Arc::clone(&cause));
+                    let _ = ask.answer.send(Err(error));
+                }
+            }
+        }
+        // Without an answer (never: the length is checked), an asker hears the task dropped it.
+        group.clear();
+    }
+}
+
+/// One call deciding `group` in arrival order; an answer per request, in the same order. The
+/// group shares one `now`, the latest of its requests': each is decided no earlier than it was
+/// asked, as if it had been sent alone a moment later.
+async fn decide_group(
+    conn: &Connection,
+    script: &Script,
+    keys: &QueueKeys,
+    group: &[Ask],
+) -> Result<Vec<Result<Answered, BackendError>>, redis::RedisError> {
+    let Some(last) = group.last() else {
+        return Ok(Vec::new());
+    };
+    let now = group.iter().map(|ask| ask.now).max().unwrap_or(last.now);
+    let rules = last.rules;
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(key);
+    }
+    invocation
+        .arg(now)
+        .arg(rules.opens)
+        .arg(rules.rate)
+        .arg(rules.burst)
+        .arg(rules.ttl_ms)
+        .arg(rules.mode);
+    for ask in group {
+        invocation
+            .arg(if ask.join { "join" } else { "poll" })
+            .arg(ask.user.as_str())
+            .arg(&ask.new)
+            .arg(ask.rank)
+            .arg(&ask.ticket);
+    }
+    METRICS.observe_redis_call(RedisCall::Queue, group.len());
+    let flat: Vec<redis::Value> = invocation.invoke_async(&mut conn.clone()).await?;
+    if flat.len() != group.len() * 4 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::TypeError,
+            "queue: four values per request expected",
+        )));
+    }
+    let mut flat = flat.into_iter();
+    let mut answers = Vec::with_capacity(group.len());
+    while let (Some(ticket), Some(kind), Some(a), Some(b)) = (flat.next(), flat.next(), flat.next(), flat.next()) {
+        let answered = (|| {
+            Ok::<_, redis::RedisError>(Answered {
+                ticket: redis::from_owned_redis_value(ticket)?,
+                kind: redis::from_owned_redis_value(kind)?,
+                a: redis::from_owned_redis_value(a)?,
+                b: redis::from_owned_redis_value(b)?,
+            })
+        })();
+        answers.push(answered.map_err(unavailable));
+    }
+    Ok(answers)
 }
 
 impl RedisWaitingRoom {
@@ -155,44 +337,48 @@ impl RedisWaitingRoom {
         RedisWaitingRoom {
             conn,
             prefix: prefix.to_owned(),
+            queues: DashMap::new(),
             queue: Script::new(&format!("{COMMON}{QUEUE}")),
             sweep: Script::new(&format!("{COMMON}{SWEEP}")),
             key: ShuffleKey::random(),
         }
     }
 
-    fn keys(&self, sale: SaleId) -> [String; 6] {
-        let base = format!("{}:{{s{sale}}}:q", self.prefix);
-        ["meta", "users", "tickets", "pre", "seen", "at"].map(|k| format!("{base}:{k}"))
-    }
-
-    /// The arguments both scripts start with (ARGV[1..=6]).
-    fn invocation<'a>(
-        &self,
-        script: &'a Script,
-        sale: &Sale,
-        op: &str,
-        now: Millis,
-    ) -> Option<redis::ScriptInvocation<'a>> {
-        let room = sale.spec.waiting_room?;
-        let mut invocation = script.prepare_invoke();
-        for key in self.keys(sale.id) {
-            invocation.key(key);
+    /// The sale's queue, with its group task started the first time.
+    fn sale_queue(&self, sale: SaleId) -> Arc<SaleQueue> {
+        if let Some(queue) = self.queues.get(&sale) {
+            return Arc::clone(&queue);
         }
-        invocation
-            .arg(op)
-            .arg(now)
-            .arg(opens_at(sale))
-            .arg(room.admit_per_sec)
-            .arg(burst(&room))
-            .arg(i64::from(room.ticket_ttl_secs) * 1000);
-        Some(invocation)
+        Arc::clone(&self.queues.entry(sale).or_insert_with(|| {
+            let (asks, queued) = mpsc::unbounded_channel();
+            let queue = Arc::new(SaleQueue {
+                keys: Arc::new(queue_keys(&self.prefix, sale)),
+                asks,
+            });
+            // Ends once the queue is forgotten (retired) and the last asker is gone.
+            tokio::spawn(run_groups(
+                self.conn.clone(),
+                self.queue.clone(),
+                Arc::downgrade(&queue),
+                queued,
+            ));
+            queue
+        }))
     }
 
-    async fn run(
+    /// The keys of the sale's queue, without starting a group task for it: background work
+    /// (sweep, stats, retire) also runs for sales nobody queues for on this instance.
+    fn keys(&self, sale: SaleId) -> Arc<QueueKeys> {
+        match self.queues.get(&sale) {
+            Some(queue) => Arc::clone(&queue.keys),
+            None => Arc::new(queue_keys(&self.prefix, sale)),
+        }
+    }
+
+    async fn ask(
         &self,
         sale: &Sale,
-        op: &str,
+        join: bool,
         user: &UserId,
         ticket: &str,
         now: Millis,
@@ -200,20 +386,33 @@ impl RedisWaitingRoom {
         let Some(room) = sale.spec.waiting_room else {
             return Err(WaitingRoomError::TicketNotFound);
         };
-        let Some(mut invocation) = self.invocation(&self.queue, sale, op, now) else {
-            return Err(WaitingRoomError::TicketNotFound);
+        let (new, rank) = if join {
+            let new = super::new_ticket();
+            let rank = match room.mode {
+                QueueMode::RandomAtStart => self.key.rank(&new),
+                QueueMode::Fifo => 0,
+            };
+            (new, rank)
+        } else {
+            (String::new(), 0)
         };
-        let new = super::new_ticket();
-        invocation
-            .arg(user.as_str())
-            .arg(&new)
-            .arg(self.key.rank(&new))
-            .arg(room.mode.as_str())
-            .arg(ticket);
-        let (ticket, kind, a, b): (String, i64, i64, i64) = invocation
-            .invoke_async(&mut self.conn.clone())
+        let (answer, answered) = oneshot::channel();
+        let asked = self.sale_queue(sale.id).asks.send(Ask {
+            join,
+            user: user.clone(),
+            new,
+            rank,
+            ticket: ticket.to_owned(),
+            now,
+            rules: Rules::of(sale, &room),
+            answer,
+        });
+        if asked.is_err() {
+            return Err(BackendError::fault(Role::WaitingRoom, "the sale's queue task has stopped").into());
+        }
+        let Answered { ticket, kind, a, b } = answered
             .await
-            .map_err(unavailable)?;
+            .map_err(|_| BackendError::unavailable(Role::WaitingRoom, "the sale's queue task dropped a request"))??;
         let (a, b) = (u64::try_from(a).unwrap_or(0), u64::try_from(b).unwrap_or(0));
         let opens = opens_at(sale);
         let (standing, place, admitted_at) = match kind {
@@ -239,7 +438,7 @@ impl WaitingRoom for RedisWaitingRoom {
         user: &'a UserId,
         now: Millis,
     ) -> BoxFuture<'a, Result<Place, WaitingRoomError>> {
-        Box::pin(self.run(sale, "join", user, "", now))
+        Box::pin(self.ask(sale, true, user, "", now))
     }
 
     fn poll<'a>(
@@ -249,21 +448,35 @@ impl WaitingRoom for RedisWaitingRoom {
         user: &'a UserId,
         now: Millis,
     ) -> BoxFuture<'a, Result<Place, WaitingRoomError>> {
-        Box::pin(self.run(sale, "poll", user, ticket, now))
+        Box::pin(self.ask(sale, false, user, ticket, now))
     }
 
     fn sweep<'a>(&'a self, sale: &'a Sale, now: Millis) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
+            let Some(room) = sale.spec.waiting_room else {
+                return Ok(());
+            };
+            let rules = Rules::of(sale, &room);
+            let keys = self.keys(sale.id);
             // A bounded number of batches per sweep; the next sweep goes on where this one stopped.
             for _ in 0..20 {
-                let Some(mut invocation) = self.invocation(&self.sweep, sale, "sweep", now) else {
-                    return Ok(());
-                };
-                invocation.arg(SWEEP_BATCH);
+                let mut invocation = self.sweep.prepare_invoke();
+                for key in keys.iter() {
+                    invocation.key(key);
+                }
+                invocation
+                    .arg(now)
+                    .arg(rules.opens)
+                    .arg(rules.rate)
+                    .arg(rules.burst)
+                    .arg(rules.ttl_ms)
+                    .arg(rules.mode)
+                    .arg(SWEEP_BATCH);
                 let looked_at: usize = invocation
                     .invoke_async(&mut self.conn.clone())
                     .await
                     .map_err(unavailable)?;
+                METRICS.observe_redis_call(RedisCall::QueueSweep, looked_at);
                 if looked_at < SWEEP_BATCH {
                     break;
                 }
@@ -274,9 +487,9 @@ impl WaitingRoom for RedisWaitingRoom {
 
     fn stats(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<QueueStats>, BackendError>> {
         Box::pin(async move {
-            let [meta, ..] = self.keys(sale);
+            let keys = self.keys(sale);
             let (arrivals, admitted, expired): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
-                .arg(meta)
+                .arg(&keys[0])
                 .arg("arrivals")
                 .arg("admitted")
                 .arg("expired")
@@ -305,12 +518,14 @@ impl WaitingRoom for RedisWaitingRoom {
             // the same one for an ended sale (a sold-out one's is when this instance saw it).
             let at = retire_at(sale, done_at);
             let mut pipe = redis::pipe();
-            for key in self.keys(sale.id) {
+            for key in self.keys(sale.id).iter() {
                 pipe.cmd("PEXPIREAT").arg(key).arg(at).ignore();
             }
             pipe.query_async::<()>(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)?;
+            // Its group task ends once the requests still in flight have their answers.
+            self.queues.remove(&sale.id);
             Ok(true)
         })
     }

@@ -371,6 +371,10 @@ async fn an_embedded_restart_forgets_the_queue() {
 
 #[cfg(feature = "distributed")]
 mod distributed {
+    use std::sync::Arc;
+
+    use futures::future::join_all;
+
     use super::*;
     use crate::helpers::{Options, Services};
 
@@ -442,6 +446,103 @@ mod distributed {
             let ms = pttl(key);
             assert!(ms > 0 && ms <= 30_000, "{key}: PTTL {ms}");
         }
+    }
+
+    /// Many buyers join one sale's queue at once on one instance, each twice at the same time,
+    /// then poll their tickets at once, with strangers polling tickets not theirs: each buyer
+    /// gets one ticket and one place of their own (places 1..=N, none skipped or given twice),
+    /// both joins the same; each poll answers its own ticket; and `/metrics` shows more than one
+    /// request per queue script call (one per call, as without grouping, fails the test).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn grouped_joins_and_polls_answer_each_buyer_as_if_alone() {
+        let services = Services::start().await;
+        let app = Arc::new(TestServer::spawn_with(shared(&services)).await);
+        let sale = room_sale(&app, 100, 1, "fifo", 60, None).await;
+        let calls = r#"seckill_redis_calls_total{script="queue"}"#;
+        let items = r#"seckill_redis_call_items_total{script="queue"}"#;
+        let (calls_before, items_before) = (
+            app.metric(calls).await.expect("queue calls exported"),
+            app.metric(items).await.expect("queue items exported"),
+        );
+
+        let buyers = 300;
+        let joins = join_all((0..buyers).flat_map(|i| [i, i]).map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let user = format!("crowd-{i}");
+                let (status, body) = join(&app, sale, &user).await;
+                (user, status, body)
+            })
+        }))
+        .await;
+        let mut held: HashMap<String, (String, u64)> = HashMap::new();
+        for answer in joins {
+            let (user, status, body) = answer.expect("joiner task");
+            assert_eq!(status, 200, "{user}: {body}");
+            let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+            let place = body["place"].as_u64().expect("a place in a started queue");
+            if let Some(first) = held.insert(user.clone(), (ticket.clone(), place)) {
+                assert_eq!(first, (ticket, place), "{user} joined twice: two tickets or places");
+            }
+        }
+        assert_eq!(held.len(), buyers);
+        let tickets: HashSet<&String> = held.values().map(|(ticket, _)| ticket).collect();
+        assert_eq!(tickets.len(), buyers, "a ticket each");
+        let mut places: Vec<u64> = held.values().map(|&(_, place)| place).collect();
+        places.sort_unstable();
+        assert_eq!(
+            places,
+            (1..=buyers as u64).collect::<Vec<_>>(),
+            "a place each, none skipped"
+        );
+
+        // Each buyer polls their own ticket and, at the same time, a stranger polls it.
+        let polls = join_all(
+            held.iter()
+                .flat_map(|(user, (ticket, place))| {
+                    [
+                        (user.clone(), ticket.clone(), Some(*place)),
+                        (format!("stranger-{user}"), ticket.clone(), None),
+                    ]
+                })
+                .map(|(user, ticket, place)| {
+                    let app = Arc::clone(&app);
+                    tokio::spawn(async move {
+                        let path = format!("/api/sales/{sale}/queue/{ticket}");
+                        let (status, _, body) = get_with(&app, &path, &[("x-user-id", &user)]).await;
+                        (ticket, place, status, body)
+                    })
+                }),
+        )
+        .await;
+        for answer in polls {
+            let (ticket, place, status, body) = answer.expect("poller task");
+            match place {
+                Some(place) => {
+                    assert_eq!(status, 200, "{body}");
+                    assert_eq!(body["ticket"], ticket.as_str(), "{body}");
+                    assert_eq!(body["place"].as_u64(), Some(place), "{body}");
+                    assert!(body["state"] == "waiting" || body["state"] == "admitted", "{body}");
+                }
+                None => assert_error(status, &body, 404, "ticket_not_found"),
+            }
+        }
+        for (user, (ticket, place)) in held.iter().take(5) {
+            let (status, body) = join(&app, sale, user).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                (body["ticket"].as_str(), body["place"].as_u64()),
+                (Some(ticket.as_str()), Some(*place))
+            );
+        }
+
+        let calls = app.metric(calls).await.expect("queue calls") - calls_before;
+        let items = app.metric(items).await.expect("queue items") - items_before;
+        assert!(items >= (4 * buyers) as f64, "{items} joins and polls counted");
+        assert!(
+            items / calls > 1.0,
+            "{items} joins and polls went to Redis in {calls} script calls: not grouped"
+        );
     }
 
     /// The queue is in Redis: a restarted instance answers for the tickets taken before.
