@@ -144,7 +144,12 @@ impl Contiguity {
             return Next::Store;
         }
         if attempts >= GAP_RETRIES {
-            tracing::error!(partition, missing_from = expected, next = offset, "the log has a hole: reading on");
+            tracing::error!(
+                partition,
+                missing_from = expected,
+                next = offset,
+                "the log has a hole: reading on"
+            );
             *entry = (offset + 1, 0);
             return Next::Store;
         }
@@ -206,11 +211,17 @@ pub async fn run(
                 Ok(message) => {
                     if let Next::Rewind { from, attempt } = contiguity.next(message.partition(), message.offset()) {
                         METRICS.observe_consumer_rewind();
-                        tracing::warn!(partition = message.partition(), missing_from = from, next = message.offset(), attempt,
-                            "offsets missing in the log: reading them again");
+                        tracing::warn!(
+                            partition = message.partition(),
+                            missing_from = from,
+                            next = message.offset(),
+                            attempt,
+                            "offsets missing in the log: reading them again"
+                        );
                         // The missing batch is being written: give the broker a moment.
                         tokio::time::sleep(GAP_PAUSE * attempt).await;
-                        if let Err(e) = consumer.seek(&topic, message.partition(), Offset::Offset(from), Duration::ZERO) {
+                        if let Err(e) = consumer.seek(&topic, message.partition(), Offset::Offset(from), Duration::ZERO)
+                        {
                             tracing::warn!(error = %e, partition = message.partition(), "cannot rewind the partition");
                         }
                         // What was gathered so far is stored; the rest of this partition comes again.
@@ -251,7 +262,9 @@ fn read_events(payload: &[u8], offset: i64, orders: &mut Vec<Order>) {
         Err(e) => tracing::error!(error = %e, offset, "invalid order event skipped"),
     };
     let parsed = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice::<Vec<OrderEvent>>(payload).map(|events| events.into_iter().for_each(&mut add)),
+        Some(b'[') => {
+            serde_json::from_slice::<Vec<OrderEvent>>(payload).map(|events| events.into_iter().for_each(&mut add))
+        }
         _ => serde_json::from_slice::<OrderEvent>(payload).map(&mut add),
     };
     if let Err(e) = parsed {

@@ -222,7 +222,6 @@ fn producer(brokers: &str, timeout: Duration) -> Result<ThreadedProducer<AckCont
 }
 
 impl Producing {
-
     /// After a failed delivery: if the producer is dead for good, put a new one in its place.
     fn replace_if_fatal(&self, failed: u64, error: &KafkaError) {
         let Ok(_only_one) = self.replacing.lock() else { return };
@@ -246,7 +245,6 @@ impl Producing {
             Err(e) => tracing::error!(error = %e.chain(), "cannot replace the failed kafka producer"),
         }
     }
-
 }
 
 impl KafkaLog {

@@ -547,7 +547,13 @@ impl RedisReplica {
         let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &port.to_string(), "--replicaof", "127.0.0.1", &master.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--replicaof",
+                "127.0.0.1",
+                &master.to_string(),
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -556,7 +562,11 @@ impl RedisReplica {
             .unwrap_or_else(|e| panic!("cannot start redis-server (Debian's redis-server): {e}"));
         let replica = RedisReplica { child, port, _dir: dir };
         for _ in 0..300 {
-            if replica.info().await.is_some_and(|i| i.contains("master_link_status:up")) {
+            if replica
+                .info()
+                .await
+                .is_some_and(|i| i.contains("master_link_status:up"))
+            {
                 return replica;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
