@@ -133,8 +133,14 @@ impl Browser {
     }
 
     /// Polls until `check` holds (the pages update themselves on timers), for up to 10 s.
-    pub async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
-        for _ in 0..100 {
+    pub async fn wait_for<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, check: F) {
+        self.wait_for_within(what, Duration::from_secs(10), check).await
+    }
+
+    /// As [`Browser::wait_for`], for something that takes a known while (a queue's admission).
+    pub async fn wait_for_within<F: AsyncFnMut(&Self) -> bool>(&self, what: &str, within: Duration, mut check: F) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
             if check(self).await {
                 return;
             }

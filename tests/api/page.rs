@@ -1,6 +1,8 @@
 //! The buyer's page (`GET /`): served self-contained, and in a real headless Chromium the
 //! countdown, the button opening on time, buying, sold-out.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::browser::Browser;
@@ -144,7 +146,8 @@ async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
     let app = TestServer::spawn().await;
     let (status, sale) = app
         .create_sale(json!({
-            "name": "排队 queued", "stock": 5, "starts_at": rfc3339_in(3),
+            // Late enough that a slow Chromium still finds the queue before the start.
+            "name": "排队 queued", "stock": 5, "starts_at": rfc3339_in(12),
             "waiting_room": { "admit_per_sec": 1, "mode": "fifo", "ticket_ttl_secs": 30 },
         }))
         .await;
@@ -163,8 +166,11 @@ async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
         })
         .await;
     assert!(!browser.enabled("#buy").await, "closed while waiting");
+    // Admitted two seconds after the start (one a second, behind the two ahead).
     browser
-        .wait_for("admission to open the button", async |b| b.enabled("#buy").await)
+        .wait_for_within("admission to open the button", Duration::from_secs(30), async |b| {
+            b.enabled("#buy").await
+        })
         .await;
     browser.click("#buy").await;
     browser
