@@ -150,10 +150,11 @@ async fn a_trickling_request_head_is_closed_after_the_header_timeout_while_other
         closed_within(&mut silent, WITHIN).await,
         "a silent connection is closed too"
     );
-    assert!(
-        server.metric("seckill_header_timeouts_total").await >= Some(2.0),
-        "counted in /metrics"
-    );
+    // Counted as the connection is dropped, a moment after the client sees it closed.
+    let counted = server
+        .wait_metric("seckill_header_timeouts_total", WITHIN, |n| n >= 2.0)
+        .await;
+    assert!(counted >= Some(2.0), "counted in /metrics: {counted:?}");
     assert_eq!(server.count().await, 1000, "the engine serves on");
 }
 
@@ -174,7 +175,10 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout_no
         "idle past the 4 s keep-alive timeout, the connection must be closed\n{}",
         server.log_tail(20)
     );
-    assert!(server.metric("seckill_idle_connections_closed_total").await >= Some(1.0));
+    let counted = server
+        .wait_metric("seckill_idle_connections_closed_total", WITHIN, |n| n >= 1.0)
+        .await;
+    assert!(counted >= Some(1.0), "counted in /metrics: {counted:?}");
 }
 
 #[tokio::test]
