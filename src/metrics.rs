@@ -629,13 +629,13 @@ impl Metrics {
             );
         }
 
-        header(
+        sample(
             &mut out,
             "seckill_connections_open",
             "gauge",
             "Client connections held now (the consumer's metrics port not counted).",
+            self.connections_open.load(Relaxed),
         );
-        let _ = writeln!(out, "seckill_connections_open {}", self.connections_open.load(Relaxed));
         header(
             &mut out,
             "seckill_connections_refused_total",
@@ -650,36 +650,28 @@ impl Metrics {
                 self.connections_refused[reason as usize].load(Relaxed)
             );
         }
-        header(
+        sample(
             &mut out,
             "seckill_header_timeouts_total",
             "counter",
             "Connections closed because a request head did not arrive whole within the header timeout.",
+            self.header_timeouts.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "seckill_header_timeouts_total {}",
-            self.header_timeouts.load(Relaxed)
-        );
-        header(
+        sample(
             &mut out,
             "seckill_idle_connections_closed_total",
             "counter",
             "Kept-alive connections closed after the keep-alive timeout with nothing moving.",
-        );
-        let _ = writeln!(
-            out,
-            "seckill_idle_connections_closed_total {}",
-            self.idle_closes.load(Relaxed)
+            self.idle_closes.load(Relaxed),
         );
 
-        header(
+        sample(
             &mut out,
             "seckill_purchases_in_flight",
             "gauge",
             "Purchases being processed now.",
+            snapshot.purchases_in_flight,
         );
-        let _ = writeln!(out, "seckill_purchases_in_flight {}", snapshot.purchases_in_flight);
 
         header(&mut out, "seckill_stock_remaining", "gauge", "Units left per sale.");
         for (id, _, remaining) in snapshot.per_sale {
@@ -740,24 +732,14 @@ impl Metrics {
                 self.transitions[kind as usize].load(Relaxed)
             );
         }
-        header(
+        sample(
             &mut out,
             "seckill_late_payments_total",
             "counter",
             "Payments refused because their hold had expired or been cancelled; kept for refunds.",
+            self.late_payments.load(Relaxed),
         );
-        let _ = writeln!(out, "seckill_late_payments_total {}", self.late_payments.load(Relaxed));
-        header(
-            &mut out,
-            "seckill_order_conflicts_total",
-            "counter",
-            "Orders whose (sale, user, seq) another order held: refused (embedded) or kept apart (distributed). A fault: alert on any.",
-        );
-        let _ = writeln!(
-            out,
-            "seckill_order_conflicts_total {}",
-            self.order_conflicts.load(Relaxed)
-        );
+        sample(&mut out, "seckill_order_conflicts_total", "counter", "Orders whose (sale, user, seq) another order held: refused (embedded) or kept apart (distributed). A fault: alert on any.", self.order_conflicts.load(Relaxed));
         header(
             &mut out,
             "seckill_redis_calls_total",
@@ -786,70 +768,50 @@ impl Metrics {
                 self.redis_items[call as usize].load(Relaxed)
             );
         }
-        header(
+        sample(
             &mut out,
             "seckill_store_queue_depth",
             "gauge",
             "Orders waiting for the embedded store's writer (at its last batch).",
+            self.store_queue_depth.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "seckill_store_queue_depth {}",
-            self.store_queue_depth.load(Relaxed)
-        );
-        header(
+        sample(
             &mut out,
             "seckill_kafka_producer_queue_messages",
             "gauge",
             "Messages in the Kafka producer's queue, not yet acknowledged (librdkafka statistics).",
+            self.producer_queue.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "seckill_kafka_producer_queue_messages {}",
-            self.producer_queue.load(Relaxed)
-        );
-        header(
-            &mut out,
-            "seckill_kafka_consumer_lag_messages",
-            "gauge",
-            "Records (groups of order events) in the log not yet stored by this process's consumer, over its partitions.",
-        );
-        let _ = writeln!(
-            out,
-            "seckill_kafka_consumer_lag_messages {}",
-            self.consumer_lag.load(Relaxed)
-        );
-        header(
+        sample(&mut out, "seckill_kafka_consumer_lag_messages", "gauge", "Records (groups of order events) in the log not yet stored by this process's consumer, over its partitions.", self.consumer_lag.load(Relaxed));
+        sample(
             &mut out,
             "seckill_kafka_records_total",
             "counter",
             "Records this process handed to the Kafka producer (each carries one group of order events).",
+            self.log_records.load(Relaxed),
         );
-        let _ = writeln!(out, "seckill_kafka_records_total {}", self.log_records.load(Relaxed));
-        header(
+        sample(
             &mut out,
             "seckill_kafka_record_events_total",
             "counter",
             "Order events those records carried. Divided by seckill_kafka_records_total: events per record.",
+            self.log_record_orders.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "seckill_kafka_record_events_total {}",
-            self.log_record_orders.load(Relaxed)
-        );
-        header(
+        sample(
             &mut out,
             "seckill_kafka_consumer_rewinds_total",
             "counter",
             "Times the consumer found offsets missing in a partition and read them again.",
-        );
-        let _ = writeln!(
-            out,
-            "seckill_kafka_consumer_rewinds_total {}",
-            self.consumer_rewinds.load(Relaxed)
+            self.consumer_rewinds.load(Relaxed),
         );
         out
     }
+}
+
+/// A metric of one sample without labels: its header, then its value.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -409,7 +409,7 @@ async fn run_groups(
         let replicated = if granted.iter().any(|g| g.code >= 0) {
             match replication.reached(&conn).await {
                 Ok(true) => None,
-                Ok(false) => Some(not_replicated(replication.replicas).to_string()),
+                Ok(false) => Some(not_replicated(replication.replicas)),
                 Err(e) => Some(e.to_string()),
             }
         } else {
@@ -686,11 +686,9 @@ impl Replication {
     }
 }
 
-fn not_replicated(replicas: u32) -> BackendError {
-    BackendError::outcome_unknown(
-        Role::Gate,
-        format!("redis: the master has it, but not {replicas} replica(s) within the wait"),
-    )
+/// Why a decision is answered as an unknown outcome: the master has it, its replicas may not.
+fn not_replicated(replicas: u32) -> String {
+    format!("redis: the master has it, but not {replicas} replica(s) within the wait")
 }
 
 /// What [`confirm_in_batches`] clears: a reservation now durable, or a transition now durable.
@@ -1092,7 +1090,10 @@ impl StockGate for RedisGate {
         }
         // A payment a failover could undo would let its unit expire and sell again.
         if outcome == "won" && !self.replication.reached(&self.conn).await.map_err(unavailable)? {
-            return Err(not_replicated(self.replication.replicas));
+            return Err(BackendError::outcome_unknown(
+                Role::Gate,
+                not_replicated(self.replication.replicas),
+            ));
         }
         Ok(match outcome {
             "won" => Settlement::Won(order),

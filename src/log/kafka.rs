@@ -128,11 +128,10 @@ struct Queued {
 }
 
 pub struct KafkaLog {
+    /// Also the brokers and the delivery timeout, which the group task needs too.
     producing: Arc<Producing>,
     queue: mpsc::UnboundedSender<Queued>,
-    brokers: String,
     topic: String,
-    timeout: Duration,
 }
 
 /// The producer, shared by the log and its group task.
@@ -160,9 +159,7 @@ impl KafkaLog {
         Ok(KafkaLog {
             producing,
             queue,
-            brokers: brokers.to_owned(),
             topic: topic.to_owned(),
-            timeout,
         })
     }
 }
@@ -284,7 +281,7 @@ impl KafkaLog {
     /// The longest a `publish` can wait for its verdict: an order published before some moment
     /// is in the log, or failed, by then.
     pub fn longest_delivery_wait(&self) -> Duration {
-        self.timeout + DELIVERY_GRACE
+        self.producing.timeout + DELIVERY_GRACE
     }
 
     /// Whether consumer `group` has committed every partition of the topic up to its end
@@ -292,7 +289,7 @@ impl KafkaLog {
     pub fn drained(&self, group: &str, timeout: Duration) -> Result<bool, BackendError> {
         let unavailable = |e: KafkaError| BackendError::unavailable(Role::Log, e);
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+            .set("bootstrap.servers", &self.producing.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
@@ -334,10 +331,10 @@ impl KafkaLog {
         // producer re-acquiring its id from a stalled broker) can hold messages longer: the buyer's
         // wait is bounded here, whatever happens inside. A late delivery is harmless: the unit
         // stays reserved and the reconciler's copy is ignored by the store.
-        let Ok(delivered) = tokio::time::timeout(self.timeout + DELIVERY_GRACE, delivered).await else {
+        let Ok(delivered) = tokio::time::timeout(self.longest_delivery_wait(), delivered).await else {
             return Err(BackendError::outcome_unknown(
                 Role::Log,
-                format!("no delivery report within {:?}", self.timeout + DELIVERY_GRACE),
+                format!("no delivery report within {:?}", self.longest_delivery_wait()),
             ));
         };
         match delivered {
@@ -373,7 +370,7 @@ impl KafkaLog {
 
     /// Waits until every queued order is acknowledged or failed (graceful shutdown).
     pub fn flush(&self) {
-        if let Err(e) = self.producing.producer.load().flush(self.timeout) {
+        if let Err(e) = self.producing.producer.load().flush(self.producing.timeout) {
             tracing::error!(error = %e, "kafka producer flush incomplete");
         }
     }

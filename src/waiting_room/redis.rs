@@ -215,6 +215,22 @@ impl Rules {
             mode: room.mode.as_str(),
         }
     }
+
+    /// A call of `script` on a sale's queue: its keys, then the header both scripts start with.
+    fn invocation<'a>(self, script: &'a Script, keys: &QueueKeys, now: Millis) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(now)
+            .arg(self.opens)
+            .arg(self.rate)
+            .arg(self.burst)
+            .arg(self.ttl_ms)
+            .arg(self.mode);
+        invocation
+    }
 }
 
 /// A join or a poll, on its way to the sale's group task.
@@ -285,18 +301,7 @@ async fn decide_group(
         return Ok(Vec::new());
     };
     let now = group.iter().map(|ask| ask.now).max().unwrap_or(last.now);
-    let rules = last.rules;
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(key);
-    }
-    invocation
-        .arg(now)
-        .arg(rules.opens)
-        .arg(rules.rate)
-        .arg(rules.burst)
-        .arg(rules.ttl_ms)
-        .arg(rules.mode);
+    let mut invocation = last.rules.invocation(script, keys, now);
     for ask in group {
         invocation
             .arg(if ask.join { "join" } else { "poll" })
@@ -460,19 +465,9 @@ impl WaitingRoom for RedisWaitingRoom {
             let keys = self.keys(sale.id);
             // A bounded number of batches per sweep; the next sweep goes on where this one stopped.
             for _ in 0..20 {
-                let mut invocation = self.sweep.prepare_invoke();
-                for key in keys.iter() {
-                    invocation.key(key);
-                }
-                invocation
-                    .arg(now)
-                    .arg(rules.opens)
-                    .arg(rules.rate)
-                    .arg(rules.burst)
-                    .arg(rules.ttl_ms)
-                    .arg(rules.mode)
-                    .arg(SWEEP_BATCH);
-                let looked_at: usize = invocation
+                let looked_at: usize = rules
+                    .invocation(&self.sweep, &keys, now)
+                    .arg(SWEEP_BATCH)
                     .invoke_async(&mut self.conn.clone())
                     .await
                     .map_err(unavailable)?;

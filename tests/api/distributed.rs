@@ -10,7 +10,7 @@ use crate::helpers::{assert_error, Options, Services, TestServer};
 
 /// Polls the audit (up to a minute) until the books balance with no reservation left open:
 /// the consumer has drained and the reconciler has settled what a fault left uncertain.
-pub(crate) async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
+async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Value {
     let started = Instant::now();
     loop {
         let audit = app.audit(sale).await;
@@ -20,6 +20,26 @@ pub(crate) async fn wait_settled(app: &TestServer, sale: i64) -> serde_json::Val
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// After a fault mid-sale, once the store has caught up (what the fault left uncertain is
+/// settled by the reconciler): the books balance, no reservation is stranded, nothing is
+/// oversold, and at least every confirmed purchase is stored. The audit, for more checks.
+pub(crate) async fn books_balance_after_a_fault(
+    app: &TestServer,
+    sale: i64,
+    stock: u64,
+    confirmed: usize,
+) -> serde_json::Value {
+    let audit = wait_settled(app, sale).await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(
+        audit["open_reservations"], 0,
+        "a reservation was left stranded: {audit}"
+    );
+    let stored = audit["stored"].as_u64().expect("stored");
+    assert!(stored >= confirmed as u64 && stored <= stock, "{audit}");
+    audit
 }
 
 /// Polls the audit until the store holds `expected` orders (the consumer drains the log).
@@ -455,14 +475,7 @@ async fn redis_killed_and_restarted_mid_sale_answers_503_fast_and_never_oversell
 
     // The books balance once the store has caught up (reservations left uncertain by the kill
     // are published by the reconciler): nothing oversold, nothing doubled, nothing lost.
-    let audit = wait_settled(&app, sale).await;
-    assert_eq!(audit["consistent"], true, "{audit}");
-    assert_eq!(
-        audit["open_reservations"], 0,
-        "a reservation was left stranded: {audit}"
-    );
-    assert!(audit["stored"].as_u64().unwrap() <= STOCK, "{audit}");
-    assert!(audit["stored"].as_u64().unwrap() >= confirmed.len() as u64, "{audit}");
+    books_balance_after_a_fault(&app, sale, STOCK, confirmed.len()).await;
     for (user, _) in confirmed.iter().step_by(25) {
         assert_eq!(
             app.get(&format!("/api/sales/{sale}/orders/{user}")).await.0,
@@ -552,15 +565,8 @@ async fn a_durable_broker_killed_mid_sale_loses_and_doubles_no_acknowledged_orde
 
     // At rest every acknowledged order is in MySQL, once, under the id its buyer was given;
     // what the kill left uncertain was settled by the reconciler, and the books balance.
-    let audit = wait_settled(&app, sale).await;
-    assert_eq!(audit["consistent"], true, "{audit}");
+    let audit = books_balance_after_a_fault(&app, sale, STOCK, confirmed.len()).await;
     assert_eq!(audit["duplicates"], 0, "{audit}");
-    assert_eq!(
-        audit["open_reservations"], 0,
-        "a reservation was left stranded: {audit}"
-    );
-    let stored = audit["stored"].as_u64().unwrap();
-    assert!(stored >= confirmed.len() as u64 && stored <= STOCK, "{audit}");
     for (user, order) in &confirmed {
         let (status, orders) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
         assert_eq!(status, 200, "{user}'s acknowledged order {order} is lost");
