@@ -131,6 +131,10 @@ pub struct NewSaleRequest {
     /// Absent: no waiting room, buyers purchase directly.
     #[serde(default)]
     pub waiting_room: Option<WaitingRoomRequest>,
+    /// Over how many Redis hash tags (cluster shards) the distributed gate splits the stock.
+    /// Absent: 1.
+    #[serde(default)]
+    pub stock_shards: Option<i64>,
 }
 
 /// A sale's waiting room as an admin asks for it, before validation.
@@ -207,7 +211,14 @@ pub struct SaleSpec {
     pub payment_window_secs: u32,
     /// `Some`: buyers queue and purchase only once admitted.
     pub waiting_room: Option<WaitingRoomSpec>,
+    /// Over how many hash tags the distributed gate splits the stock, so one hot sale is served
+    /// by several Redis Cluster shards (1: one tag; the embedded gate has one counter whatever
+    /// this says).
+    pub stock_shards: u16,
 }
+
+/// The most hash tags one sale's stock may be split over.
+pub const MAX_STOCK_SHARDS: u16 = 16;
 
 /// The longest payment window a sale may have.
 pub const MAX_PAYMENT_WINDOW_SECS: u32 = 7 * 24 * 3600;
@@ -244,6 +255,12 @@ impl SaleSpec {
             )));
         }
         let waiting_room = req.waiting_room.map(WaitingRoomRequest::parse).transpose()?;
+        let stock_shards = req.stock_shards.unwrap_or(1);
+        if !(1..=i64::from(MAX_STOCK_SHARDS)).contains(&stock_shards) {
+            return Err(InvalidSale(format!(
+                "stock_shards must be between 1 and {MAX_STOCK_SHARDS}"
+            )));
+        }
         Ok(SaleSpec {
             name: name.to_owned(),
             stock: req.stock as u64,
@@ -253,6 +270,7 @@ impl SaleSpec {
             demo: false,
             payment_window_secs: payment_window_secs as u32,
             waiting_room,
+            stock_shards: stock_shards as u16,
         })
     }
 
@@ -406,6 +424,7 @@ mod tests {
             per_user_limit: limit,
             payment_window_secs: None,
             waiting_room: None,
+            stock_shards: None,
         }
     }
 
@@ -450,6 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn stock_shards_default_to_one_and_are_bounded() {
+        assert_eq!(SaleSpec::parse(request(10, None), 0).unwrap().stock_shards, 1);
+        let mut three = request(10, None);
+        three.stock_shards = Some(3);
+        assert_eq!(SaleSpec::parse(three, 0).unwrap().stock_shards, 3);
+        for bad in [0, -1, i64::from(MAX_STOCK_SHARDS) + 1] {
+            let mut req = request(10, None);
+            req.stock_shards = Some(bad);
+            assert!(SaleSpec::parse(req, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn status_follows_window_then_stock() {
         let rules = SaleSpec {
             name: "phone".into(),
@@ -460,6 +492,7 @@ mod tests {
             demo: false,
             payment_window_secs: 0,
             waiting_room: None,
+            stock_shards: 1,
         };
         assert_eq!(rules.status(5, 99), SaleStatus::Upcoming);
         assert_eq!(rules.status(5, 100), SaleStatus::Live);

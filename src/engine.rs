@@ -156,6 +156,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
                 demo: true,
                 payment_window_secs,
                 waiting_room: None,
+                stock_shards: 1,
             };
             sales.push(store.create_sale(spec).await?);
         }
@@ -526,6 +527,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             awaiting_payment: holds.awaiting_payment,
             paid: holds.paid,
             waiting_room: spec.waiting_room,
+            stock_shards: spec.stock_shards,
         })
     }
 }

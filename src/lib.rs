@@ -21,7 +21,8 @@
 //! Two sets of backends implement the same traits, chosen once in [`startup`]:
 //! - embedded (default): [`gate::MemoryGate`] + [`store::SqliteStore`], one process;
 //! - distributed: [`gate::RedisGate`] (one Lua script call per group of a sale's concurrent
-//!   purchases, on one Redis or a Redis Cluster) + [`store::DistributedStore`] (durable once [`log::KafkaLog`] acks; [`consumer`]
+//!   purchases, on one Redis or a Redis Cluster; a hot sale's stock split over several shards
+//!   by [`gate::shards`]) + [`store::DistributedStore`] (durable once [`log::KafkaLog`] acks; [`consumer`]
 //!   writes the log into MySQL; [`reconcile`] re-publishes reservations whose instance died
 //!   before the ack).
 //!

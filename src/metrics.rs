@@ -145,10 +145,12 @@ pub enum RedisCall {
     QueueSweep,
     /// Waiting for replicas to have a group's decisions (`--redis-wait-replicas`).
     Wait,
+    /// One half of moving stock between the shards of a sharded sale (items: units moved).
+    Transfer,
 }
 
 impl RedisCall {
-    pub const ALL: [RedisCall; 10] = [
+    pub const ALL: [RedisCall; 11] = [
         RedisCall::Reserve,
         RedisCall::Release,
         RedisCall::Confirm,
@@ -159,6 +161,7 @@ impl RedisCall {
         RedisCall::Queue,
         RedisCall::QueueSweep,
         RedisCall::Wait,
+        RedisCall::Transfer,
     ];
 
     pub fn label(self) -> &'static str {
@@ -173,6 +176,7 @@ impl RedisCall {
             RedisCall::Queue => "queue",
             RedisCall::QueueSweep => "queue_sweep",
             RedisCall::Wait => "wait",
+            RedisCall::Transfer => "transfer",
         }
     }
 }
@@ -490,6 +494,11 @@ impl Metrics {
         self.redis_items[call as usize].fetch_add(items as u64, Relaxed);
     }
 
+    /// Round trips of one kind so far (for benchmarks that run the gate in process).
+    pub fn redis_calls(&self, call: RedisCall) -> u64 {
+        self.redis_calls[call as usize].load(Relaxed)
+    }
+
     pub fn set_store_queue_depth(&self, depth: usize) {
         self.store_queue_depth.store(depth as u64, Relaxed);
     }
@@ -758,7 +767,7 @@ impl Metrics {
             &mut out,
             "seckill_redis_call_items_total",
             "counter",
-            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded, reads of the units left, joins and polls (queue), tickets swept. Divided by seckill_redis_calls_total: items per round trip.",
+            "What those round trips carried: purchases (reserve), releases, confirmations, holds settled, sales loaded, reads of the units left, joins and polls (queue), tickets swept, units moved between a sale's shards (transfer: counted when taken and when given). Divided by seckill_redis_calls_total: items per round trip.",
         );
         for call in RedisCall::ALL {
             let _ = writeln!(

@@ -1,5 +1,6 @@
 //! The reconciler: finds reservations whose instance never confirmed them (it died between the
-//! gate and the log's ack, or the ack was lost) and re-publishes their orders.
+//! gate and the log's ack, or the ack was lost) and re-publishes their orders, and finishes
+//! moves of units between a sharded sale's shards that an instance started and never finished.
 //!
 //! Re-publishing is always safe: if the order did reach the log, the store ignores the copy;
 //! if it did not, the unit becomes the order its buyer asked for. Returning such a unit to
@@ -18,6 +19,11 @@ pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -
     let cutoff = now_millis() - grace.as_millis() as i64;
     let mut republished = 0;
     for sale in gate.sale_ids().await? {
+        // Units cut off between two shards of a sale go where they were going.
+        let moves = gate.finish_moves(sale, cutoff).await?;
+        if moves > 0 {
+            tracing::warn!(sale = %sale, moves, "finished moves of units between shards that were cut off");
+        }
         for order in gate.stale(sale, cutoff).await? {
             log.publish(&order).await?;
             gate.forget(&order).await?;

@@ -266,6 +266,7 @@ mod tests {
                 demo: false,
                 payment_window_secs: 0,
                 waiting_room: None,
+                stock_shards: 1,
             },
             created_at: 0,
         })

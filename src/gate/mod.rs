@@ -16,6 +16,8 @@ mod holds;
 pub mod memory;
 #[cfg(feature = "distributed")]
 pub mod redis;
+#[cfg(feature = "distributed")]
+pub mod shards;
 
 #[cfg(feature = "distributed")]
 pub use self::redis::{RedisGate, RedisTarget};

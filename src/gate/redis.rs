@@ -16,7 +16,15 @@
 //! - `<p>:{s<id>}:deadlines` sorted set: holds awaiting payment, scored by `pay_by`
 //! - `<p>:{s<id>}:settled` sorted set: holds whose transition was decided here but not yet
 //!   confirmed durable, scored by when (any instance records them again)
+//! - `<p>:{s<id>}:outbox`  hash: move id → `to|units|at`, units taken off this shard for another
+//!   not yet given (see `shards`)
+//! - `<p>:{s<id>}:inbox`   set of the move ids given to this shard (so a move is given once)
 //! - `<p>:sales`           set of sale ids (what the reconciler scans)
+//! - `<p>:stock_shards`    hash: sale id → its shard count, for sales of more than one
+//!
+//! A sale of `stock_shards: K` > 1 has K copies of the per-sale keys, one per hash tag
+//! (`{s<id>.<n>}`, see `shards::tags`), each with a share of the units; a buyer's units live on
+//! their home shard.
 //!
 //! Every command, pipeline and script names keys of one sale only, so the gate runs the same on
 //! one Redis node and on a Redis Cluster (see `Connection`).
@@ -24,7 +32,7 @@
 //! Redis is the authority of the stock: an expiry or a cancellation gives its unit back in the
 //! same script that decides it, and exactly one of pay, expire and cancel wins per hold.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +42,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HoldCounts, Reservation, ReserveError, StockGate};
+use super::{shards, HoldCounts, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{new_order_id, GateState, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId};
+use crate::domain::{
+    new_order_id, now_millis, GateState, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId,
+};
 use crate::metrics::{RedisCall, METRICS};
 use crate::payment::{Settlement, Transition};
 
@@ -272,7 +282,10 @@ fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
     format!("{}:{seq}:{user}", order_id.hyphenated())
 }
 
+/// The keys of one shard of a sale (the only one, for most sales) and its group task.
 struct SaleKeys {
+    /// Which of the sale's shards this is.
+    index: usize,
     meta: String,
     holders: String,
     seqs: String,
@@ -280,7 +293,15 @@ struct SaleKeys {
     holds: String,
     deadlines: String,
     settled: String,
+    outbox: String,
+    inbox: String,
+    /// Until when this shard (and so far as this instance saw, every shard of the sale) has no
+    /// units: a unit coming back here clears it.
     sold_out_until: AtomicI64,
+    /// Moves of units into this shard so far, and the turn to make one: a dry shard's buyers
+    /// wait for one move instead of each making their own.
+    refills: AtomicU64,
+    refilling: tokio::sync::Mutex<()>,
     /// The sale's group task (see [`run_groups`]): every purchase and release of the sale on
     /// this instance goes through it. Unbounded because the engine's limit on purchases in
     /// flight already bounds it; a bounded queue would add a second place to shed load.
@@ -288,9 +309,10 @@ struct SaleKeys {
 }
 
 impl SaleKeys {
-    fn new(prefix: &str, id: SaleId, asks: mpsc::UnboundedSender<Ask>) -> Self {
-        let base = format!("{prefix}:{{s{id}}}");
+    fn new(prefix: &str, tag: &str, index: usize, asks: mpsc::UnboundedSender<Ask>) -> Self {
+        let base = format!("{prefix}:{{{tag}}}");
         SaleKeys {
+            index,
             meta: format!("{base}:meta"),
             holders: format!("{base}:holders"),
             seqs: format!("{base}:seqs"),
@@ -298,11 +320,52 @@ impl SaleKeys {
             holds: format!("{base}:holds"),
             deadlines: format!("{base}:deadlines"),
             settled: format!("{base}:settled"),
+            outbox: format!("{base}:outbox"),
+            inbox: format!("{base}:inbox"),
             sold_out_until: AtomicI64::new(0),
+            refills: AtomicU64::new(0),
+            refilling: tokio::sync::Mutex::new(()),
             asks,
         }
     }
 }
+
+/// A sale's shards as this instance knows them.
+struct SaleShards {
+    shards: Vec<Arc<SaleKeys>>,
+}
+
+impl SaleShards {
+    /// Where `user`'s units and per-user count live.
+    fn home(&self, user: &UserId) -> &Arc<SaleKeys> {
+        match self.shards.as_slice() {
+            [only] => only,
+            shards => &shards[shards::home_shard(user.as_str(), shards.len() as u16)],
+        }
+    }
+
+    /// The sale was found without units on any shard, recently.
+    fn sold_out(&self, now: Millis) -> bool {
+        self.shards
+            .iter()
+            .all(|s| now < s.sold_out_until.load(Ordering::Relaxed))
+    }
+
+    fn mark_sold_out(&self, until: Millis) {
+        for shard in &self.shards {
+            shard.sold_out_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<SaleKeys>> {
+        self.shards.iter()
+    }
+}
+
+/// Most times one purchase is sent again to its home shard after units moved there and others
+/// took them first; past that it hears "sold out" (only a sale whose last units are contended
+/// by far more buyers than units gets here).
+const MAX_REFILLED_TRIES: usize = 64;
 
 /// Most purchases (or releases) of one sale sent in one script call: bounds the script's
 /// run time in Redis, which serves nothing else meanwhile.
@@ -651,12 +714,14 @@ impl RedisTarget {
 pub struct RedisGate {
     conn: Connection,
     prefix: String,
-    sales: DashMap<SaleId, Arc<SaleKeys>>,
+    sales: DashMap<SaleId, Arc<SaleShards>>,
     reserve: Script,
     release: Script,
     load: Script,
     settle: Script,
     expire_due: Script,
+    take: Script,
+    give: Script,
     confirmations: mpsc::Sender<Confirmed>,
     replication: Replication,
 }
@@ -750,6 +815,8 @@ impl RedisGate {
             load: Script::new(LOAD),
             settle: Script::new(&format!("{CLOSE_HOLD}{SETTLE}")),
             expire_due: Script::new(&format!("{CLOSE_HOLD}{EXPIRE_DUE}")),
+            take: Script::new(shards::TAKE),
+            give: Script::new(shards::GIVE),
             confirmations,
             replication: Replication {
                 replicas: 0,
@@ -767,28 +834,64 @@ impl RedisGate {
         self
     }
 
-    fn keys(&self, id: SaleId) -> Arc<SaleKeys> {
-        if let Some(keys) = self.sales.get(&id) {
-            return Arc::clone(&keys);
+    /// The shards of `id`: known here, or their count read from Redis (a sale another instance
+    /// created; absent there: one shard).
+    async fn sale(&self, id: SaleId) -> Result<Arc<SaleShards>, BackendError> {
+        if let Some(sale) = self.sales.get(&id) {
+            return Ok(Arc::clone(&sale));
         }
-        Arc::clone(&self.sales.entry(id).or_insert_with(|| {
-            let (asks, queued) = mpsc::unbounded_channel();
-            let keys = Arc::new(SaleKeys::new(&self.prefix, id, asks));
-            // Ends once the keys are forgotten (the sale left Redis) and the last asker is gone.
-            tokio::spawn(run_groups(
-                self.conn.clone(),
-                self.reserve.clone(),
-                self.release.clone(),
-                self.replication,
-                Arc::downgrade(&keys),
-                queued,
-            ));
-            keys
-        }))
+        let count: Option<u16> = self
+            .conn
+            .clone()
+            .hget(self.shard_counts_key(), id.0)
+            .await
+            .map_err(unavailable)?;
+        Ok(self.sale_with(id, count.unwrap_or(1)))
+    }
+
+    /// The shards of `id`, split `count` ways, each with its group task, set up here once.
+    fn sale_with(&self, id: SaleId, count: u16) -> Arc<SaleShards> {
+        let count = count.max(1);
+        let set_up = || {
+            let shards = shards::tags(id, count)
+                .iter()
+                .enumerate()
+                .map(|(index, tag)| {
+                    let (asks, queued) = mpsc::unbounded_channel();
+                    let keys = Arc::new(SaleKeys::new(&self.prefix, tag, index, asks));
+                    // Ends once the keys are forgotten (the sale left Redis) and the last asker
+                    // is gone.
+                    tokio::spawn(run_groups(
+                        self.conn.clone(),
+                        self.reserve.clone(),
+                        self.release.clone(),
+                        self.replication,
+                        Arc::downgrade(&keys),
+                        queued,
+                    ));
+                    keys
+                })
+                .collect();
+            Arc::new(SaleShards { shards })
+        };
+        let mut sale = self.sales.entry(id).or_insert_with(set_up);
+        if sale.shards.len() != usize::from(count) {
+            *sale = set_up();
+        }
+        Arc::clone(&sale)
+    }
+
+    /// The shards of `id` if this instance has met the sale (what the sync calls can use).
+    fn known(&self, id: SaleId) -> Option<Arc<SaleShards>> {
+        self.sales.get(&id).map(|sale| Arc::clone(&sale))
     }
 
     fn sales_key(&self) -> String {
         format!("{}:sales", self.prefix)
+    }
+
+    fn shard_counts_key(&self) -> String {
+        format!("{}:stock_shards", self.prefix)
     }
 
     /// Every sale the gate knows in Redis (created by any instance).
@@ -805,7 +908,14 @@ impl RedisGate {
     /// Orders of the reservations of `sale` pending since before `older_than` (their instance has
     /// probably died with them); an order's `created_at` is its reservation time.
     pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
-        let keys = self.keys(sale);
+        let mut stale = Vec::new();
+        for keys in self.sale(sale).await?.iter() {
+            stale.extend(self.stale_on(keys, sale, older_than).await?);
+        }
+        Ok(stale)
+    }
+
+    async fn stale_on(&self, keys: &SaleKeys, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
         let members: Vec<(String, i64)> = self
             .conn
             .clone()
@@ -838,7 +948,7 @@ impl RedisGate {
         // An order with a payment step is published as the hold it is.
         if !stale.is_empty() {
             let ids: Vec<String> = stale.iter().map(|o| o.order_id.hyphenated().to_string()).collect();
-            let holds = self.read_holds(&keys, &ids).await?;
+            let holds = self.read_holds(keys, &ids).await?;
             for (order, hold) in stale.iter_mut().zip(holds) {
                 if let Some(held) = hold.and_then(|h| decode_logged(sale, order.order_id, &h)) {
                     *order = held;
@@ -860,16 +970,203 @@ impl RedisGate {
 
     /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
     pub async fn forget(&self, order: &Order) -> Result<(), BackendError> {
-        let keys = self.keys(order.sale_id);
+        let sale = self.sale(order.sale_id).await?;
         let member = pending_member(order.order_id, order.seq, &order.user_id);
         let _: i64 = self
             .conn
             .clone()
-            .zrem(&keys.pending, member)
+            .zrem(&sale.home(&order.user_id).pending, member)
             .await
             .map_err(unavailable)?;
         Ok(())
     }
+
+    /// Gives the units of every move of `sale` between its shards that was cut off (taken from
+    /// one shard before `older_than`, never given to the other) to the shard they were for.
+    /// Returns how many moves it finished.
+    pub async fn finish_moves(&self, sale: SaleId, older_than: Millis) -> Result<usize, BackendError> {
+        let sale = self.sale(sale).await?;
+        if sale.shards.len() == 1 {
+            return Ok(0);
+        }
+        let mut finished = 0;
+        for from in sale.iter() {
+            let moves: Vec<(String, String)> = self.conn.clone().hgetall(&from.outbox).await.map_err(unavailable)?;
+            for (id, entry) in moves {
+                let Some((to, units, at)) = shards::parse_move(&entry) else {
+                    tracing::error!(outbox = %from.outbox, %id, %entry, "unreadable move left in place");
+                    continue;
+                };
+                let Some(to) = sale.shards.get(to).filter(|_| at < older_than) else {
+                    continue;
+                };
+                self.give(from, to, &id, units).await?;
+                finished += 1;
+            }
+        }
+        Ok(finished)
+    }
+
+    /// One transition of a hold on one shard ([`Settlement::Unknown`]: not there).
+    async fn settle_on(
+        &self,
+        keys: &SaleKeys,
+        sale: SaleId,
+        order_id: uuid::Uuid,
+        transition: &Transition,
+        now: Millis,
+    ) -> Result<Settlement, BackendError> {
+        let mut invocation = self.settle.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.holders)
+            .key(&keys.holds)
+            .key(&keys.deadlines)
+            .key(&keys.settled)
+            .arg(order_id.hyphenated().to_string());
+        match transition {
+            Transition::Pay(payment) => invocation.arg("pay").arg(now).arg(&payment.id).arg(payment.at),
+            Transition::Expire => invocation.arg("expire").arg(now).arg("").arg(""),
+            Transition::Cancel { by } => invocation.arg("cancel").arg(now).arg(by.as_str()).arg(""),
+        };
+        METRICS.observe_redis_call(RedisCall::Settle, 1);
+        let answer: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let (outcome, hold) = match answer.as_slice() {
+            [outcome] => (outcome.as_str(), None),
+            [outcome, hold] => (outcome.as_str(), Some(hold.as_str())),
+            _ => {
+                return Err(BackendError::fault(
+                    Role::Gate,
+                    "redis: unexpected answer to a settlement",
+                ))
+            }
+        };
+        let order = match hold {
+            None => return Ok(Settlement::Unknown),
+            Some(raw) => decode_hold(sale, order_id, raw).ok_or_else(|| {
+                BackendError::fault(Role::Gate, format!("redis: unreadable hold of order {order_id}"))
+            })?,
+        };
+        if outcome == "won" && order.state != OrderState::Paid {
+            keys.sold_out_until.store(0, Ordering::Relaxed);
+        }
+        // A payment a failover could undo would let its unit expire and sell again.
+        if outcome == "won" && !self.replication.reached(&self.conn).await.map_err(unavailable)? {
+            return Err(BackendError::outcome_unknown(
+                Role::Gate,
+                not_replicated(self.replication.replicas),
+            ));
+        }
+        Ok(match outcome {
+            "won" => Settlement::Won(order),
+            "done" => Settlement::AlreadyDone {
+                order,
+                unconfirmed: false,
+            },
+            "done_unconfirmed" => Settlement::AlreadyDone {
+                order,
+                unconfirmed: true,
+            },
+            _ => Settlement::Lost(order),
+        })
+    }
+
+    /// Moves units into `sale`'s shard `dry`, whose buyer just heard it has none, from the
+    /// shard with the most. Returns whether `dry` may have units now (moved by this call or by
+    /// a concurrent one); `false`: no shard has any.
+    async fn refill(&self, sale: &SaleShards, dry: &Arc<SaleKeys>) -> Result<bool, BackendError> {
+        let seen = dry.refills.load(Ordering::Acquire);
+        let _turn = dry.refilling.lock().await;
+        if dry.refills.load(Ordering::Acquire) != seen {
+            return Ok(true);
+        }
+        loop {
+            let left = futures::future::try_join_all(sale.iter().map(|keys| shard_remaining(keys))).await?;
+            let left: Vec<i64> = left.into_iter().map(|n| n.unwrap_or(0)).collect();
+            if left[dry.index] > 0 {
+                // A unit came back to it meanwhile.
+                return Ok(true);
+            }
+            let Some((donor, most)) = left
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k != dry.index)
+                .max_by_key(|(_, n)| **n)
+                .map(|(k, n)| (k, *n))
+            else {
+                return Ok(false);
+            };
+            if most <= 0 {
+                return Ok(false);
+            }
+            // Half, so shards that run dry one after another do not pass the same units along.
+            if self.move_units(&sale.shards[donor], dry, (most + 1) / 2).await? > 0 {
+                dry.refills.fetch_add(1, Ordering::AcqRel);
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Moves up to `units` from `from` to `to`; returns how many moved.
+    async fn move_units(&self, from: &SaleKeys, to: &SaleKeys, units: i64) -> Result<i64, BackendError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let taken: i64 = self
+            .take
+            .key(&from.meta)
+            .key(&from.outbox)
+            .arg(&id)
+            .arg(units)
+            .arg(to.index)
+            .arg(now_millis())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        METRICS.observe_redis_call(RedisCall::Transfer, taken.max(0) as usize);
+        if taken > 0 {
+            self.give(from, to, &id, taken).await?;
+        }
+        Ok(taken)
+    }
+
+    /// The second half of a move: gives its units to `to` (once, whoever calls), then clears it
+    /// from `from`'s outbox.
+    async fn give(&self, from: &SaleKeys, to: &SaleKeys, id: &str, units: i64) -> Result<(), BackendError> {
+        let given: i64 = self
+            .give
+            .key(&to.meta)
+            .key(&to.inbox)
+            .arg(id)
+            .arg(units)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        METRICS.observe_redis_call(RedisCall::Transfer, units.max(0) as usize);
+        if given < 0 {
+            // The shard is gone from Redis: the move waits in the outbox for it to be loaded.
+            return Err(BackendError::unavailable(
+                Role::Gate,
+                format!("redis: {} is missing; the move of {units} unit(s) waits", to.meta),
+            ));
+        }
+        to.sold_out_until.store(0, Ordering::Relaxed);
+        let _: i64 = self.conn.clone().hdel(&from.outbox, id).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// The units left on one shard, read through its group task (so concurrent readers share one
+/// read); `None`: Redis does not have the shard.
+async fn shard_remaining(keys: &SaleKeys) -> Result<Option<i64>, BackendError> {
+    let (answer, answered) = oneshot::channel();
+    keys.asks
+        .send(Ask::Remaining { answer })
+        .map_err(|_| BackendError::fault(Role::Gate, "the sale's group task has stopped"))?;
+    answered
+        .await
+        .map_err(|_| BackendError::unavailable(Role::Gate, "the sale's group task dropped a read"))?
 }
 
 /// Confirmations leave the buy path: whatever queued goes out as one `ZREM` of many members
@@ -930,47 +1227,81 @@ fn opt(ms: Option<Millis>) -> String {
 
 impl StockGate for RedisGate {
     async fn load_sale(&self, sale: Arc<Sale>, state: GateState) -> Result<(), BackendError> {
-        let (keys, rules) = (self.keys(sale.id), &sale.spec);
+        let rules = &sale.spec;
+        let count = rules.stock_shards.max(1);
+        // Written first: an instance that finds any shard finds how many there are.
+        if count > 1 {
+            let _: i64 = self
+                .conn
+                .clone()
+                .hset(self.shard_counts_key(), sale.id.0, count)
+                .await
+                .map_err(unavailable)?;
+        }
+        let shards = self.sale_with(sale.id, count);
         let GateState {
             holders,
             open_holds,
             paid,
         } = state;
         let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
-        let open: Vec<&Order> = open_holds
-            .iter()
-            .filter(|o| o.state == OrderState::AwaitingPayment && o.pay_by.is_some())
-            .collect();
-        let mut invocation = self.load.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.seqs)
-            .key(&keys.holds)
-            .key(&keys.deadlines)
-            .arg(rules.stock)
-            .arg(opt(rules.starts_at))
-            .arg(opt(rules.ends_at))
-            .arg(rules.per_user_limit)
-            .arg(rules.stock.saturating_sub(held))
-            .arg(u64::from(rules.payment_window_secs) * 1000)
-            .arg(open.len())
-            .arg(paid)
-            .arg(holders.len());
-        for h in &holders {
-            invocation.arg(h.user.as_str()).arg(h.held).arg(h.last_seq.max(h.held));
-        }
-        for o in open {
-            invocation
-                .arg(o.order_id.hyphenated().to_string())
-                .arg(encode_hold(o))
-                .arg(o.pay_by.unwrap_or_default());
-        }
-        METRICS.observe_redis_call(RedisCall::Load, 1);
-        let _: i64 = invocation
-            .invoke_async(&mut self.conn.clone())
+        let home = |user: &UserId| shards.home(user).index;
+        // The units left, spread over the shards. If some shards are still in Redis (a partial
+        // loss), they keep what they have and the lost ones come back empty: their share may
+        // have moved to the others, and giving it again could sell a unit twice.
+        let mut shares = shards::split(rules.stock.saturating_sub(held), shards.shards.len());
+        if count > 1 {
+            let present = futures::future::try_join_all(shards.iter().map(|keys| {
+                let mut conn = self.conn.clone();
+                async move { conn.exists::<_, bool>(&keys.meta).await }
+            }))
             .await
             .map_err(unavailable)?;
+            if present.iter().any(|p| *p) && !present.iter().all(|p| *p) {
+                tracing::error!(sale = %sale.id, ?present, "some of the sale's shards are missing from Redis; they come back without units");
+                shares.iter_mut().for_each(|share| *share = 0);
+            }
+        }
+        for (keys, share) in shards.iter().zip(shares) {
+            let holders: Vec<_> = holders.iter().filter(|h| home(&h.user) == keys.index).collect();
+            let open: Vec<&Order> = open_holds
+                .iter()
+                .filter(|o| o.state == OrderState::AwaitingPayment && o.pay_by.is_some())
+                .filter(|o| home(&o.user_id) == keys.index)
+                .collect();
+            let held: u64 = holders.iter().map(|h| u64::from(h.held)).sum();
+            let mut invocation = self.load.prepare_invoke();
+            invocation
+                .key(&keys.meta)
+                .key(&keys.holders)
+                .key(&keys.seqs)
+                .key(&keys.holds)
+                .key(&keys.deadlines)
+                .arg(held + share)
+                .arg(opt(rules.starts_at))
+                .arg(opt(rules.ends_at))
+                .arg(rules.per_user_limit)
+                .arg(share)
+                .arg(u64::from(rules.payment_window_secs) * 1000)
+                .arg(open.len())
+                // The paid count is the sale's; it lives on the first shard (the counts add up).
+                .arg(if keys.index == 0 { paid } else { 0 })
+                .arg(holders.len());
+            for h in &holders {
+                invocation.arg(h.user.as_str()).arg(h.held).arg(h.last_seq.max(h.held));
+            }
+            for o in open {
+                invocation
+                    .arg(o.order_id.hyphenated().to_string())
+                    .arg(encode_hold(o))
+                    .arg(o.pay_by.unwrap_or_default());
+            }
+            METRICS.observe_redis_call(RedisCall::Load, 1);
+            let _: i64 = invocation
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
         // The set of sales lives in no sale's hash slot, so (for Redis Cluster) it is written
         // outside the script, whose keys must share one slot.
         let _: i64 = self
@@ -982,55 +1313,66 @@ impl StockGate for RedisGate {
         Ok(())
     }
 
-    async fn reserve(&self, sale: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ReserveError> {
-        let keys = self.keys(sale);
-        if now < keys.sold_out_until.load(Ordering::Relaxed) {
+    async fn reserve(&self, sale_id: SaleId, user: &UserId, now: Millis) -> Result<Reservation, ReserveError> {
+        let sale = self.sale(sale_id).await?;
+        if sale.sold_out(now) {
             return Err(Refusal::SoldOut.into());
         }
+        let keys = sale.home(user);
         // Minted before the script because the pending reservation names it.
-        let order_id = new_order_id(sale);
-        let (answer, answered) = oneshot::channel();
-        let asked = keys.asks.send(Ask::Reserve {
-            user: user.clone(),
-            now,
-            order_id,
-            answer,
-        });
-        if asked.is_err() {
-            return Err(BackendError::fault(Role::Gate, "the sale's group task has stopped").into());
-        }
-        let (user, granted) = answered
-            .await
-            .map_err(|_| BackendError::outcome_unknown(Role::Gate, "the sale's group task dropped a purchase"))?;
-        let Granted { code, seq, pay_by } = granted?;
-        match code {
-            remaining if remaining >= 0 => Ok(Reservation {
+        let order_id = new_order_id(sale_id);
+        let mut user = user.clone();
+        for _ in 0..MAX_REFILLED_TRIES {
+            let (answer, answered) = oneshot::channel();
+            let asked = keys.asks.send(Ask::Reserve {
+                user,
+                now,
                 order_id,
-                sale_id: sale,
-                user_id: user,
-                seq,
-                remaining: remaining as u64,
-                reserved_at: now,
-                pay_by: (pay_by > 0).then_some(pay_by),
-            }),
-            -1 => {
-                self.sales.remove(&sale);
-                Err(Refusal::UnknownSale.into())
+                answer,
+            });
+            if asked.is_err() {
+                return Err(BackendError::fault(Role::Gate, "the sale's group task has stopped").into());
             }
-            -2 => Err(Refusal::NotStarted.into()),
-            -3 => Err(Refusal::Ended.into()),
-            -4 => {
-                keys.sold_out_until.store(now + SOLD_OUT_RECHECK_MS, Ordering::Relaxed);
-                Err(Refusal::SoldOut.into())
-            }
-            _ => Err(Refusal::LimitReached.into()),
+            let (back, granted) = answered
+                .await
+                .map_err(|_| BackendError::outcome_unknown(Role::Gate, "the sale's group task dropped a purchase"))?;
+            user = back;
+            let Granted { code, seq, pay_by } = granted?;
+            return match code {
+                remaining if remaining >= 0 => Ok(Reservation {
+                    order_id,
+                    sale_id,
+                    user_id: user,
+                    seq,
+                    remaining: remaining as u64,
+                    reserved_at: now,
+                    pay_by: (pay_by > 0).then_some(pay_by),
+                }),
+                -1 => {
+                    self.sales.remove(&sale_id);
+                    Err(Refusal::UnknownSale.into())
+                }
+                -2 => Err(Refusal::NotStarted.into()),
+                -3 => Err(Refusal::Ended.into()),
+                -4 => {
+                    // The home shard is dry; another may not be.
+                    if sale.shards.len() > 1 && self.refill(&sale, keys).await? {
+                        continue;
+                    }
+                    sale.mark_sold_out(now + SOLD_OUT_RECHECK_MS);
+                    Err(Refusal::SoldOut.into())
+                }
+                _ => Err(Refusal::LimitReached.into()),
+            };
         }
+        Err(Refusal::SoldOut.into())
     }
 
     async fn release(&self, r: &Reservation) -> Result<(), BackendError> {
-        let keys = self.keys(r.sale_id);
+        let sale = self.sale(r.sale_id).await?;
         let (answer, answered) = oneshot::channel();
-        keys.asks
+        sale.home(&r.user_id)
+            .asks
             .send(Ask::Release {
                 user: r.user_id.clone(),
                 seq: r.seq,
@@ -1045,170 +1387,144 @@ impl StockGate for RedisGate {
 
     async fn settle(
         &self,
-        sale: SaleId,
+        sale_id: SaleId,
         order_id: uuid::Uuid,
         transition: &Transition,
         now: Millis,
     ) -> Result<Settlement, BackendError> {
-        let keys = self.keys(sale);
-        let mut invocation = self.settle.prepare_invoke();
-        invocation
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.holds)
-            .key(&keys.deadlines)
-            .key(&keys.settled)
-            .arg(order_id.hyphenated().to_string());
-        match transition {
-            Transition::Pay(payment) => invocation.arg("pay").arg(now).arg(&payment.id).arg(payment.at),
-            Transition::Expire => invocation.arg("expire").arg(now).arg("").arg(""),
-            Transition::Cancel { by } => invocation.arg("cancel").arg(now).arg(by.as_str()).arg(""),
-        };
-        METRICS.observe_redis_call(RedisCall::Settle, 1);
-        let answer: Vec<String> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        let (outcome, hold) = match answer.as_slice() {
-            [outcome] => (outcome.as_str(), None),
-            [outcome, hold] => (outcome.as_str(), Some(hold.as_str())),
-            _ => {
-                return Err(BackendError::fault(
-                    Role::Gate,
-                    "redis: unexpected answer to a settlement",
-                ))
+        // The hold is on its buyer's home shard, which the order id does not tell: a buyer's
+        // cancellation goes there, a payment or an expiry asks the shards in turn until one
+        // has it (one call for a sale of one shard).
+        let sale = self.sale(sale_id).await?;
+        if let Transition::Cancel { by } = transition {
+            return self.settle_on(sale.home(by), sale_id, order_id, transition, now).await;
+        }
+        for keys in sale.iter() {
+            let settled = self.settle_on(keys, sale_id, order_id, transition, now).await?;
+            if !matches!(settled, Settlement::Unknown) {
+                return Ok(settled);
             }
-        };
-        let order = match hold {
-            None => return Ok(Settlement::Unknown),
-            Some(raw) => decode_hold(sale, order_id, raw).ok_or_else(|| {
-                BackendError::fault(Role::Gate, format!("redis: unreadable hold of order {order_id}"))
-            })?,
-        };
-        if outcome == "won" && order.state != OrderState::Paid {
-            keys.sold_out_until.store(0, Ordering::Relaxed);
         }
-        // A payment a failover could undo would let its unit expire and sell again.
-        if outcome == "won" && !self.replication.reached(&self.conn).await.map_err(unavailable)? {
-            return Err(BackendError::outcome_unknown(
-                Role::Gate,
-                not_replicated(self.replication.replicas),
-            ));
-        }
-        Ok(match outcome {
-            "won" => Settlement::Won(order),
-            "done" => Settlement::AlreadyDone {
-                order,
-                unconfirmed: false,
-            },
-            "done_unconfirmed" => Settlement::AlreadyDone {
-                order,
-                unconfirmed: true,
-            },
-            _ => Settlement::Lost(order),
-        })
+        Ok(Settlement::Unknown)
     }
 
-    async fn expire_due(&self, sale: SaleId, now: Millis, limit: usize) -> Result<Vec<Order>, BackendError> {
-        let keys = self.keys(sale);
-        let flat: Vec<String> = self
-            .expire_due
-            .key(&keys.meta)
-            .key(&keys.holders)
-            .key(&keys.holds)
-            .key(&keys.deadlines)
-            .key(&keys.settled)
-            .key(&keys.pending)
-            .arg(now)
-            .arg(limit)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        METRICS.observe_redis_call(RedisCall::ExpireDue, flat.len() / 2);
-        if !flat.is_empty() {
-            keys.sold_out_until.store(0, Ordering::Relaxed);
-        }
-        Ok(flat
-            .chunks_exact(2)
-            .filter_map(|pair| {
+    async fn expire_due(&self, sale_id: SaleId, now: Millis, limit: usize) -> Result<Vec<Order>, BackendError> {
+        let mut expired = Vec::new();
+        for keys in self.sale(sale_id).await?.iter() {
+            let flat: Vec<String> = self
+                .expire_due
+                .key(&keys.meta)
+                .key(&keys.holders)
+                .key(&keys.holds)
+                .key(&keys.deadlines)
+                .key(&keys.settled)
+                .key(&keys.pending)
+                .arg(now)
+                .arg(limit)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            METRICS.observe_redis_call(RedisCall::ExpireDue, flat.len() / 2);
+            if !flat.is_empty() {
+                keys.sold_out_until.store(0, Ordering::Relaxed);
+            }
+            expired.extend(flat.chunks_exact(2).filter_map(|pair| {
                 let order_id = uuid::Uuid::parse_str(&pair[0]).ok()?;
-                decode_logged(sale, order_id, &pair[1])
-            })
-            .collect())
+                decode_logged(sale_id, order_id, &pair[1])
+            }));
+        }
+        Ok(expired)
     }
 
-    async fn unconfirmed(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
-        let keys = self.keys(sale);
-        let ids: Vec<String> = self
-            .conn
-            .clone()
-            .zrangebyscore_limit(&keys.settled, "-inf", older_than, 0, 1000)
-            .await
-            .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let holds = self.read_holds(&keys, &ids).await?;
-        Ok(ids
-            .iter()
-            .zip(holds)
-            .filter_map(|(id, hold)| {
+    async fn unconfirmed(&self, sale_id: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
+        let mut unconfirmed = Vec::new();
+        for keys in self.sale(sale_id).await?.iter() {
+            let ids: Vec<String> = self
+                .conn
+                .clone()
+                .zrangebyscore_limit(&keys.settled, "-inf", older_than, 0, 1000)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                continue;
+            }
+            let holds = self.read_holds(keys, &ids).await?;
+            unconfirmed.extend(ids.iter().zip(holds).filter_map(|(id, hold)| {
                 let order_id = uuid::Uuid::parse_str(id).ok()?;
-                decode_logged(sale, order_id, &hold?)
-            })
-            .collect())
+                decode_logged(sale_id, order_id, &hold?)
+            }));
+        }
+        Ok(unconfirmed)
     }
 
     fn recorded(&self, orders: &[Order]) {
         for order in orders {
-            // A full queue only leaves the transition to be recorded again (a no-op in the store).
-            let _ = self
-                .confirmations
-                .try_send(Confirmed::Transition(self.keys(order.sale_id), order.order_id));
+            // A sale this instance has not met, or a full queue, only leaves the transition to be
+            // recorded again (a no-op in the store).
+            if let Some(sale) = self.known(order.sale_id) {
+                let _ = self.confirmations.try_send(Confirmed::Transition(
+                    Arc::clone(sale.home(&order.user_id)),
+                    order.order_id,
+                ));
+            }
         }
     }
 
-    async fn hold(&self, sale: SaleId, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
-        let keys = self.keys(sale);
-        let raw: Option<String> = self
-            .conn
-            .clone()
-            .hget(&keys.holds, order_id.hyphenated().to_string())
-            .await
-            .map_err(unavailable)?;
-        Ok(raw.and_then(|raw| decode_logged(sale, order_id, &raw)))
+    async fn hold(&self, sale_id: SaleId, order_id: uuid::Uuid) -> Result<Option<Order>, BackendError> {
+        let field = order_id.hyphenated().to_string();
+        for keys in self.sale(sale_id).await?.iter() {
+            let raw: Option<String> = self.conn.clone().hget(&keys.holds, &field).await.map_err(unavailable)?;
+            if let Some(raw) = raw {
+                return Ok(decode_logged(sale_id, order_id, &raw));
+            }
+        }
+        Ok(None)
     }
 
-    async fn hold_counts(&self, sale: SaleId) -> Result<HoldCounts, BackendError> {
-        let keys = self.keys(sale);
-        let (awaiting, paid): (Option<i64>, Option<i64>) = self
-            .conn
-            .clone()
-            .hget(&keys.meta, &["awaiting", "paid"])
-            .await
-            .map_err(unavailable)?;
+    async fn hold_counts(&self, sale_id: SaleId) -> Result<HoldCounts, BackendError> {
+        // Summed before clamping: a shard's count may dip below zero when a hold counted on
+        // another shard closes on it (the paid count of a reloaded sale lives on the first).
+        let (mut awaiting, mut paid) = (0i64, 0i64);
+        for keys in self.sale(sale_id).await?.iter() {
+            let (a, p): (Option<i64>, Option<i64>) = self
+                .conn
+                .clone()
+                .hget(&keys.meta, &["awaiting", "paid"])
+                .await
+                .map_err(unavailable)?;
+            awaiting += a.unwrap_or(0);
+            paid += p.unwrap_or(0);
+        }
         Ok(HoldCounts {
-            awaiting_payment: awaiting.unwrap_or(0).max(0) as u64,
-            paid: paid.unwrap_or(0).max(0) as u64,
+            awaiting_payment: awaiting.max(0) as u64,
+            paid: paid.max(0) as u64,
         })
     }
 
     fn known_sold_out(&self, sale: SaleId, now: Millis) -> bool {
-        self.sales
-            .get(&sale)
-            .is_some_and(|k| now < k.sold_out_until.load(Ordering::Relaxed))
+        self.sales.get(&sale).is_some_and(|s| s.sold_out(now))
     }
 
     fn confirm(&self, r: &Reservation) {
         // A full queue only delays the cleanup to the reconciler; never block the answer on it.
-        let _ = self
-            .confirmations
-            .try_send(Confirmed::Reservation(self.keys(r.sale_id), r.clone()));
+        if let Some(sale) = self.known(r.sale_id) {
+            let _ = self
+                .confirmations
+                .try_send(Confirmed::Reservation(Arc::clone(sale.home(&r.user_id)), r.clone()));
+        }
     }
 
-    async fn open_reservations(&self, sale: SaleId) -> Result<u64, BackendError> {
-        let keys = self.keys(sale);
-        self.conn.clone().zcard(&keys.pending).await.map_err(unavailable)
+    async fn open_reservations(&self, sale_id: SaleId) -> Result<u64, BackendError> {
+        let mut open = 0;
+        for keys in self.sale(sale_id).await?.iter() {
+            open += self
+                .conn
+                .clone()
+                .zcard::<_, u64>(&keys.pending)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(open)
     }
 
     async fn ready(&self) -> Vec<Check> {
@@ -1238,16 +1554,15 @@ impl StockGate for RedisGate {
         vec![Check::required("redis", up)]
     }
 
-    async fn remaining(&self, sale: SaleId) -> Result<Option<u64>, BackendError> {
-        let keys = self.keys(sale);
-        let (answer, answered) = oneshot::channel();
-        keys.asks
-            .send(Ask::Remaining { answer })
-            .map_err(|_| BackendError::fault(Role::Gate, "the sale's group task has stopped"))?;
-        let n = answered
-            .await
-            .map_err(|_| BackendError::unavailable(Role::Gate, "the sale's group task dropped a read"))??;
-        Ok(n.map(|n| n.max(0) as u64))
+    async fn remaining(&self, sale_id: SaleId) -> Result<Option<u64>, BackendError> {
+        let sale = self.sale(sale_id).await?;
+        let left = futures::future::try_join_all(sale.iter().map(|keys| shard_remaining(keys))).await?;
+        // Units on their way between two shards are in neither for a moment; the first shard
+        // missing means Redis does not have the sale.
+        if left.first().is_some_and(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(Some(left.into_iter().map(|n| n.unwrap_or(0).max(0) as u64).sum()))
     }
 }
 

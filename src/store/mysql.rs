@@ -141,7 +141,7 @@ async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Or
 const SCHEMA: [(&str, &str); 4] = [
     (
         "sales",
-        "id, payment_window_secs, queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs",
+        "id, payment_window_secs, queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs, stock_shards",
     ),
     (
         "orders",
@@ -162,7 +162,7 @@ fn unavailable(e: impl Into<Cause>) -> BackendError {
 
 const SELECT_SALE: &str =
     "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at,
-            queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs FROM sales";
+            queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs, stock_shards FROM sales";
 
 fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
     Ok(Sale {
@@ -181,6 +181,7 @@ fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<Sale, sqlx::Error> {
                 row.try_get::<Option<i64>, _>("queue_ticket_ttl_secs")?,
             )
             .map_err(|what| sqlx::Error::Decode(what.into()))?,
+            stock_shards: row.try_get::<i16, _>("stock_shards")?.max(1) as u16,
         },
         created_at: row.try_get("created_at")?,
     })
@@ -253,8 +254,8 @@ impl MySqlStore {
         let created_at = now_millis();
         let result = sqlx::query(
             "INSERT IGNORE INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, payment_window_secs, created_at,
-                                       queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs, stock_shards)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&spec.name)
         .bind(spec.stock as i64)
@@ -267,6 +268,7 @@ impl MySqlStore {
         .bind(spec.waiting_room.map(|w| w.admit_per_sec))
         .bind(spec.waiting_room.map(|w| w.mode.as_str()))
         .bind(spec.waiting_room.map(|w| w.ticket_ttl_secs))
+        .bind(spec.stock_shards)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;

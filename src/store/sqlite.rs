@@ -66,12 +66,13 @@ CREATE TABLE IF NOT EXISTS late_payments (
 ";
 
 /// Columns added after the first release, added to an existing database at open.
-const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
     ("sales", "payment_window_secs", "INTEGER NOT NULL DEFAULT 0"),
     // NULL: the sale has no waiting room.
     ("sales", "queue_admit_per_sec", "INTEGER"),
     ("sales", "queue_mode", "TEXT"),
     ("sales", "queue_ticket_ttl_secs", "INTEGER"),
+    ("sales", "stock_shards", "INTEGER NOT NULL DEFAULT 1"),
     ("orders", "state", "TEXT NOT NULL DEFAULT 'confirmed'"),
     ("orders", "pay_by", "INTEGER"),
     ("orders", "paid_at", "INTEGER"),
@@ -88,11 +89,11 @@ const INSERT_LATE_PAYMENT: &str =
     "INSERT OR IGNORE INTO late_payments (payment_id, order_id, sale_id, amount, received_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const INSERT_SALE: &str =
     "INSERT INTO sales (name, stock, per_user_limit, starts_at, ends_at, demo, created_at, payment_window_secs,
-                        queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+                        queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs, stock_shards)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 const SELECT_SALE: &str =
     "SELECT id, name, stock, per_user_limit, starts_at, ends_at, demo, created_at, payment_window_secs,
-            queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs FROM sales";
+            queue_admit_per_sec, queue_mode, queue_ticket_ttl_secs, stock_shards FROM sales";
 const SELECT_ORDER: &str =
     "SELECT order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id FROM orders";
 /// The states whose orders hold a unit, as SQL.
@@ -340,6 +341,7 @@ fn sale_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sale> {
             waiting_room: crate::domain::waiting_room_from(row.get(9)?, row.get(10)?, row.get(11)?).map_err(
                 |what| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, what.into()),
             )?,
+            stock_shards: row.get(12)?,
         },
         created_at: row.get(7)?,
     })
@@ -629,6 +631,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> bool {
                             spec.waiting_room.map(|w| w.admit_per_sec),
                             spec.waiting_room.map(|w| w.mode.as_str()),
                             spec.waiting_room.map(|w| w.ticket_ttl_secs),
+                            spec.stock_shards,
                         ]);
                         Outcome::Created(inserted.map_err(Arc::new).map(|_| Sale {
                             id: SaleId(tx.last_insert_rowid()),

@@ -306,6 +306,7 @@ mod tests {
                     mode,
                     ticket_ttl_secs: 10,
                 }),
+                stock_shards: 1,
             },
             created_at: 0,
         }

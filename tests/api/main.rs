@@ -43,4 +43,6 @@ mod sales;
 mod schemathesis;
 #[cfg(feature = "distributed")]
 mod services;
+#[cfg(feature = "distributed")]
+mod stock_shards;
 mod waiting_room;

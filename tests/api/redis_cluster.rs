@@ -106,6 +106,59 @@ async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_dif
     }
 }
 
+/// One hot sale split over three hash tags lands one shard per master, and two instances sell
+/// exactly its stock, one unit per buyer, whatever shard each buyer's home is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_of_three_stock_shards_spreads_over_the_masters_and_sells_exactly_its_stock() {
+    let cluster = RedisCluster::start().await;
+    let services = on_cluster(&cluster).await;
+    let a = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
+    let b = Arc::new(
+        TestServer::spawn_with(Options {
+            no_consumer: true,
+            ..Options::distributed(&services)
+        })
+        .await,
+    );
+    let (status, sale) = a
+        .create_sale(json!({"name": "hot item", "stock": 300, "per_user_limit": 1, "stock_shards": 3}))
+        .await;
+    assert_eq!(status, 201, "{sale}");
+    let sale = sale["id"].as_i64().expect("id");
+    let mut owners = HashSet::new();
+    for tag in seckill::gate::shards::tags(seckill::domain::SaleId(sale), 3) {
+        let meta = format!("{}:{{{tag}}}:meta", services.redis_prefix);
+        let owner = cluster.owner_of(&meta).await;
+        let exists: i64 = cluster.query(owner, redis::cmd("EXISTS").arg(&meta)).await;
+        assert_eq!(exists, 1, "{meta} on its master {owner}");
+        owners.insert(owner);
+    }
+    assert_eq!(owners.len(), 3, "one shard per master");
+
+    // 500 buyers try twice each, through both instances.
+    let attempts = join_all((0..500).flat_map(|i| [0, 1].map(|n| (i, n))).map(|(i, n)| {
+        let app = Arc::clone(if (i + n) % 2 == 0 { &a } else { &b });
+        tokio::spawn(async move { (i, app.buy(sale, &format!("buyer-{i}")).await.0) })
+    }))
+    .await;
+    let answers: Vec<(usize, u16)> = attempts.into_iter().map(|r| r.expect("task")).collect();
+    let winners: Vec<usize> = answers.iter().filter(|(_, s)| *s == 201).map(|(i, _)| *i).collect();
+    assert_eq!(winners.len(), 300, "the stock sold exactly");
+    assert_eq!(winners.iter().collect::<HashSet<_>>().len(), 300, "one unit per buyer");
+    let failed: Vec<u16> = answers.iter().map(|(_, s)| *s).filter(|s| *s >= 500).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    for app in [&a, &b] {
+        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
+    }
+    let audit = wait_stored(&b, sale, 300, Duration::from_secs(60)).await;
+    assert_eq!(
+        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+        (Some(300), Some(0)),
+        "{audit}"
+    );
+    assert_eq!(audit["consistent"], true, "{audit}");
+}
+
 async fn order(app: &TestServer, order_id: &str, user: &str) -> Value {
     let (status, _, body) =
         crate::requests::get_with(app, &format!("/api/orders/{order_id}"), &[("x-user-id", user)]).await;

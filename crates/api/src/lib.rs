@@ -108,6 +108,13 @@ pub struct SaleView {
     /// The sale's waiting room; left out when it has none (buyers purchase directly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_room: Option<WaitingRoom>,
+    /// Over how many Redis hash tags the distributed gate splits the stock (1: one).
+    #[serde(default = "one_shard")]
+    pub stock_shards: u16,
+}
+
+fn one_shard() -> u16 {
+    1
 }
 
 /// In which order a waiting room admits its tickets.
@@ -411,12 +418,12 @@ mod tests {
     #[test]
     fn sale_views_read_with_and_without_a_window() {
         let windowed: SaleView = read(
-            r#"{"id":2,"name":"Windowed","stock":5,"remaining":5,"sold":0,"per_user_limit":2,"starts_at":"2020-01-01T00:00:00.000Z","ends_at":"2099-01-01T00:00:00.000Z","status":"live","demo":false,"server_time":"2026-11-25T09:57:33.551Z","payment_window_secs":0,"awaiting_payment":0,"paid":0}"#,
+            r#"{"id":2,"name":"Windowed","stock":5,"remaining":5,"sold":0,"per_user_limit":2,"starts_at":"2020-01-01T00:00:00.000Z","ends_at":"2099-01-01T00:00:00.000Z","status":"live","demo":false,"server_time":"2026-11-25T09:57:33.551Z","payment_window_secs":0,"awaiting_payment":0,"paid":0,"stock_shards":1}"#,
         );
         assert_eq!(windowed.status, SaleStatus::Live);
         assert_eq!(windowed.ends_at.as_deref(), Some("2099-01-01T00:00:00.000Z"));
         let later: SaleView = read(
-            r#"{"id":3,"name":"Later","stock":3,"remaining":3,"sold":0,"per_user_limit":1,"starts_at":"2099-01-01T00:00:00.000Z","ends_at":null,"status":"upcoming","demo":false,"server_time":"2026-11-25T09:57:33.538Z","payment_window_secs":0,"awaiting_payment":0,"paid":0}"#,
+            r#"{"id":3,"name":"Later","stock":3,"remaining":3,"sold":0,"per_user_limit":1,"starts_at":"2099-01-01T00:00:00.000Z","ends_at":null,"status":"upcoming","demo":false,"server_time":"2026-11-25T09:57:33.538Z","payment_window_secs":0,"awaiting_payment":0,"paid":0,"stock_shards":1}"#,
         );
         assert_eq!((later.status, later.ends_at), (SaleStatus::Upcoming, None));
     }
@@ -424,7 +431,7 @@ mod tests {
     #[test]
     fn the_sale_list_reads() {
         let list: SaleList = read(
-            r#"{"sales":[{"demo":true,"ends_at":null,"id":1,"name":"第一个商品 (demo item)","per_user_limit":1,"remaining":0,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":null,"status":"sold_out","stock":2,"payment_window_secs":0,"awaiting_payment":0,"paid":0},{"demo":false,"ends_at":"2099-01-01T00:00:00.000Z","id":2,"name":"Windowed","per_user_limit":2,"remaining":3,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":"2020-01-01T00:00:00.000Z","status":"live","stock":5,"payment_window_secs":0,"awaiting_payment":0,"paid":0}]}"#,
+            r#"{"sales":[{"demo":true,"ends_at":null,"id":1,"name":"第一个商品 (demo item)","per_user_limit":1,"remaining":0,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":null,"status":"sold_out","stock":2,"payment_window_secs":0,"awaiting_payment":0,"paid":0,"stock_shards":1},{"demo":false,"ends_at":"2099-01-01T00:00:00.000Z","id":2,"name":"Windowed","per_user_limit":2,"remaining":3,"server_time":"2026-11-25T09:57:33.706Z","sold":2,"starts_at":"2020-01-01T00:00:00.000Z","status":"live","stock":5,"payment_window_secs":0,"awaiting_payment":0,"paid":0,"stock_shards":1}]}"#,
         );
         assert_eq!(list.sales.len(), 2);
         assert!(list.sales[0].demo);

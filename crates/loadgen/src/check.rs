@@ -360,6 +360,7 @@ mod tests {
             awaiting_payment,
             paid,
             waiting_room: None,
+            stock_shards: 1,
         }
     }
 
