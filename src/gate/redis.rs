@@ -66,19 +66,25 @@ local starts, ends = tonumber(meta[1]), tonumber(meta[2])
 local limit, remaining = tonumber(meta[3]), tonumber(meta[4])
 local window = tonumber(meta[5] or '0')
 local out, pending, sold, held = {}, {}, 0, 0
+-- The time is read as a number only where a rule needs it.
+local timed = starts or ends or window > 0
 for i = 1, #ARGV, 3 do
-  local user, now, id = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local user, id = ARGV[i], ARGV[i + 2]
+  local now = timed and tonumber(ARGV[i + 1])
   local code, seq, pay_by = -5, 0, 0
   if starts and now < starts then code = -2
   elseif ends and now >= ends then code = -3
-  elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') >= limit then code = -5
-  elseif remaining <= 0 then code = -4
+  elseif remaining <= 0 then
+    -- A buyer at the limit hears so, sold out or not.
+    if tonumber(redis.call('HGET', KEYS[2], user) or '0') < limit then code = -4 end
+  elseif redis.call('HINCRBY', KEYS[2], user, 1) > limit then
+    -- Counted first, taken back when over: one call for each buyer under the limit.
+    redis.call('HINCRBY', KEYS[2], user, -1)
   else
     remaining = remaining - 1
     sold = sold + 1
-    redis.call('HINCRBY', KEYS[2], user, 1)
     seq = redis.call('HINCRBY', KEYS[4], user, 1)
-    pending[#pending + 1] = now
+    pending[#pending + 1] = ARGV[i + 1]
     pending[#pending + 1] = id .. ':' .. seq .. ':' .. user
     if window > 0 then
       pay_by = now + window
