@@ -10,10 +10,24 @@ use serde_json::{json, Value};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A WebDriver session and the chromedriver serving it (killed when dropped).
+/// A WebDriver session and the chromedriver serving it, both killed when dropped, with the
+/// Chromium they started (even when a test panics before closing its session).
 pub struct Browser {
     client: Client,
     _driver: tokio::process::Child,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Chromium outlives a killed chromedriver; its own profile directory names it.
+        let _ = std::process::Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 impl Browser {
@@ -57,6 +71,7 @@ impl Browser {
                     return Browser {
                         client,
                         _driver: driver,
+                        profile,
                     }
                 }
                 Err(e) => last_error = Some(e),
@@ -157,6 +172,6 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        self.client.close().await.expect("close the browser session");
+        self.client.clone().close().await.expect("close the browser session");
     }
 }
