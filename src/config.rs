@@ -92,6 +92,14 @@ pub struct ServeConfig {
     #[arg(long, env = "SECKILL_PURCHASE_TOKEN_TTL_SECS", default_value_t = 30)]
     pub purchase_token_ttl_secs: u64,
 
+    /// Proof of work on joining a waiting room (the ALTCHA protocol): the SHA-256 a buyer must
+    /// find starts with this many zero hex digits, 16^N tries on average (4: about 0.3 s in a
+    /// browser, 0.02 s for a native script; 5: 4 s and 0.3 s). 0: off. Signed under a key
+    /// derived from `--purchase-token-secret`, so every instance sharing it verifies.
+    #[arg(long, env = "SECKILL_ALTCHA_DIFFICULTY", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub altcha_difficulty: u8,
+
     /// Seconds a winner has to pay before the unit goes back on sale, for sales that name none
     /// (and the demo sale on first start). 0: no payment step, orders are final.
     #[arg(long, env = "SECKILL_PAYMENT_WINDOW_SECS", default_value_t = 0,

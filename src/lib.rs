@@ -11,7 +11,8 @@
 //!    the buyer from `X-User-Id` or a JWT ([`http::identity`]), within the per-buyer limit
 //!    ([`http::limit`]), with a purchase token when required ([`http::purchase_token`]), and, on a
 //!    sale with a waiting room, an admission token: the buyer queued in the [`waiting_room`]
-//!    (`POST /api/sales/{id}/queue`) and polled their ticket until it was admitted.
+//!    (`POST /api/sales/{id}/queue`, behind a proof of work when asked: [`http::challenge`])
+//!    and polled their ticket until it was admitted.
 //! 2. [`engine::Engine::purchase`] asks the [`gate::StockGate`] for a unit: an atomic decision
 //!    on the sale window, the stock and the per-user limit. Sold out costs one atomic load.
 //! 3. The [`store::OrderStore`] makes the order durable (embedded: SQLite, group commit: one

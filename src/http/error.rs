@@ -73,6 +73,12 @@ pub enum ApiError {
     InvalidAdmission,
     #[error("this sale has no waiting room: purchase directly")]
     NoWaitingRoom,
+    #[error("joining this waiting room needs a proof of work: solve GET /api/sales/{{id}}/challenge and send the payload as X-Altcha")]
+    ChallengeRequired,
+    #[error("the proof of work is invalid, expired, or for another buyer or sale; solve a new challenge")]
+    InvalidChallenge,
+    #[error("this server asks no proof of work: join directly")]
+    NoChallenge,
     #[error("no such ticket for this buyer in this sale's waiting room; join again")]
     TicketNotFound,
     /// Names what is not ready (the cause chains go to the log).
@@ -131,6 +137,9 @@ impl ApiError {
             AdmissionRequired,
             InvalidAdmission,
             NoWaitingRoom,
+            ChallengeRequired,
+            InvalidChallenge,
+            NoChallenge,
             TicketNotFound,
             NotReady(String::new()),
             NotYourOrders,
@@ -162,8 +171,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            SaleNotFound | OrderNotFound | RouteNotFound | NoWaitingRoom | TicketNotFound => StatusCode::NOT_FOUND,
-            AdmissionRequired | InvalidAdmission => StatusCode::FORBIDDEN,
+            SaleNotFound | OrderNotFound | RouteNotFound | NoWaitingRoom | TicketNotFound | NoChallenge => {
+                StatusCode::NOT_FOUND
+            }
+            AdmissionRequired | InvalidAdmission | ChallengeRequired | InvalidChallenge => StatusCode::FORBIDDEN,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotStarted | Ended | Forbidden | AdminDisabled => StatusCode::FORBIDDEN,
             SoldOut => StatusCode::GONE,
@@ -217,6 +228,9 @@ impl ApiError {
             AdmissionRequired => "admission_required",
             InvalidAdmission => "invalid_admission",
             NoWaitingRoom => "no_waiting_room",
+            ChallengeRequired => "challenge_required",
+            InvalidChallenge => "invalid_challenge",
+            NoChallenge => "no_challenge",
             TicketNotFound => "ticket_not_found",
             NotReady(_) => "not_ready",
             NotYourOrders => "not_your_orders",

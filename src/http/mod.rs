@@ -18,6 +18,7 @@ use crate::gate::StockGate;
 use crate::store::OrderStore;
 use crate::waiting_room::WaitingRoom;
 
+pub mod challenge;
 mod classic;
 pub mod error;
 pub mod extract;
@@ -63,6 +64,8 @@ pub struct AppState<G, S> {
     /// token passes for the other.
     pub admission_tokens: PurchaseTokens,
     pub admission_token_ttl_ms: u64,
+    /// The proof of work asked on joining a waiting room (`--altcha-difficulty`; off at 0).
+    pub challenges: challenge::Challenges,
     /// The route table, once the router is built: the metrics' route names, by slot.
     pub(crate) route_table: OnceLock<Vec<RouteInfo>>,
 }
@@ -87,6 +90,7 @@ pub fn routes<G: StockGate, S: OrderStore>(limits: Arc<RateLimits>) -> Routes<Ar
             Kind::Purchase,
             post(sales::purchase::<G, S>),
         )
+        .add("/api/sales/{id}/challenge", Kind::Plain, get(queue::challenge::<G, S>))
         .add("/api/sales/{id}/queue", Kind::Plain, post(queue::join::<G, S>))
         .add("/api/sales/{id}/queue/{ticket}", Kind::Plain, get(queue::poll::<G, S>))
         .add(

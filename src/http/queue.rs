@@ -19,13 +19,28 @@ use crate::waiting_room::{Place, Standing};
 
 type Shared<G, S> = State<Arc<AppState<G, S>>>;
 
+/// `GET /api/sales/{id}/challenge`: a proof-of-work challenge for this buyer's join (404
+/// `no_challenge` when the server asks none).
+pub async fn challenge<G: StockGate, S: OrderStore>(
+    State(app): Shared<G, S>,
+    PathParams(id): PathParams<String>,
+    Buyer(user): Buyer,
+) -> Result<Response, ApiError> {
+    let (sale, _, now) = open_room(&app, &id).await?;
+    Ok(Json(app.challenges.issue(sale.id, &user, now)?).into_response())
+}
+
 /// `POST /api/sales/{id}/queue`: the buyer's ticket, the same one if they joined before.
 pub async fn join<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams(id): PathParams<String>,
     Buyer(user): Buyer,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (sale, room, now) = open_room(&app, &id).await?;
+    // Before the queue is touched: an unsolved join costs one HMAC at most.
+    let altcha = headers.get("x-altcha").map(|v| v.to_str().unwrap_or(""));
+    app.challenges.check(altcha, sale.id, &user)?;
     // Open from creation until the end or the last unit: joining a queue with nothing to
     // admit to would only make the buyer wait for a refusal.
     if let Some(Refusal::Ended) = sale.spec.window_refusal(now) {

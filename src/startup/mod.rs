@@ -88,6 +88,12 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             Some(secret) => PurchaseTokens::new(&[secret.expose().as_bytes(), b"\0admission"].concat(), ttl),
             None => PurchaseTokens::with_random_key(ttl),
         };
+        // Join challenges likewise verify on every instance sharing the secret.
+        let challenge_key = match &config.purchase_token_secret {
+            Some(secret) => [secret.expose().as_bytes(), b"\0altcha"].concat(),
+            None => crate::domain::random_key().to_vec(),
+        };
+        let challenges = crate::http::challenge::Challenges::new(&challenge_key, config.altcha_difficulty);
         let purchase_tokens = match &config.purchase_token_secret {
             Some(secret) => PurchaseTokens::new(secret.expose().as_bytes(), ttl),
             None => {
@@ -130,6 +136,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             waiting_room,
             admission_tokens,
             admission_token_ttl_ms: config.purchase_token_ttl_secs.saturating_mul(1000),
+            challenges,
             route_table: OnceLock::new(),
         });
         let (stop, background) = (CancellationToken::new(), TaskTracker::new());

@@ -24,6 +24,7 @@ impl Drop for Browser {
         let _ = std::process::Command::new("pkill")
             .arg("-KILL")
             .arg("-f")
+            .arg("--")
             .arg(format!("--user-data-dir={}", self.profile.display()))
             .status();
         let _ = std::fs::remove_dir_all(&self.profile);

@@ -182,3 +182,56 @@ async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
     assert_eq!(status, 200);
     browser.close().await;
 }
+
+/// With `--altcha-difficulty`, the page solves the join's proof of work by itself (WebCrypto
+/// SHA-256) and queues; a join that skips it is refused. Prints what the solve took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_solves_the_joins_proof_of_work_and_queues() {
+    let app = crate::helpers::TestServer::spawn_with(crate::helpers::Options {
+        extra_args: vec!["--altcha-difficulty".into(), "4".into()],
+        ..crate::helpers::Options::new()
+    })
+    .await;
+    let (status, sale) = app
+        .create_sale(json!({
+            "name": "排队 proof of work", "stock": 5, "starts_at": rfc3339_in(3600),
+            "waiting_room": { "admit_per_sec": 1, "mode": "random_at_start", "ticket_ttl_secs": 30 },
+        }))
+        .await;
+    assert_eq!(status, 201, "{sale}");
+    let id = sale["id"].as_i64().unwrap();
+    let (status, _, body) =
+        crate::requests::post(&app, &format!("/api/sales/{id}/queue"), &[("x-user-id", "script")]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("challenge_required")),
+        "{body}"
+    );
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url(&format!("/?sale={id}&user=browser-buyer"))).await;
+    browser
+        .wait_for_within("the queue to show", Duration::from_secs(60), async |b| {
+            b.text("#queue").await.contains("In the queue")
+        })
+        .await;
+    let dataset = |key: &'static str| {
+        let browser = &browser;
+        async move {
+            let value = browser
+                .js(&format!("return document.getElementById('queue').dataset.{key};"))
+                .await;
+            value.as_str().and_then(|v| v.parse::<f64>().ok())
+        }
+    };
+    let (ms, tries) = (dataset("challengeMs").await, dataset("challengeTries").await);
+    let (Some(ms), Some(tries)) = (ms, tries) else {
+        panic!("the page did not record its solve: {ms:?} ms, {tries:?} tries");
+    };
+    // What a browser pays: bench/README.md keeps these figures.
+    eprintln!(
+        "the page solved a difficulty-4 challenge in {ms} ms, {tries} tries: {:.2} µs per try",
+        ms * 1000.0 / tries
+    );
+    browser.close().await;
+}

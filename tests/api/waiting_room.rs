@@ -351,6 +351,75 @@ async fn polls_are_not_held_to_the_per_buyer_rate_limit() {
     }
 }
 
+/// Solves `sale`'s join challenge for `user` as a script would (the `altcha` crate): the
+/// `X-Altcha` payload.
+async fn solved_challenge(app: &TestServer, sale: i64, user: &str) -> String {
+    use base64::Engine as _;
+    let (status, _, challenge) = get_with(app, &format!("/api/sales/{sale}/challenge"), &[("x-user-id", user)]).await;
+    assert_eq!(status, 200, "{challenge}");
+    let challenge: altcha::Challenge = serde_json::from_value(challenge).expect("an ALTCHA challenge");
+    let solution = altcha::solve_challenge(altcha::SolveChallengeOptions::new(&challenge))
+        .expect("solvable")
+        .expect("solved in time");
+    let payload = serde_json::to_vec(&altcha::Payload { challenge, solution }).expect("json");
+    base64::engine::general_purpose::STANDARD.encode(payload)
+}
+
+/// With `--altcha-difficulty`, joining needs a solved challenge for that buyer and sale, checked
+/// before the queue: none is 403 `challenge_required`; another buyer's, another sale's or a
+/// forged one is 403 `invalid_challenge`; the buyer's own joins. Without it nothing is asked.
+#[tokio::test]
+async fn a_join_needs_a_solved_proof_of_work_bound_to_its_buyer_and_sale() {
+    let app = TestServer::spawn_with(crate::helpers::Options {
+        extra_args: ["--altcha-difficulty", "3"].map(String::from).to_vec(),
+        ..crate::helpers::Options::new()
+    })
+    .await;
+    let sale = room_sale(&app, 5, 1, "fifo", 30, Some(60)).await;
+    let other = room_sale(&app, 5, 1, "fifo", 30, Some(60)).await;
+    let (status, body) = join(&app, sale, "alice").await;
+    assert_error(status, &body, 403, "challenge_required");
+
+    let alices = solved_challenge(&app, sale, "alice").await;
+    let join_with = |sale: i64, user: &'static str, altcha: String| {
+        let app = &app;
+        async move {
+            let (status, _, body) = post(
+                app,
+                &format!("/api/sales/{sale}/queue"),
+                &[("x-user-id", user), ("x-altcha", altcha.as_str())],
+            )
+            .await;
+            (status, body)
+        }
+    };
+    for (sale, user, altcha) in [
+        (sale, "bob", alices.clone()),
+        (other, "alice", alices.clone()),
+        (sale, "alice", alices.replace('A', "B")),
+        (sale, "alice", "bm90IGEgcGF5bG9hZA==".to_owned()),
+    ] {
+        let (status, body) = join_with(sale, user, altcha).await;
+        assert_error(status, &body, 403, "invalid_challenge");
+    }
+    let (status, body) = join_with(sale, "alice", alices.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // Joining again with the same answer gives the ticket already held, nothing more.
+    let (status, again) = join_with(sale, "alice", alices).await;
+    assert_eq!((status, &again["ticket"]), (200, &body["ticket"]), "{again}");
+
+    let plain = TestServer::spawn().await;
+    let sale = room_sale(&plain, 5, 1, "fifo", 30, Some(60)).await;
+    let (status, _, body) = get_with(
+        &plain,
+        &format!("/api/sales/{sale}/challenge"),
+        &[("x-user-id", "alice")],
+    )
+    .await;
+    assert_error(status, &body, 404, "no_challenge");
+    assert_eq!(join(&plain, sale, "alice").await.0, 200);
+}
+
 /// The embedded queue lives in the process: a restarted engine knows no ticket, and its buyers
 /// join again (stock and orders are in SQLite and survive).
 #[tokio::test]
