@@ -7,10 +7,10 @@
 //! units, units move: half of the fullest shard's units go to the dry one, in two scripts, so
 //! the sale never answers "sold out" while any shard has stock and never sells a unit twice.
 //!
-//! A move is crash-safe: [`TAKE`] takes the units off the donor and records the move in the
-//! donor's `outbox` in one script; [`GIVE`] adds them to the recipient once, remembering the
+//! A move is crash-safe: `TAKE` takes the units off the donor and records the move in the
+//! donor's `outbox` in one script; `GIVE` adds them to the recipient once, remembering the
 //! move's id in the recipient's `inbox`; then the outbox entry is deleted. A move cut off
-//! between the two halves stays in the outbox, and the reconciler gives it (a second [`GIVE`]
+//! between the two halves stays in the outbox, and the reconciler gives it (a second `GIVE`
 //! of the same move adds nothing).
 
 use crate::domain::SaleId;
