@@ -54,6 +54,21 @@ pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, with
     }
 }
 
+/// After a stampede on `sale` of `stock` units: every instance reads it sold out (the stock
+/// is shared), MySQL holds each order once, and the audit balances.
+pub(crate) async fn sold_out_everywhere_and_stored_once(apps: &[&TestServer], sale: i64, stock: u64) {
+    for app in apps {
+        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
+    }
+    let audit = wait_stored(apps[0], sale, stock, Duration::from_secs(60)).await;
+    assert_eq!(
+        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
+        (Some(stock), Some(0)),
+        "{audit}"
+    );
+    assert_eq!(audit["consistent"], true, "{audit}");
+}
+
 /// 32 buyers in a loop, each request a new buyer, until stopped or sold out: the load a fault
 /// test keeps on while it breaks a backend. Records every 201 as (buyer, order id) and the
 /// slowest 503.
@@ -166,16 +181,7 @@ async fn two_instances_sell_exactly_the_stock_and_mysql_holds_each_order_once() 
     );
 
     // Both instances see the same stock, from Redis.
-    for app in [&a, &b] {
-        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
-    }
-    let audit = wait_stored(&b, sale, 1000, Duration::from_secs(60)).await;
-    assert_eq!(
-        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
-        (Some(1000), Some(0)),
-        "{audit}"
-    );
-    assert_eq!(audit["consistent"], true, "{audit}");
+    sold_out_everywhere_and_stored_once(&[&a, &b], sale, 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

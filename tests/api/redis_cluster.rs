@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::distributed::{books_balance_after_a_fault, wait_stored, Stampede};
+use crate::distributed::{books_balance_after_a_fault, sold_out_everywhere_and_stored_once, Stampede};
 use crate::helpers::{Options, Services, TestServer};
 use crate::services::RedisCluster;
 
@@ -75,16 +75,7 @@ async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_dif
         assert_eq!(winners.iter().collect::<HashSet<_>>().len(), 300, "one unit per buyer");
         let failed: Vec<u16> = answers.iter().map(|(_, s)| *s).filter(|s| *s >= 500).collect();
         assert!(failed.is_empty(), "sale {sale}: {failed:?}");
-        for app in [&a, &b] {
-            assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
-        }
-        let audit = wait_stored(&b, sale, 300, Duration::from_secs(60)).await;
-        assert_eq!(
-            (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
-            (Some(300), Some(0)),
-            "{audit}"
-        );
-        assert_eq!(audit["consistent"], true, "{audit}");
+        sold_out_everywhere_and_stored_once(&[&b, &a], sale, 300).await;
         // The gate lives on the cluster: the master of the sale's slot holds its keys.
         let meta = services.gate_key(sale, "meta");
         let owner = cluster.owner_of(&meta).await;
@@ -147,16 +138,7 @@ async fn a_sale_of_three_stock_shards_spreads_over_the_masters_and_sells_exactly
     assert_eq!(winners.iter().collect::<HashSet<_>>().len(), 300, "one unit per buyer");
     let failed: Vec<u16> = answers.iter().map(|(_, s)| *s).filter(|s| *s >= 500).collect();
     assert!(failed.is_empty(), "{failed:?}");
-    for app in [&a, &b] {
-        assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
-    }
-    let audit = wait_stored(&b, sale, 300, Duration::from_secs(60)).await;
-    assert_eq!(
-        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
-        (Some(300), Some(0)),
-        "{audit}"
-    );
-    assert_eq!(audit["consistent"], true, "{audit}");
+    sold_out_everywhere_and_stored_once(&[&b, &a], sale, 300).await;
 }
 
 async fn order(app: &TestServer, order_id: &str, user: &str) -> Value {
