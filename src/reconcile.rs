@@ -19,10 +19,17 @@ pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -
     let cutoff = now_millis() - grace.as_millis() as i64;
     let mut republished = 0;
     for sale in gate.sale_ids().await? {
-        // Units cut off between two shards of a sale go where they were going.
-        let moves = gate.finish_moves(sale, cutoff).await?;
-        if moves > 0 {
-            tracing::warn!(sale = %sale, moves, "finished moves of units between shards that were cut off");
+        // Units cut off between two shards of a sale go where they were going. A move that
+        // cannot be finished now (a shard Redis lost) waits for the next pass and holds up
+        // nothing else.
+        match gate.finish_moves(sale, cutoff).await {
+            Ok(0) => {}
+            Ok(moves) => {
+                tracing::warn!(sale = %sale, moves, "finished moves of units between shards that were cut off")
+            }
+            Err(e) => {
+                tracing::warn!(sale = %sale, error = %e.chain(), "could not finish a move between shards; retrying next pass")
+            }
         }
         for order in gate.stale(sale, cutoff).await? {
             log.publish(&order).await?;
