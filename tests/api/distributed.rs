@@ -42,12 +42,24 @@ pub(crate) async fn books_balance_after_a_fault(
     audit
 }
 
-/// Polls the audit until the store holds `expected` orders (the consumer drains the log).
+/// Polls the audit until the store holds `expected` orders (the consumer drains the log) and
+/// their confirmations have cleared the gate's pending reservations: an order stored before its
+/// confirmation lands is counted both as stored and as open, which the audit reports as
+/// unbalanced. Pending ones that only the reconciler will clear are waited for 5 s at most.
 pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, within: Duration) -> serde_json::Value {
     let started = Instant::now();
+    let mut stored_since = None;
     loop {
         let audit = app.audit(sale).await;
-        if audit["stored"].as_u64() == Some(expected) || started.elapsed() > within {
+        if audit["stored"].as_u64() == Some(expected) {
+            let since = *stored_since.get_or_insert_with(Instant::now);
+            if audit["open_reservations"] == 0 || since.elapsed() > Duration::from_secs(5) {
+                return audit;
+            }
+        } else {
+            stored_since = None;
+        }
+        if started.elapsed() > within {
             return audit;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -55,15 +67,29 @@ pub(crate) async fn wait_stored(app: &TestServer, sale: i64, expected: u64, with
 }
 
 /// After a stampede on `sale` of `stock` units: every instance reads it sold out (the stock
-/// is shared), MySQL holds each order once, and the audit balances.
+/// is shared), MySQL holds each order once, the confirmations clear every pending reservation,
+/// and the audit balances. (Until an order's confirmation lands, the audit counts it both as
+/// stored and as open, so it is read once both have settled.)
 pub(crate) async fn sold_out_everywhere_and_stored_once(apps: &[&TestServer], sale: i64, stock: u64) {
     for app in apps {
         assert_eq!(app.get(&format!("/api/sales/{sale}")).await.1["remaining"], 0);
     }
-    let audit = wait_stored(apps[0], sale, stock, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let audit = loop {
+        let audit = apps[0].audit(sale).await;
+        let settled = audit["stored"].as_u64() == Some(stock) && audit["open_reservations"] == 0;
+        if settled || started.elapsed() > Duration::from_secs(60) {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
-        (audit["stored"].as_u64(), audit["duplicates"].as_u64()),
-        (Some(stock), Some(0)),
+        (
+            audit["stored"].as_u64(),
+            audit["duplicates"].as_u64(),
+            audit["open_reservations"].as_u64()
+        ),
+        (Some(stock), Some(0), Some(0)),
         "{audit}"
     );
     assert_eq!(audit["consistent"], true, "{audit}");
