@@ -21,18 +21,24 @@ async fn on_cluster(cluster: &RedisCluster) -> Services {
     services
 }
 
+/// Two instances on `services`, the second without a consumer of its own.
+async fn two_instances(services: &Services) -> (Arc<TestServer>, Arc<TestServer>) {
+    let a = Arc::new(TestServer::spawn_with(Options::distributed(services)).await);
+    let b = Arc::new(
+        TestServer::spawn_with(Options {
+            no_consumer: true,
+            ..Options::distributed(services)
+        })
+        .await,
+    );
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_different_shards() {
     let cluster = RedisCluster::start().await;
     let services = on_cluster(&cluster).await;
-    let a = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
-    let b = Arc::new(
-        TestServer::spawn_with(Options {
-            no_consumer: true,
-            ..Options::distributed(&services)
-        })
-        .await,
-    );
+    let (a, b) = two_instances(&services).await;
     assert_eq!(a.get("/readyz").await.0, 200);
 
     // Two sales whose keys are served by different masters (a new sale until one is).
@@ -103,14 +109,7 @@ async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock_of_sales_on_dif
 async fn a_sale_of_three_stock_shards_spreads_over_the_masters_and_sells_exactly_its_stock() {
     let cluster = RedisCluster::start().await;
     let services = on_cluster(&cluster).await;
-    let a = Arc::new(TestServer::spawn_with(Options::distributed(&services)).await);
-    let b = Arc::new(
-        TestServer::spawn_with(Options {
-            no_consumer: true,
-            ..Options::distributed(&services)
-        })
-        .await,
-    );
+    let (a, b) = two_instances(&services).await;
     let (status, sale) = a
         .create_sale(json!({"name": "hot item", "stock": 300, "per_user_limit": 1, "stock_shards": 3}))
         .await;
