@@ -1083,7 +1083,7 @@ impl RedisGate {
     /// Moves units into `sale`'s shard `dry`, whose buyer just heard it has none, from the
     /// shard with the most. Returns whether `dry` may have units now (moved by this call or by
     /// a concurrent one); `false`: no shard has any.
-    async fn refill(&self, sale: &SaleShards, dry: &Arc<SaleKeys>) -> Result<bool, BackendError> {
+    async fn refill(&self, sale: &SaleShards, dry: &SaleKeys) -> Result<bool, BackendError> {
         let seen = dry.refills.load(Ordering::Acquire);
         let _turn = dry.refilling.lock().await;
         if dry.refills.load(Ordering::Acquire) != seen {
@@ -1568,14 +1568,17 @@ impl StockGate for RedisGate {
     }
 
     async fn remaining(&self, sale_id: SaleId) -> Result<Option<u64>, BackendError> {
-        let sale = self.sale(sale_id).await?;
-        let left = futures::future::try_join_all(sale.iter().map(|keys| shard_remaining(keys))).await?;
+        // Every waiting-room join and poll asks: one grouped read per shard, nothing collected.
         // Units on their way between two shards are in neither for a moment; the first shard
         // missing means Redis does not have the sale.
-        if left.first().is_some_and(Option::is_none) {
-            return Ok(None);
+        let mut total = 0;
+        for keys in self.sale(sale_id).await?.iter() {
+            match shard_remaining(keys).await? {
+                None if keys.index == 0 => return Ok(None),
+                left => total += left.unwrap_or(0).max(0) as u64,
+            }
         }
-        Ok(Some(left.into_iter().map(|n| n.unwrap_or(0).max(0) as u64).sum()))
+        Ok(Some(total))
     }
 }
 

@@ -29,25 +29,22 @@ const MAX_PAYLOAD_LEN: usize = 4096;
 pub struct Challenges {
     /// The HMAC key the challenges are signed with, as the crate takes it (hex).
     secret: String,
-    /// Zero hex digits the derived key must start with; 0: no challenge asked.
-    difficulty: u8,
+    /// The hex the derived key must start with: `--altcha-difficulty` zeros (none: no
+    /// challenge asked).
+    prefix: String,
 }
 
 impl Challenges {
     pub fn new(secret: &[u8], difficulty: u8) -> Self {
         Challenges {
             secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
-            difficulty,
+            prefix: "0".repeat(usize::from(difficulty)),
         }
     }
 
     /// Whether joining asks for a proof of work.
     pub fn enabled(&self) -> bool {
-        self.difficulty > 0
-    }
-
-    fn prefix(&self) -> String {
-        "0".repeat(usize::from(self.difficulty))
+        !self.prefix.is_empty()
     }
 
     /// A challenge for this buyer on this sale.
@@ -63,7 +60,7 @@ impl Challenges {
             // One SHA-256 per try: the browser's WebCrypto digest, cheap to check.
             algorithm: "SHA-256".to_owned(),
             cost: 1,
-            key_prefix: self.prefix(),
+            key_prefix: self.prefix.clone(),
             data: Some(data),
             expires_at: Some(u64::try_from(now / 1000 + CHALLENGE_TTL_SECS).unwrap_or(0)),
             hmac_signature_secret: Some(self.secret.clone()),
@@ -99,7 +96,7 @@ impl Challenges {
             && data.and_then(|d| d.get("sale")).and_then(|s| s.as_i64()) == Some(sale.0);
         let asked = params.algorithm == "SHA-256"
             && params.cost == 1
-            && params.key_prefix.starts_with(&self.prefix())
+            && params.key_prefix.starts_with(&self.prefix)
             && params.key_length <= 64;
         if !bound || !asked {
             return Err(ApiError::InvalidChallenge);
