@@ -211,9 +211,30 @@ impl Broker {
         assert!(status.success());
     }
 
-    /// SIGSTOP: the broker holds its connections but answers nothing.
+    /// SIGSTOP: the broker holds its connections but answers nothing. Returns once every
+    /// thread of it has stopped: `kill` returns when the signal is sent, and on a loaded
+    /// machine a thread can still answer a request after that.
     pub fn pause(&self) {
         self.signal("STOP");
+        let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                tasks.flatten().all(|task| {
+                    // The state follows the parenthesised command name: `T` or `t` once stopped.
+                    std::fs::read_to_string(task.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            stat.rsplit_once(')')
+                                .map(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                        })
+                        .unwrap_or(true)
+                })
+            })
+        };
+        let started = std::time::Instant::now();
+        while !stopped() && started.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     pub fn resume(&self) {
