@@ -101,6 +101,29 @@ waiting() {
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+TICKS=$(getconf CLK_TCK)
+cpu_s() { awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+redis_cpu_s() { { redis-cli -h 127.0.0.1 info cpu 2>/dev/null || true; } | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {print s + 0}'; }
+
+# timed_wrk MODE [wrk args]: runs wrk, prints its req/s; says on stderr the engine's (and, for
+# distributed, redis-server's) CPU per request, where the time of the path goes.
+timed_wrk() {
+  local mode=$1
+  shift
+  local e0 r0 out
+  e0=$(cpu_s "$ENGINE_PID"); r0=$(redis_cpu_s)
+  out=$("${WRK[@]}" "$@")
+  python3 - "$mode" "$e0" "$(cpu_s "$ENGINE_PID")" "$r0" "$(redis_cpu_s)" "$out" <<'PY' >&2
+import re, sys
+mode, e0, e1, r0, r1, out = sys.argv[1], *map(float, sys.argv[2:6]), sys.argv[6]
+n = int(re.search(r"(\d+) requests in", out).group(1))
+line = f"   CPU per request: engine {(e1 - e0) * 1e6 / n:.1f} µs"
+if mode != "embedded":
+    line += f", redis-server {(r1 - r0) * 1e6 / n:.1f} µs"
+print(line)
+PY
+  echo "$out" | rps
+}
 redis_used() { redis-cli -h 127.0.0.1 info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
 
 # measure MODE [serve flags]: sets RESULT to "soldout join poll memory_delta_bytes joiners". Not
@@ -115,14 +138,14 @@ measure() {
   upcoming=$(create_sale "{\"name\":\"joined\",\"stock\":1000,\"starts_at\":\"$(in_an_hour)\",$(printf "$room" random_at_start)}")
   started=$(create_sale "{\"name\":\"polled\",\"stock\":1000,$(printf "$room" fifo)}")
   echo "== $mode: sold-out path, POST /api/sales/$plain/purchase (stock 0)"
-  SOLDOUT=$("${WRK[@]}" -s bench/buyers.lua "$URL/api/sales/$plain/purchase" -- "so-$mode" | rps)
+  SOLDOUT=$(timed_wrk "$mode" -s bench/buyers.lua "$URL/api/sales/$plain/purchase" -- "so-$mode")
   echo "   $SOLDOUT req/s"
   echo "== $mode: join, POST /api/sales/$upcoming/queue (random_at_start, an hour before the start)"
-  JOIN=$("${WRK[@]}" -s bench/queue_join.lua "$URL/api/sales/$upcoming/queue" -- "join-$mode" | rps)
+  JOIN=$(timed_wrk "$mode" -s bench/queue_join.lua "$URL/api/sales/$upcoming/queue" -- "join-$mode")
   echo "   $JOIN req/s"
   echo "== $mode: poll, GET /api/sales/$started/queue/{ticket} over $POLL_TICKETS waiting tickets"
   join_tickets "$started" "$POLL_TICKETS" "$WORK/tickets-$mode"
-  POLL=$("${WRK[@]}" -s bench/queue_poll.lua "$URL" -- "$started" "$WORK/tickets-$mode" | rps)
+  POLL=$(timed_wrk "$mode" -s bench/queue_poll.lua "$URL" -- "$started" "$WORK/tickets-$mode")
   echo "   $POLL req/s"
   stop_all
 

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::backend::{BackendError, Check, Role};
-use crate::domain::{format_millis, now_millis, GateState, Order, OrderState, Refusal, Sale, SaleId, SaleSpec, UserId};
+use crate::domain::{
+    format_millis, now_millis, GateState, Millis, Order, OrderState, Refusal, Sale, SaleId, SaleSpec, UserId,
+};
 use crate::gate::{ReserveError, StockGate};
 use crate::metrics::{PurchaseOutcome, METRICS};
 use crate::store::{OrderStore, StoreAudit};
@@ -91,7 +93,14 @@ pub struct Engine<G, S> {
     /// Sales the gate lost and that wait to be rebuilt from the store.
     pub(crate) lost: crate::recovery::LostSales,
     refresh: CatalogueRefresh,
+    /// Units left per sale as last read for the waiting room, and when (see [`Engine::remaining_lately`]).
+    lately: dashmap::DashMap<SaleId, (Millis, u64)>,
 }
+
+/// How long the units left that a waiting-room join or poll read stay good for the next ones:
+/// a crowd polling costs the gate a read per sale every 50 ms, not one per poll, and a sale
+/// sold out on another instance answers `sold_out` at most this much later.
+const REMAINING_FRESH_MS: Millis = 50;
 
 /// How far below the newest known sale a refresh looks again: a sale whose insert committed
 /// after a newer one's (two instances creating at once) is still found.
@@ -179,6 +188,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             lost: crate::recovery::LostSales::default(),
             refresh: CatalogueRefresh::default(),
+            lately: dashmap::DashMap::new(),
         })
     }
 
@@ -263,6 +273,9 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             }
             reserved => reserved?,
         };
+        if reservation.remaining == 0 {
+            self.lately.remove(&sale_id);
+        }
         let order = Order {
             order_id: reservation.order_id,
             sale_id,
@@ -327,6 +340,19 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
             None if self.cached().contains_key(&id) => Err(self.gate_lost(id).into()),
             None => Err(EngineError::SaleNotFound),
         }
+    }
+
+    /// Units left, as read at most [`REMAINING_FRESH_MS`] ago: what the waiting room asks on
+    /// every join and poll. A purchase here that takes the last unit forgets the figure.
+    pub async fn remaining_lately(&self, id: SaleId, now: Millis) -> Result<u64, EngineError> {
+        if let Some(&(at, left)) = self.lately.get(&id).as_deref() {
+            if (0..REMAINING_FRESH_MS).contains(&(now - at)) {
+                return Ok(left);
+            }
+        }
+        let left = self.remaining(id).await?;
+        self.lately.insert(id, (now, left));
+        Ok(left)
     }
 
     pub async fn sale(&self, id: SaleId) -> Result<SaleView, EngineError> {

@@ -93,7 +93,8 @@ async fn open_room<G: StockGate, S: OrderStore>(
     Ok((sale, room, now_millis()))
 }
 
-/// Sold out as the gate counts it: this process's flag first, the shared counter otherwise.
+/// Sold out as the gate counts it: this process's flag first, the shared counter (as read in the
+/// last 50 ms) otherwise.
 async fn sold_out<G: StockGate, S: OrderStore>(
     app: &AppState<G, S>,
     sale: SaleId,
@@ -102,7 +103,7 @@ async fn sold_out<G: StockGate, S: OrderStore>(
     if app.engine.gate().known_sold_out(sale, now) {
         return Ok(true);
     }
-    Ok(app.engine.remaining(sale).await? == 0)
+    Ok(app.engine.remaining_lately(sale, now).await? == 0)
 }
 
 fn view<G, S>(

@@ -2,7 +2,8 @@
 //! An instance sends a sale's concurrent joins and polls as one Lua script call (see
 //! `run_groups`), which decides each in order; the sweep of abandoned tickets is another script,
 //! run by every instance (it is idempotent). A restart of an instance loses nothing: the queue
-//! is in Redis.
+//! is in Redis. Most polls never reach Redis: an instance answers a ticket's polls from what
+//! Redis said of it within the last third of its time to live (see [`Known`]).
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
@@ -15,6 +16,8 @@
 //! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
 //! - `<p>:{s<id>}:q:at`      hash: admitted ticket → when the front reached it (unix ms)
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
@@ -22,7 +25,7 @@ use futures::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{before_start, burst, opens_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing};
+use super::{before_start, burst, front, opens_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
 use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
@@ -72,7 +75,7 @@ end
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
 /// header, 5 ARGV per request: `join` or `poll`, user, new ticket id, its rank, ticket (the one
 /// polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
-/// front), 1 not placed yet (a arrival), 2 admitted (a place, b when the front reached it),
+/// the expired tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the front reached it),
 /// 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
 local function new_ticket(id, user, rank)
@@ -140,7 +143,7 @@ local function decide(op, user, new, rank, ticket)
     end
     return id, 2, place, at
   end
-  return id, 0, place, front
+  return id, 0, place, expired
 end
 local out, n = {}, 0
 for i = 7, #ARGV, 5 do
@@ -151,14 +154,15 @@ end
 return out
 "#;
 
-/// After the header, ARGV[7]: expires up to that many tickets not polled within the time to live; answers how many it looked at.
+/// After the header, ARGV[7]: expires up to that many tickets not polled within the time to
+/// live; answers how many it looked at, and the expired tickets' slots handed on so far.
 const SWEEP: &str = r#"
 local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, tonumber(ARGV[7]))
 for _, id in ipairs(stale) do
   local raw = redis.call('HGET', KEYS[3], id)
   if raw then expire_if_stale(id, decode(raw)) else redis.call('ZREM', KEYS[5], id) end
 end
-return #stale
+return {#stale, tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')}
 "#;
 
 /// Tickets one sweep script looks at: bounded, so Redis is never held long.
@@ -176,6 +180,8 @@ pub struct RedisWaitingRoom {
     queue: Script,
     sweep: Script,
     key: ShuffleKey,
+    /// Keys the buyer hashes of [`Known`].
+    buyers: RandomState,
 }
 
 /// The keys of a sale's queue, in the scripts' KEYS order: meta, users, tickets, pre, seen, at.
@@ -186,13 +192,80 @@ fn queue_keys(prefix: &str, sale: SaleId) -> QueueKeys {
     ["meta", "users", "tickets", "pre", "seen", "at"].map(|k| format!("{base}:{k}"))
 }
 
-/// One sale's queue on this instance: its keys, made once, and its group task.
+/// Most tickets of one sale an instance remembers to answer their polls itself (see [`Known`]),
+/// about 100 bytes each; past it, polls of tickets it does not know go to Redis.
+const MAX_KNOWN: usize = 1 << 20;
+
+/// One sale's queue on this instance: its keys, made once, its group task, and what it
+/// remembers of the tickets it answered.
 struct SaleQueue {
     keys: Arc<QueueKeys>,
     /// The sale's group task (see [`run_groups`]): every join and poll of the sale on this
-    /// instance goes through it. Unbounded like the gate's: each request waits for its answer,
-    /// so the requests in flight (bounded by the connection caps) bound it.
+    /// instance that Redis answers goes through it. Unbounded like the gate's: each request
+    /// waits for its answer, so the requests in flight (bounded by the connection caps) bound it.
     asks: mpsc::UnboundedSender<Ask>,
+    /// Tickets by id, as Redis last answered them here.
+    known: DashMap<u128, Known>,
+    /// The expired tickets' slots handed on, as Redis last said (it only grows).
+    expired: AtomicU64,
+}
+
+/// What Redis last said of a ticket, kept so that the polls that follow are answered without it.
+/// A poll is answered here only within a third of the ticket time to live of one that reached
+/// Redis (`refreshed`): the ticket's `seen` there is no older, so no sweep can have expired it
+/// meanwhile (instances' clocks may differ by the other two thirds), and what a poll changes in
+/// Redis, an admission, is never decided here. Polls keep a ticket alive all the same: every
+/// third of the time to live, one of them goes to Redis.
+#[derive(Clone, Copy)]
+struct Known {
+    /// A keyed hash of the ticket's buyer: answered here only to them, as Redis would.
+    buyer: u64,
+    said: Said,
+    refreshed: Millis,
+}
+
+/// A script answer for a ticket that exists (kinds 0 to 3 of [`QUEUE`]).
+#[derive(Clone, Copy)]
+enum Said {
+    NotPlaced { arrival: u64 },
+    Waiting { place: u64 },
+    Admitted { place: u64, at: Millis },
+    Expired,
+}
+
+impl Said {
+    /// The place at `now`: `None` when only Redis can say (the front reached it, or the queue
+    /// started since).
+    fn place(
+        self,
+        room: &WaitingRoomSpec,
+        opens: Millis,
+        expired: u64,
+        now: Millis,
+    ) -> Option<(Standing, Option<u64>, Option<Millis>)> {
+        match self {
+            Said::NotPlaced { arrival } if now < opens => Some((before_start(room, arrival, opens, now), None, None)),
+            Said::NotPlaced { .. } => None,
+            Said::Waiting { place } => match standing(room, place, front(room, opens, now) + expired, opens, now) {
+                Standing::Admitted => None,
+                waiting => Some((waiting, Some(place), None)),
+            },
+            Said::Admitted { place, at } => Some((Standing::Admitted, Some(place), Some(at))),
+            Said::Expired => Some((Standing::Expired, None, None)),
+        }
+    }
+}
+
+/// A ticket's id as a number (what [`super::new_ticket`] hands out: 32 lowercase hex digits);
+/// `None` for anything else, which only Redis answers.
+fn ticket_id(ticket: &str) -> Option<u128> {
+    let hex = ticket.len() == 32 && ticket.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u128::from_str_radix(ticket, 16).ok()).flatten()
+}
+
+/// How long after Redis last saw a ticket this instance may answer its polls itself.
+fn refresh_window(room: &WaitingRoomSpec) -> Millis {
+    Millis::from(room.ticket_ttl_secs) * 1000 / 3
 }
 
 /// What the scripts' header says of a sale's room (ARGV[2..=6]; ARGV[1] is now).
@@ -346,6 +419,7 @@ impl RedisWaitingRoom {
             queue: Script::new(&format!("{COMMON}{QUEUE}")),
             sweep: Script::new(&format!("{COMMON}{SWEEP}")),
             key: ShuffleKey::random(),
+            buyers: RandomState::new(),
         }
     }
 
@@ -359,6 +433,8 @@ impl RedisWaitingRoom {
             let queue = Arc::new(SaleQueue {
                 keys: Arc::new(queue_keys(&self.prefix, sale)),
                 asks,
+                known: DashMap::new(),
+                expired: AtomicU64::new(0),
             });
             // Ends once the queue is forgotten (retired) and the last asker is gone.
             tokio::spawn(run_groups(
@@ -391,6 +467,13 @@ impl RedisWaitingRoom {
         let Some(room) = sale.spec.waiting_room else {
             return Err(WaitingRoomError::TicketNotFound);
         };
+        let queue = self.sale_queue(sale.id);
+        let buyer = self.buyers.hash_one(user.as_str());
+        if !join {
+            if let Some(place) = answer_locally(&queue, sale, &room, ticket, buyer, now) {
+                return Ok(place);
+            }
+        }
         let (new, rank) = if join {
             let new = super::new_ticket();
             let rank = match room.mode {
@@ -402,7 +485,7 @@ impl RedisWaitingRoom {
             (String::new(), 0)
         };
         let (answer, answered) = oneshot::channel();
-        let asked = self.sale_queue(sale.id).asks.send(Ask {
+        let asked = queue.asks.send(Ask {
             join,
             user: user.clone(),
             new,
@@ -419,14 +502,43 @@ impl RedisWaitingRoom {
             .await
             .map_err(|_| BackendError::unavailable(Role::WaitingRoom, "the sale's queue task dropped a request"))??;
         let (a, b) = (u64::try_from(a).unwrap_or(0), u64::try_from(b).unwrap_or(0));
-        let opens = opens_at(sale);
-        let (standing, place, admitted_at) = match kind {
-            0 => (standing(&room, a, b, opens, now), Some(a), None),
-            1 => (before_start(&room, a, opens, now), None, None),
-            2 => (Standing::Admitted, Some(a), Millis::try_from(b).ok()),
-            3 => (Standing::Expired, None, None),
+        let said = match kind {
+            0 => {
+                queue.expired.fetch_max(b, Ordering::Relaxed);
+                Said::Waiting { place: a }
+            }
+            1 => Said::NotPlaced { arrival: a },
+            2 => Said::Admitted {
+                place: a,
+                at: Millis::try_from(b).unwrap_or(Millis::MAX),
+            },
+            3 => Said::Expired,
             _ => return Err(WaitingRoomError::TicketNotFound),
         };
+        let opens = opens_at(sale);
+        let expired = if let Said::Waiting { .. } = said { b } else { 0 };
+        // Redis decided at the group's time, no earlier than `now`, so `place` agrees with it;
+        // were a clock to disagree, the ticket waits at the front until Redis admits it.
+        let (standing, place, admitted_at) = said.place(&room, opens, expired, now).unwrap_or_else(|| {
+            let waiting = Standing::Waiting {
+                ahead: Some(0),
+                eta_ms: 0,
+            };
+            (waiting, (a > 0).then_some(a), None)
+        });
+        // Polls only: a join stampede of buyers who never poll would fill it for nothing.
+        if let Some(id) = ticket_id(&ticket).filter(|_| !join) {
+            if queue.known.len() < MAX_KNOWN || queue.known.contains_key(&id) {
+                queue.known.insert(
+                    id,
+                    Known {
+                        buyer,
+                        said,
+                        refreshed: now,
+                    },
+                );
+            }
+        }
         Ok(Place {
             ticket,
             standing,
@@ -434,6 +546,31 @@ impl RedisWaitingRoom {
             admitted_at,
         })
     }
+}
+
+/// A poll answered from what Redis said of the ticket a moment ago (see [`Known`]); `None` when
+/// only Redis can answer it.
+fn answer_locally(
+    queue: &SaleQueue,
+    sale: &Sale,
+    room: &WaitingRoomSpec,
+    ticket: &str,
+    buyer: u64,
+    now: Millis,
+) -> Option<Place> {
+    let known = *queue.known.get(&ticket_id(ticket)?)?;
+    let fresh = (0..refresh_window(room)).contains(&(now - known.refreshed));
+    if known.buyer != buyer || !fresh {
+        return None;
+    }
+    let expired = queue.expired.load(Ordering::Relaxed);
+    let (standing, place, admitted_at) = known.said.place(room, opens_at(sale), expired, now)?;
+    Some(Place {
+        ticket: ticket.to_owned(),
+        standing,
+        place,
+        admitted_at,
+    })
 }
 
 impl WaitingRoom for RedisWaitingRoom {
@@ -465,16 +602,26 @@ impl WaitingRoom for RedisWaitingRoom {
             let keys = self.keys(sale.id);
             // A bounded number of batches per sweep; the next sweep goes on where this one stopped.
             for _ in 0..20 {
-                let looked_at: usize = rules
+                let (looked_at, expired): (usize, u64) = rules
                     .invocation(&self.sweep, &keys, now)
                     .arg(SWEEP_BATCH)
                     .invoke_async(&mut self.conn.clone())
                     .await
                     .map_err(unavailable)?;
                 METRICS.observe_redis_call(RedisCall::QueueSweep, looked_at);
+                if let Some(queue) = self.queues.get(&sale.id) {
+                    // The slots of tickets expired anywhere reach the polls answered here.
+                    queue.expired.fetch_max(expired, Ordering::Relaxed);
+                }
                 if looked_at < SWEEP_BATCH {
                     break;
                 }
+            }
+            if let Some(queue) = self.queues.get(&sale.id) {
+                let window = refresh_window(&room);
+                queue
+                    .known
+                    .retain(|_, known| (0..window).contains(&(now - known.refreshed)));
             }
             Ok(())
         })
@@ -523,5 +670,53 @@ impl WaitingRoom for RedisWaitingRoom {
             self.queues.remove(&sale.id);
             Ok(true)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ticket_ids_as_handed_out_are_remembered() {
+        let ticket = super::super::new_ticket();
+        assert!(ticket_id(&ticket).is_some(), "{ticket}");
+        let fixed = "0123456789abcdef0123456789abcdef";
+        assert_eq!(ticket_id(fixed), Some(0x0123456789abcdef0123456789abcdef));
+        // Redis tells these apart from the lowercase id, so this instance must not merge them.
+        assert_eq!(ticket_id(&fixed.to_uppercase()), None);
+        assert_eq!(ticket_id(&format!("+{}", &fixed[1..])), None);
+        assert_eq!(ticket_id(&fixed[1..]), None);
+        assert_eq!(ticket_id(""), None);
+    }
+
+    #[test]
+    fn a_remembered_place_is_answered_only_while_the_front_is_behind_it() {
+        let room = WaitingRoomSpec {
+            admit_per_sec: 10,
+            mode: QueueMode::Fifo,
+            ticket_ttl_secs: 30,
+        };
+        let waiting = Said::Waiting { place: 50 };
+        // From the start at 0: front 10 at once, then one more each 100 ms.
+        assert!(matches!(
+            waiting.place(&room, 0, 0, 3_000),
+            Some((Standing::Waiting { ahead: Some(9), .. }, Some(50), None))
+        ));
+        assert!(
+            waiting.place(&room, 0, 0, 4_000).is_none(),
+            "the front reached it: Redis admits"
+        );
+        assert!(
+            waiting.place(&room, 0, 20, 2_000).is_none(),
+            "expired slots moved the front"
+        );
+        let unplaced = Said::NotPlaced { arrival: 3 };
+        assert!(unplaced.place(&room, 1_000, 0, 999).is_some());
+        assert!(
+            unplaced.place(&room, 1_000, 0, 1_000).is_none(),
+            "started: only Redis places it"
+        );
+        assert_eq!(refresh_window(&room), 10_000);
     }
 }

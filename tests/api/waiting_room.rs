@@ -614,6 +614,62 @@ mod distributed {
         );
     }
 
+    /// An instance answers most polls from what Redis said of the ticket a moment ago, and
+    /// those polls still keep the ticket alive: a ticket polled every 200 ms on one instance
+    /// for twice its time to live (5 s) never expires, while Redis hears of it about once per
+    /// third of the time to live (every poll going to Redis fails the test). The 20 tickets
+    /// ahead of it, never polled, expire after 5 s, and their slots reach the polls answered
+    /// locally: it is admitted well before the rate alone (one a second) would admit it (20 s).
+    #[tokio::test]
+    async fn polls_answered_without_redis_keep_the_ticket_alive() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 100, 1, "fifo", 5, None).await;
+        for i in 0..20 {
+            joined(&app, sale, &format!("ahead{i}")).await;
+        }
+        let ticket = joined(&app, sale, "steady").await;
+        let calls = r#"seckill_redis_call_items_total{script="queue"}"#;
+        let before = app.metric(calls).await.expect("queue items exported");
+        let started = Instant::now();
+        let (mut polls, mut admitted_after) = (0, None);
+        // Ten seconds at least, and on to fifteen while not admitted.
+        while started.elapsed() < Duration::from_secs(if admitted_after.is_some() { 10 } else { 15 }) {
+            let answer = poll(&app, sale, &ticket, "steady").await;
+            polls += 1;
+            match answer["state"].as_str() {
+                Some("waiting") => {}
+                Some("admitted") => {
+                    admitted_after.get_or_insert(started.elapsed());
+                }
+                _ => panic!("a ticket polled every 200 ms left the queue: {answer}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let asked = app.metric(calls).await.expect("queue items") - before;
+        assert!(polls >= 30, "{polls} polls");
+        assert!(
+            asked <= f64::from(polls) / 3.0,
+            "{asked} of {polls} polls went to Redis"
+        );
+        let admitted_after = admitted_after.expect("admitted once the tickets ahead expired");
+        assert!(
+            admitted_after < Duration::from_secs(14),
+            "admitted after {admitted_after:?}: the expired slots did not reach the local answers"
+        );
+
+        // Back-to-back polls share one read of the units left per 50 ms.
+        let reads = r#"seckill_redis_calls_total{script="remaining"}"#;
+        let before = app.metric(reads).await.expect("remaining reads exported");
+        let started = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(poll(&app, sale, &ticket, "steady").await["state"], "admitted");
+        }
+        let read = app.metric(reads).await.expect("remaining reads") - before;
+        let most = 3.0 + started.elapsed().as_millis() as f64 / 50.0;
+        assert!(read <= most, "{read} reads of the units left for 100 polls (at most {most})");
+    }
+
     /// The queue is in Redis: a restarted instance answers for the tickets taken before.
     #[tokio::test]
     async fn a_distributed_restart_keeps_the_queue() {
