@@ -11,7 +11,8 @@
 # - baseline: POST /api/sales/{id}/purchase on a sold-out sale, a new buyer per request;
 # - join: POST /api/sales/{id}/queue on a `random_at_start` sale an hour before its start (the
 #   stampede before a sale), a new buyer per request, so each takes a new ticket;
-# - poll: GET /api/sales/{id}/queue/{ticket} over 10,000 tickets waiting in a started queue;
+# - poll: GET /api/sales/{id}/queue/{ticket} over 10,000 tickets waiting in a started queue,
+#   after a one-second pass that polls each once (steady state);
 # - memory: JOINERS joins of new buyers into a fresh engine's room; embedded: the engine's RSS
 #   before and after; distributed: Redis `used_memory` before and after.
 set -euo pipefail
@@ -145,6 +146,9 @@ measure() {
   echo "   $JOIN req/s"
   echo "== $mode: poll, GET /api/sales/$started/queue/{ticket} over $POLL_TICKETS waiting tickets"
   join_tickets "$started" "$POLL_TICKETS" "$WORK/tickets-$mode"
+  # Steady state, as in a sale where each ticket is polled for minutes: one second of polls
+  # first, so each ticket's first poll (which a distributed instance sends to Redis) is behind.
+  wrk -t"$THREADS" -c100 -d1s -s bench/queue_poll.lua "$URL" -- "$started" "$WORK/tickets-$mode" >/dev/null
   POLL=$(timed_wrk "$mode" -s bench/queue_poll.lua "$URL" -- "$started" "$WORK/tickets-$mode")
   echo "   $POLL req/s"
   stop_all
