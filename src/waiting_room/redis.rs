@@ -75,8 +75,8 @@ end
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
 /// header, 5 ARGV per request: `join` or `poll`, user, new ticket id, its rank, ticket (the one
 /// polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
-/// the expired tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the front reached it),
-/// 3 expired, 4 no such ticket for this buyer.
+/// the expired tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place,
+/// b when the front reached it), 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
 local function new_ticket(id, user, rank)
   local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', 1)
@@ -519,12 +519,15 @@ impl RedisWaitingRoom {
         let expired = if let Said::Waiting { .. } = said { b } else { 0 };
         // Redis decided at the group's time, no earlier than `now`, so `place` agrees with it;
         // were a clock to disagree, the ticket waits at the front until Redis admits it.
-        let (standing, place, admitted_at) = said.place(&room, opens, expired, now).unwrap_or_else(|| {
-            let waiting = Standing::Waiting {
-                ahead: Some(0),
-                eta_ms: 0,
-            };
-            (waiting, (a > 0).then_some(a), None)
+        let (standing, place, admitted_at) = said.place(&room, opens, expired, now).unwrap_or_else(|| match said {
+            Said::Waiting { place } => {
+                let waiting = Standing::Waiting {
+                    ahead: Some(0),
+                    eta_ms: 0,
+                };
+                (waiting, Some(place), None)
+            }
+            _ => (before_start(&room, a, opens, now), None, None),
         });
         // Polls only: a join stampede of buyers who never poll would fill it for nothing.
         if let Some(id) = ticket_id(&ticket).filter(|_| !join) {

@@ -667,7 +667,10 @@ mod distributed {
         }
         let read = app.metric(reads).await.expect("remaining reads") - before;
         let most = 3.0 + started.elapsed().as_millis() as f64 / 50.0;
-        assert!(read <= most, "{read} reads of the units left for 100 polls (at most {most})");
+        assert!(
+            read <= most,
+            "{read} reads of the units left for 100 polls (at most {most})"
+        );
     }
 
     /// The queue is in Redis: a restarted instance answers for the tickets taken before.
