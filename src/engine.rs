@@ -342,7 +342,7 @@ impl<G: StockGate, S: OrderStore> Engine<G, S> {
         }
     }
 
-    /// Units left, as read at most [`REMAINING_FRESH_MS`] ago: what the waiting room asks on
+    /// Units left, as read at most `REMAINING_FRESH_MS` ago: what the waiting room asks on
     /// every join and poll. A purchase here that takes the last unit forgets the figure.
     pub async fn remaining_lately(&self, id: SaleId, now: Millis) -> Result<u64, EngineError> {
         if let Some(&(at, left)) = self.lately.get(&id).as_deref() {

@@ -3,7 +3,7 @@
 //! `run_groups`), which decides each in order; the sweep of abandoned tickets is another script,
 //! run by every instance (it is idempotent). A restart of an instance loses nothing: the queue
 //! is in Redis. Most polls never reach Redis: an instance answers a ticket's polls from what
-//! Redis said of it within the last third of its time to live (see [`Known`]).
+//! Redis said of it within the last third of its time to live (see `Known`).
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
@@ -34,6 +34,7 @@ use crate::metrics::{RedisCall, METRICS};
 
 /// Shared by both scripts: the ticket codec, the start, and expiry. ARGV[1..=6], the header:
 /// now, opens, rate, burst, ttl, mode.
+/// Increments go to `redis.call` as strings, as in the gate's scripts (no `printf` per call).
 const COMMON: &str = r#"
 local now, opens = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rate, burst, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -66,7 +67,7 @@ local function expire_if_stale(id, d)
   d[4] = '1'
   redis.call('HSET', KEYS[3], id, encode(d))
   redis.call('ZREM', KEYS[5], id)
-  if d[3] == '0' then redis.call('HINCRBY', KEYS[1], 'expired', 1) end
+  if d[3] == '0' then redis.call('HINCRBY', KEYS[1], 'expired', '1') end
   return true
 end
 "#;
@@ -79,11 +80,11 @@ end
 /// b when the front reached it), 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
 local function new_ticket(id, user, rank)
-  local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', 1)
+  local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', '1')
   local place = 0
   local placed = started()
   if placed then
-    place = placed + redis.call('HINCRBY', KEYS[1], 'after', 1)
+    place = placed + redis.call('HINCRBY', KEYS[1], 'after', '1')
   else
     local score = arrival
     -- The rank as sent: a Lua number would be formatted back into a string for Redis.
@@ -132,7 +133,7 @@ local function decide(op, user, new, rank, ticket)
     if d[3] == '0' then
       d[3] = '1'
       redis.call('HSET', KEYS[3], id, encode(d))
-      redis.call('HINCRBY', KEYS[1], 'admitted', 1)
+      redis.call('HINCRBY', KEYS[1], 'admitted', '1')
       -- When the front reached the place (`waiting_room::reached_at`), kept for every later poll.
       at = opens
       local by_rate = place - burst - expired
