@@ -1180,14 +1180,17 @@ async fn shard_remaining(keys: &SaleKeys) -> Result<Option<i64>, BackendError> {
 /// The least time between two rounds of confirmations.
 const CONFIRM_EVERY: Duration = Duration::from_millis(5);
 
+/// Most confirmations one round sends.
+const CONFIRM_BATCH: usize = 8192;
+
 /// Confirmations leave the buy path: whatever queued goes out as one `ZREM` of many members
 /// per sale and set, in one pipeline and round trip per sale. Per sale because a cluster
 /// refuses a pipeline whose keys span hash slots; the pipelines of a batch go out together.
 async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>) {
-    let mut batch = Vec::with_capacity(8192);
+    let mut batch = Vec::with_capacity(CONFIRM_BATCH);
     // Per sale in the batch: its keys, the pending members and the settled ids to clear.
     let mut sales: Vec<(Arc<SaleKeys>, Vec<String>, Vec<String>)> = Vec::new();
-    while rx.recv_many(&mut batch, 8192).await > 0 {
+    while rx.recv_many(&mut batch, CONFIRM_BATCH).await > 0 {
         for confirmed in batch.drain(..) {
             let keys = match &confirmed {
                 Confirmed::Reservation(keys, _) | Confirmed::Transition(keys, _) => keys,

@@ -82,18 +82,15 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
             tracing::warn!("SECKILL_ADMIN_TOKEN is not set: admin routes are disabled");
         }
         let ttl = Duration::from_secs(config.purchase_token_ttl_secs);
-        // Admission tokens verify on every instance that shares the purchase-token secret; under
-        // a key derived from it, so a purchase token is never an admission token.
-        let admission_tokens = match &config.purchase_token_secret {
-            Some(secret) => PurchaseTokens::new(&[secret.expose().as_bytes(), b"\0admission"].concat(), ttl),
-            None => PurchaseTokens::with_random_key(ttl),
-        };
-        // Join challenges likewise verify on every instance sharing the secret.
-        let challenge_key = match &config.purchase_token_secret {
-            Some(secret) => [secret.expose().as_bytes(), b"\0altcha"].concat(),
+        // Admission tokens and join challenges verify on every instance that shares the
+        // purchase-token secret, each under a key derived from it with its own label, so no kind
+        // of token passes for another. Without the secret: a random key per process.
+        let derived_key = |label: &[u8]| match &config.purchase_token_secret {
+            Some(secret) => [secret.expose().as_bytes(), b"\0", label].concat(),
             None => crate::domain::random_key().to_vec(),
         };
-        let challenges = crate::http::challenge::Challenges::new(&challenge_key, config.altcha_difficulty);
+        let admission_tokens = PurchaseTokens::new(&derived_key(b"admission"), ttl);
+        let challenges = crate::http::challenge::Challenges::new(&derived_key(b"altcha"), config.altcha_difficulty);
         let purchase_tokens = match &config.purchase_token_secret {
             Some(secret) => PurchaseTokens::new(secret.expose().as_bytes(), ttl),
             None => {

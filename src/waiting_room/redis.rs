@@ -469,8 +469,10 @@ impl RedisWaitingRoom {
             return Err(WaitingRoomError::TicketNotFound);
         };
         let queue = self.sale_queue(sale.id);
-        let buyer = self.buyers.hash_one(user.as_str());
-        if !join {
+        // Polls only are remembered: a join stampede of buyers who never poll would fill
+        // `known` for nothing.
+        let buyer = (!join).then(|| self.buyers.hash_one(user.as_str()));
+        if let Some(buyer) = buyer {
             if let Some(place) = answer_locally(&queue, sale, &room, ticket, buyer, now) {
                 return Ok(place);
             }
@@ -503,21 +505,21 @@ impl RedisWaitingRoom {
             .await
             .map_err(|_| BackendError::unavailable(Role::WaitingRoom, "the sale's queue task dropped a request"))??;
         let (a, b) = (u64::try_from(a).unwrap_or(0), u64::try_from(b).unwrap_or(0));
-        let said = match kind {
-            0 => {
-                queue.expired.fetch_max(b, Ordering::Relaxed);
-                Said::Waiting { place: a }
-            }
-            1 => Said::NotPlaced { arrival: a },
-            2 => Said::Admitted {
-                place: a,
-                at: Millis::try_from(b).unwrap_or(Millis::MAX),
-            },
-            3 => Said::Expired,
+        let (said, expired) = match kind {
+            0 => (Said::Waiting { place: a }, b),
+            1 => (Said::NotPlaced { arrival: a }, 0),
+            2 => (
+                Said::Admitted {
+                    place: a,
+                    at: Millis::try_from(b).unwrap_or(Millis::MAX),
+                },
+                0,
+            ),
+            3 => (Said::Expired, 0),
             _ => return Err(WaitingRoomError::TicketNotFound),
         };
+        queue.expired.fetch_max(expired, Ordering::Relaxed);
         let opens = opens_at(sale);
-        let expired = if let Said::Waiting { .. } = said { b } else { 0 };
         // Redis decided at the group's time, no earlier than `now`, so `place` agrees with it;
         // were a clock to disagree, the ticket waits at the front until Redis admits it.
         let (standing, place, admitted_at) = said.place(&room, opens, expired, now).unwrap_or_else(|| match said {
@@ -530,8 +532,7 @@ impl RedisWaitingRoom {
             }
             _ => (before_start(&room, a, opens, now), None, None),
         });
-        // Polls only: a join stampede of buyers who never poll would fill it for nothing.
-        if let Some(id) = ticket_id(&ticket).filter(|_| !join) {
+        if let (Some(buyer), Some(id)) = (buyer, ticket_id(&ticket)) {
             if queue.known.len() < MAX_KNOWN || queue.known.contains_key(&id) {
                 queue.known.insert(
                     id,
@@ -604,6 +605,7 @@ impl WaitingRoom for RedisWaitingRoom {
             };
             let rules = Rules::of(sale, &room);
             let keys = self.keys(sale.id);
+            let queue = self.queues.get(&sale.id).map(|queue| Arc::clone(&queue));
             // A bounded number of batches per sweep; the next sweep goes on where this one stopped.
             for _ in 0..20 {
                 let (looked_at, expired): (usize, u64) = rules
@@ -613,7 +615,7 @@ impl WaitingRoom for RedisWaitingRoom {
                     .await
                     .map_err(unavailable)?;
                 METRICS.observe_redis_call(RedisCall::QueueSweep, looked_at);
-                if let Some(queue) = self.queues.get(&sale.id) {
+                if let Some(queue) = &queue {
                     // The slots of tickets expired anywhere reach the polls answered here.
                     queue.expired.fetch_max(expired, Ordering::Relaxed);
                 }
@@ -621,7 +623,7 @@ impl WaitingRoom for RedisWaitingRoom {
                     break;
                 }
             }
-            if let Some(queue) = self.queues.get(&sale.id) {
+            if let Some(queue) = &queue {
                 let window = refresh_window(&room);
                 queue
                     .known

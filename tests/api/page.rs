@@ -139,23 +139,34 @@ async fn a_winner_sees_the_payment_deadline_pays_and_an_unpaid_hold_expires() {
     browser.close().await;
 }
 
+/// A sale of 5 with a waiting room (one admission a second) starting in `starts_in` seconds.
+async fn queued_sale(app: &TestServer, name: &str, starts_in: i64, mode: &str) -> i64 {
+    let (status, sale) = app
+        .create_sale(json!({
+            "name": name, "stock": 5, "starts_at": rfc3339_in(starts_in),
+            "waiting_room": { "admit_per_sec": 1, "mode": mode, "ticket_ttl_secs": 30 },
+        }))
+        .await;
+    assert_eq!(status, 201, "{sale}");
+    sale["id"].as_i64().expect("id")
+}
+
+/// A buyer's join of the sale's queue, without the page.
+async fn join(app: &TestServer, sale: i64, user: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) =
+        crate::requests::post(app, &format!("/api/sales/{sale}/queue"), &[("x-user-id", user)]).await;
+    (status, body)
+}
+
 /// A sale with a waiting room: the page joins by itself, shows the buyers ahead, keeps the button
 /// closed until the ticket is admitted, then buys with the admission token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_buyer_sees_the_queue_then_buys_once_admitted() {
     let app = TestServer::spawn().await;
-    let (status, sale) = app
-        .create_sale(json!({
-            // Late enough that a slow Chromium still finds the queue before the start.
-            "name": "排队 queued", "stock": 5, "starts_at": rfc3339_in(12),
-            "waiting_room": { "admit_per_sec": 1, "mode": "fifo", "ticket_ttl_secs": 30 },
-        }))
-        .await;
-    assert_eq!(status, 201, "{sale}");
-    let id = sale["id"].as_i64().unwrap();
+    // Late enough that a slow Chromium still finds the queue before the start.
+    let id = queued_sale(&app, "排队 queued", 12, "fifo").await;
     for user in ["ahead-1", "ahead-2"] {
-        let (status, _, body) =
-            crate::requests::post(&app, &format!("/api/sales/{id}/queue"), &[("x-user-id", user)]).await;
+        let (status, body) = join(&app, id, user).await;
         assert_eq!(status, 200, "{body}");
     }
     let browser = Browser::start().await;
@@ -192,16 +203,8 @@ async fn the_page_solves_the_joins_proof_of_work_and_queues() {
         ..crate::helpers::Options::new()
     })
     .await;
-    let (status, sale) = app
-        .create_sale(json!({
-            "name": "排队 proof of work", "stock": 5, "starts_at": rfc3339_in(3600),
-            "waiting_room": { "admit_per_sec": 1, "mode": "random_at_start", "ticket_ttl_secs": 30 },
-        }))
-        .await;
-    assert_eq!(status, 201, "{sale}");
-    let id = sale["id"].as_i64().unwrap();
-    let (status, _, body) =
-        crate::requests::post(&app, &format!("/api/sales/{id}/queue"), &[("x-user-id", "script")]).await;
+    let id = queued_sale(&app, "排队 proof of work", 3600, "random_at_start").await;
+    let (status, body) = join(&app, id, "script").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (403, &json!("challenge_required")),
