@@ -5,9 +5,12 @@
 //! Keys of a sale share a hash tag (`{s<id>}`), so a Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:meta`    hash: stock, starts_at, ends_at, limit, remaining (never below 0),
 //!   window (the payment window in ms, 0 = none), awaiting and paid (hold counts)
-//! - `<p>:{s<id>}:holders` hash: user → units held (checked against the limit)
-//! - `<p>:{s<id>}:seqs`    hash: user → last `seq` handed out; never lowered, so a released unit
-//!   never makes the buyer's next order reuse a `seq` that another of their orders holds
+//! - `<p>:{s<id>}:buyers`  hash: user → `seq × 2^20 + held`, one field per buyer so that a
+//!   purchase counts its buyer with one `HINCRBY`: `held` is the units they hold (checked
+//!   against the limit, at most 1,000), `seq` the last one handed out to them, never lowered, so
+//!   a released unit never makes the buyer's next order reuse a `seq` that another of their
+//!   orders holds. (Older versions kept the two in hashes `holders` and `seqs`: loading a sale
+//!   merges them, see [`LOAD`].)
 //! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
 //!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
 //! - `<p>:{s<id>}:holds`   hash: order id → the hold of an order with a payment step
@@ -45,10 +48,24 @@ use tokio::sync::{mpsc, oneshot};
 use super::{shards, HoldCounts, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check, Role};
 use crate::domain::{
-    new_order_id, now_millis, GateState, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId,
+    new_order_id, now_millis, GateState, Holding, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId,
 };
 use crate::metrics::{RedisCall, METRICS};
 use crate::payment::{Settlement, Transition};
+
+/// What the scripts that count buyers share: how a `buyers` field packs a buyer's last `seq`
+/// and the units they hold (2^20 > the largest limit plus the one unit a purchase over the
+/// limit adds before taking it back; `seq` < 2^32 keeps the field exact in Lua's doubles).
+const BUYERS: &str = r#"
+local UNIT = 1048576
+local function held_of(field) return field % UNIT end
+-- A unit back from its buyer: their held count goes down, their last seq stays.
+local function unhold(key, user)
+  if held_of(tonumber(redis.call('HGET', key, user) or '0')) > 0 then
+    redis.call('HINCRBY', key, user, '-1')
+  end
+end
+"#;
 
 /// Once a sale answers "sold out", this instance stops asking Redis for that long. Short, so a
 /// unit returned by another instance or the reconciler is offered again promptly.
@@ -58,7 +75,8 @@ const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 /// alone: ARGV holds `user, now, order id` per buyer; the answer holds `code, seq, pay_by` per
 /// buyer (code: stock left after it, or -2 not started, -3 ended, -4 sold out, -5 at the
 /// limit), or `{-1}` alone for a sale Redis does not have. A buyer twice in one group meets
-/// their own first unit at the limit check, because the holders hash is updated as it goes.
+/// their own first unit at the limit check, because the buyers hash is updated as it goes.
+/// KEYS: meta, buyers, pending, holds, deadlines.
 /// Increments go to `redis.call` as strings (`'1'`): Redis formats a Lua number argument with
 /// `printf`, which showed in its profile (~10 % less Redis CPU per purchase without it).
 const RESERVE: &str = r#"
@@ -74,25 +92,32 @@ for i = 1, #ARGV, 3 do
   local user, id = ARGV[i], ARGV[i + 2]
   local now = timed and tonumber(ARGV[i + 1])
   local code, seq, pay_by = -5, 0, 0
+  local field
   if starts and now < starts then code = -2
   elseif ends and now >= ends then code = -3
   elseif remaining <= 0 then
     -- A buyer at the limit hears so, sold out or not.
-    if tonumber(redis.call('HGET', KEYS[2], user) or '0') < limit then code = -4 end
-  elseif redis.call('HINCRBY', KEYS[2], user, '1') > limit then
-    -- Counted first, taken back when over: one call for each buyer under the limit.
-    redis.call('HINCRBY', KEYS[2], user, '-1')
+    if held_of(tonumber(redis.call('HGET', KEYS[2], user) or '0')) < limit then code = -4 end
   else
+    -- One unit held and one seq more, counted first and taken back when over the limit: one
+    -- call for each buyer under it.
+    field = redis.call('HINCRBY', KEYS[2], user, '1048577')
+    if held_of(field) > limit then
+      redis.call('HINCRBY', KEYS[2], user, '-1048577')
+      field = nil
+    end
+  end
+  if field then
     remaining = remaining - 1
     sold = sold + 1
-    seq = redis.call('HINCRBY', KEYS[4], user, '1')
+    seq = (field - held_of(field)) / UNIT
     pending[#pending + 1] = ARGV[i + 1]
     pending[#pending + 1] = id .. ':' .. seq .. ':' .. user
     if window > 0 then
       pay_by = now + window
-      redis.call('HSET', KEYS[5], id,
+      redis.call('HSET', KEYS[4], id,
                  'awaiting_payment|' .. seq .. '|' .. ARGV[i + 1] .. '|' .. pay_by .. '||' .. user .. '|')
-      redis.call('ZADD', KEYS[6], pay_by, id)
+      redis.call('ZADD', KEYS[5], pay_by, id)
       held = held + 1
     end
     code = remaining
@@ -111,7 +136,7 @@ return out
 
 /// Gives a group of reservations back; ARGV holds `user, pending member, order id` per
 /// reservation. Idempotent: only a reservation still pending is returned to stock. The buyer's
-/// `seqs` entry stays as it is. Its hold (if any) goes with it, and gives no second unit back if
+/// last `seq` stays as it is. Its hold (if any) goes with it, and gives no second unit back if
 /// a transition already gave one. Answers how many were still pending.
 const RELEASE: &str = r#"
 local released = 0
@@ -131,7 +156,7 @@ for i = 1, #ARGV, 3 do
     end
     if back then
       redis.call('HINCRBY', KEYS[1], 'remaining', '1')
-      if redis.call('HINCRBY', KEYS[2], user, '-1') <= 0 then redis.call('HDEL', KEYS[2], user) end
+      unhold(KEYS[2], user)
     end
   end
 end
@@ -139,19 +164,38 @@ return released
 "#;
 
 /// First writer wins: a sale already in Redis is never reset by an instance starting later.
+/// KEYS: meta, buyers, holds, deadlines, and the older layout's holders and seqs. ARGV: the
+/// sale's fields, the number of buyers, then `user, field` per buyer and `order id, hold,
+/// pay_by` per open hold.
 const LOAD: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- Written by an older version, which counted buyers in two hashes: merged here, once (every
+  -- instance loads every sale as it starts, before it sells).
+  local merged = {}
+  local seqs = redis.call('HGETALL', KEYS[6])
+  for j = 1, #seqs, 2 do merged[seqs[j]] = tonumber(seqs[j + 1]) * UNIT end
+  local holders = redis.call('HGETALL', KEYS[5])
+  for j = 1, #holders, 2 do
+    local user, units = holders[j], tonumber(holders[j + 1])
+    if units > 0 then merged[user] = (merged[user] or units * UNIT) + units end
+  end
+  for user, field in pairs(merged) do
+    redis.call('HSET', KEYS[2], user, string.format('%.0f', field))
+  end
+  -- Freed in the background: the script blocks Redis for long enough as it is.
+  if #seqs + #holders > 0 then redis.call('UNLINK', KEYS[5], KEYS[6]) end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'limit', ARGV[4],
            'remaining', ARGV[5], 'window', ARGV[6], 'awaiting', ARGV[7], 'paid', ARGV[8])
 local i = 10
 for _ = 1, tonumber(ARGV[9]) do
-  if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
-  i = i + 3
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
 end
 while i <= #ARGV do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[5], ARGV[i + 2], ARGV[i])
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[4], ARGV[i + 2], ARGV[i])
   i = i + 3
 end
 return 1
@@ -159,7 +203,7 @@ return 1
 
 /// Closes an open hold (shared by the two scripts below): `next` is paid, expired or
 /// cancelled; a unit not paid for goes back to the sale in the same step.
-/// KEYS: meta, holders, holds, deadlines, settled.
+/// KEYS: meta, buyers, holds, deadlines, settled.
 const CLOSE_HOLD: &str = r#"
 local function parse(h)
   return string.match(h, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
@@ -172,7 +216,7 @@ local function close(id, h, next, now, paid_at, pid)
   else
     paid_at, pid = old_paid_at, old_pid
     redis.call('HINCRBY', KEYS[1], 'remaining', '1')
-    if redis.call('HINCRBY', KEYS[2], user, '-1') <= 0 then redis.call('HDEL', KEYS[2], user) end
+    unhold(KEYS[2], user)
   end
   local closed = next .. '|' .. seq .. '|' .. created .. '|' .. pay_by .. '|' .. paid_at .. '|' .. user .. '|' .. pid
   redis.call('HSET', KEYS[3], id, closed)
@@ -290,13 +334,17 @@ fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
     format!("{}:{seq}:{user}", order_id.hyphenated())
 }
 
+/// A buyer's `buyers` field (see [`BUYERS`]).
+fn buyers_field(holding: &Holding) -> u64 {
+    u64::from(holding.last_seq.max(holding.held)) * (1 << 20) + u64::from(holding.held)
+}
+
 /// The keys of one shard of a sale (the only one, for most sales) and its group task.
 struct SaleKeys {
     /// Which of the sale's shards this is.
     index: usize,
     meta: String,
-    holders: String,
-    seqs: String,
+    buyers: String,
     pending: String,
     holds: String,
     deadlines: String,
@@ -317,13 +365,17 @@ struct SaleKeys {
 }
 
 impl SaleKeys {
+    /// A key of this shard that only older versions wrote (see [`LOAD`]).
+    fn older_layout(&self, name: &str) -> String {
+        format!("{}{name}", self.meta.strip_suffix("meta").unwrap_or(&self.meta))
+    }
+
     fn new(prefix: &str, tag: &str, index: usize, asks: mpsc::UnboundedSender<Ask>) -> Self {
         let base = format!("{prefix}:{{{tag}}}");
         SaleKeys {
             index,
             meta: format!("{base}:meta"),
-            holders: format!("{base}:holders"),
-            seqs: format!("{base}:seqs"),
+            buyers: format!("{base}:buyers"),
             pending: format!("{base}:pending"),
             holds: format!("{base}:holds"),
             deadlines: format!("{base}:deadlines"),
@@ -536,9 +588,8 @@ async fn reserve_group(
     let mut invocation = script.prepare_invoke();
     invocation
         .key(&keys.meta)
-        .key(&keys.holders)
+        .key(&keys.buyers)
         .key(&keys.pending)
-        .key(&keys.seqs)
         .key(&keys.holds)
         .key(&keys.deadlines);
     let mut id_buf = uuid::Uuid::encode_buffer();
@@ -605,7 +656,7 @@ async fn release_group(
     let mut invocation = script.prepare_invoke();
     invocation
         .key(&keys.meta)
-        .key(&keys.holders)
+        .key(&keys.buyers)
         .key(&keys.pending)
         .key(&keys.holds)
         .key(&keys.deadlines);
@@ -818,11 +869,11 @@ impl RedisGate {
             conn,
             prefix: prefix.to_owned(),
             sales: DashMap::new(),
-            reserve: Script::new(RESERVE),
-            release: Script::new(RELEASE),
-            load: Script::new(LOAD),
-            settle: Script::new(&format!("{CLOSE_HOLD}{SETTLE}")),
-            expire_due: Script::new(&format!("{CLOSE_HOLD}{EXPIRE_DUE}")),
+            reserve: Script::new(&format!("{BUYERS}{RESERVE}")),
+            release: Script::new(&format!("{BUYERS}{RELEASE}")),
+            load: Script::new(&format!("{BUYERS}{LOAD}")),
+            settle: Script::new(&format!("{BUYERS}{CLOSE_HOLD}{SETTLE}")),
+            expire_due: Script::new(&format!("{BUYERS}{CLOSE_HOLD}{EXPIRE_DUE}")),
             take: Script::new(shards::TAKE),
             give: Script::new(shards::GIVE),
             confirmations,
@@ -1027,7 +1078,7 @@ impl RedisGate {
         let mut invocation = self.settle.prepare_invoke();
         invocation
             .key(&keys.meta)
-            .key(&keys.holders)
+            .key(&keys.buyers)
             .key(&keys.holds)
             .key(&keys.deadlines)
             .key(&keys.settled)
@@ -1291,10 +1342,11 @@ impl StockGate for RedisGate {
             let mut invocation = self.load.prepare_invoke();
             invocation
                 .key(&keys.meta)
-                .key(&keys.holders)
-                .key(&keys.seqs)
+                .key(&keys.buyers)
                 .key(&keys.holds)
                 .key(&keys.deadlines)
+                .key(keys.older_layout("holders"))
+                .key(keys.older_layout("seqs"))
                 .arg(held + share)
                 .arg(opt(rules.starts_at))
                 .arg(opt(rules.ends_at))
@@ -1306,7 +1358,7 @@ impl StockGate for RedisGate {
                 .arg(if keys.index == 0 { paid } else { 0 })
                 .arg(holders.len());
             for h in &holders {
-                invocation.arg(h.user.as_str()).arg(h.held).arg(h.last_seq.max(h.held));
+                invocation.arg(h.user.as_str()).arg(buyers_field(h));
             }
             for o in open {
                 invocation
@@ -1432,7 +1484,7 @@ impl StockGate for RedisGate {
             let flat: Vec<String> = self
                 .expire_due
                 .key(&keys.meta)
-                .key(&keys.holders)
+                .key(&keys.buyers)
                 .key(&keys.holds)
                 .key(&keys.deadlines)
                 .key(&keys.settled)

@@ -535,8 +535,9 @@ async fn with_wait_replicas_no_purchase_is_confirmed_before_a_replica_has_it() {
     let sale = app.live_sale(100, 1).await;
     assert_eq!(app.buy(sale, "replicated").await.0, 201);
     // Answered, so the replica has it.
-    let holders = services.gate_key(sale, "holders");
-    assert_eq!(replica.hget(&holders, "replicated").await, Some(1));
+    // Seq 1 and one unit held (`seq × 2^20 + held`).
+    let buyers = services.gate_key(sale, "buyers");
+    assert_eq!(replica.hget(&buyers, "replicated").await, Some((1 << 20) + 1));
 
     replica.pause();
     let (status, body) = app.buy(sale, "unreplicated").await;
@@ -680,6 +681,53 @@ async fn mysql_down_mid_stream_delays_storage_but_loses_and_doubles_nothing() {
     assert_eq!(lag, Some(0.0), "the lag drains once MySQL is back");
 }
 
+/// A sale left in Redis by an older version, which counted a buyer's units and last seq in two
+/// hashes (`holders`, `seqs`), keeps both when an instance of this one loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_in_the_older_two_hash_layout_keeps_its_buyers_limits_and_seqs() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(10, 2).await;
+    for _ in 0..2 {
+        let (status, body) = app.buy(sale, "holder").await;
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_stored(&app, sale, 2, Duration::from_secs(30)).await;
+
+    // As the older version leaves it: `holder` at the limit after seq 2, `returner` holding
+    // nothing after seq 3 (its units went back).
+    let [buyers, holders, seqs] = ["buyers", "holders", "seqs"].map(|name| services.gate_key(sale, name));
+    services.redis_del(std::slice::from_ref(&buyers)).await;
+    let _: i64 = services
+        .redis(redis::cmd("HSET").arg(&holders).arg("holder").arg(2))
+        .await;
+    let _: i64 = services
+        .redis(
+            redis::cmd("HSET")
+                .arg(&seqs)
+                .arg("holder")
+                .arg(2)
+                .arg("returner")
+                .arg(3),
+        )
+        .await;
+
+    let app = app.restart(Options::distributed(&services)).await;
+    let (status, body) = app.buy(sale, "holder").await;
+    assert_error(status, &body, 409, "already_purchased");
+    let (status, body) = app.buy(sale, "returner").await;
+    assert_eq!((status, body["seq"].as_u64()), (201, Some(4)), "{body}");
+    let merged: std::collections::HashMap<String, i64> = services.redis(redis::cmd("HGETALL").arg(&buyers)).await;
+    let expected = [("holder", (2 << 20) + 2), ("returner", (4 << 20) + 1)];
+    assert_eq!(
+        merged,
+        expected.map(|(u, f)| (u.to_owned(), f)).into(),
+        "seq × 2^20 + held"
+    );
+    let older: i64 = services.redis(redis::cmd("EXISTS").arg(&holders).arg(&seqs)).await;
+    assert_eq!(older, 0, "the older hashes are gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_buyer_whose_count_redis_lost_gets_a_new_seq_and_every_order_is_kept() {
     let services = Services::start().await;
@@ -691,7 +739,14 @@ async fn a_buyer_whose_count_redis_lost_gets_a_new_seq_and_every_order_is_kept()
 
     // Redis loses the buyer's unit count, not their last seq: the next unit gets seq 2, the
     // order is stored, and the auditor reports the buyer over the limit.
-    services.redis_del(&[services.gate_key(sale, "holders")]).await;
+    let _: i64 = services
+        .redis(
+            redis::cmd("HSET")
+                .arg(services.gate_key(sale, "buyers"))
+                .arg("forgotten")
+                .arg(1 << 20),
+        )
+        .await;
     let (status, second) = app.buy(sale, "forgotten").await;
     assert_eq!((status, second["seq"].as_u64()), (201, Some(2)), "{second}");
     let audit = wait_stored(&app, sale, 2, Duration::from_secs(30)).await;
@@ -703,9 +758,7 @@ async fn a_buyer_whose_count_redis_lost_gets_a_new_seq_and_every_order_is_kept()
 
     // Redis loses everything about the buyer: seq 1 is handed out again. The store keeps the
     // order apart as a conflict, and the auditor counts it; nothing answered 201 is dropped.
-    services
-        .redis_del(&[services.gate_key(sale, "holders"), services.gate_key(sale, "seqs")])
-        .await;
+    services.redis_del(&[services.gate_key(sale, "buyers")]).await;
     let (status, third) = app.buy(sale, "forgotten").await;
     assert_eq!(status, 201, "{third}");
     let started = Instant::now();
@@ -815,7 +868,7 @@ async fn a_sale_redis_lost_answers_503_until_rebuilt_from_the_store_and_never_ov
         let (status, body) = app.buy(sale, &format!("before-loss-{i}")).await;
         assert_eq!(status, 201, "{body}");
     }
-    let keys: Vec<String> = ["meta", "holders", "seqs", "pending", "holds", "deadlines", "settled"]
+    let keys: Vec<String> = ["meta", "buyers", "pending", "holds", "deadlines", "settled"]
         .iter()
         .map(|name| services.gate_key(sale, name))
         .collect();

@@ -684,12 +684,17 @@ pub async fn mariadb_server() -> TestProcess {
 impl Services {
     /// Deletes keys from the test's Redis, as a partial data loss would.
     pub async fn redis_del(&self, keys: &[String]) {
-        let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
-        let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.expect("DEL");
+        let _: i64 = self.redis(redis::cmd("DEL").arg(keys)).await;
     }
 
-    /// The Redis key of a sale's gate structure (`meta`, `holders`, `seqs`, `pending`).
+    /// One command on the test's Redis.
+    pub async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        cmd.query_async(&mut conn).await.expect("redis command")
+    }
+
+    /// The Redis key of a sale's gate structure (`meta`, `buyers`, `pending`).
     pub fn gate_key(&self, sale: i64, name: &str) -> String {
         format!("{}:{{s{sale}}}:{name}", self.redis_prefix)
     }

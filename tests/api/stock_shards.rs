@@ -96,12 +96,14 @@ async fn buyers_all_homed_on_one_shard_buy_the_whole_stock_within_their_limit() 
     let audit = wait_stored(&app, sale, 30, Duration::from_secs(60)).await;
     assert_eq!(audit["consistent"], true, "{audit}");
     // Every unit was sold from shard 0, where its buyer's count lives.
-    let holders: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(shard_key(&services, sale, 3, 0, "holders"))
+    let buyers: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(shard_key(&services, sale, 3, 0, "buyers"))
         .query_async(&mut conn)
         .await
         .expect("HGETALL");
-    assert_eq!(holders.values().sum::<i64>(), 30, "{holders:?}");
+    // Each field is `seq × 2^20 + held`.
+    let held: i64 = buyers.values().map(|field| field % (1 << 20)).sum();
+    assert_eq!(held, 30, "{buyers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -174,8 +176,7 @@ async fn a_sharded_sale_redis_lost_is_rebuilt_over_its_shards_and_never_oversold
         .flat_map(|k| {
             [
                 "meta",
-                "holders",
-                "seqs",
+                "buyers",
                 "pending",
                 "holds",
                 "deadlines",
