@@ -139,9 +139,12 @@ measure() {
   upcoming=$(create_sale "{\"name\":\"joined\",\"stock\":1000,\"starts_at\":\"$(in_an_hour)\",$(printf "$room" random_at_start)}")
   started=$(create_sale "{\"name\":\"polled\",\"stock\":1000,$(printf "$room" fifo)}")
   echo "== $mode: sold-out path, POST /api/sales/$plain/purchase (stock 0)"
+  # Each measured run follows a second of the same load (steady state, as in bench/ratio.sh).
+  wrk -t"$THREADS" -c100 -d1s -s bench/buyers.lua "$URL/api/sales/$plain/purchase" -- "warm-so-$mode" >/dev/null
   SOLDOUT=$(timed_wrk "$mode" -s bench/buyers.lua "$URL/api/sales/$plain/purchase" -- "so-$mode")
   echo "   $SOLDOUT req/s"
   echo "== $mode: join, POST /api/sales/$upcoming/queue (random_at_start, an hour before the start)"
+  wrk -t"$THREADS" -c100 -d1s -s bench/queue_join.lua "$URL/api/sales/$upcoming/queue" -- "warm-join-$mode" >/dev/null
   JOIN=$(timed_wrk "$mode" -s bench/queue_join.lua "$URL/api/sales/$upcoming/queue" -- "join-$mode")
   echo "   $JOIN req/s"
   echo "== $mode: poll, GET /api/sales/$started/queue/{ticket} over $POLL_TICKETS waiting tickets"

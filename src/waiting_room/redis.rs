@@ -7,12 +7,15 @@
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
-//!   then), after (joiners since the start), admitted, expired (before admission)
+//!   then), seed (of the shuffle at the start), after (joiners since the start), admitted,
+//!   expired (before admission)
 //! - `<p>:{s<id>}:q:users`   hash: user → ticket
 //! - `<p>:{s<id>}:q:tickets` hash: ticket → `place|arrival|admitted|expired|user` (place 0: taken
-//!   before the start, placed by its rank in `q:pre`)
-//! - `<p>:{s<id>}:q:pre`     sorted set: tickets taken before the start, scored by their rank
-//!   (`random_at_start`: the HMAC rank; `fifo`: arrival), frozen at the start
+//!   before the start and not yet polled since: its place is its arrival (`fifo`) or where a
+//!   keyed permutation of the arrivals puts it (`random_at_start`, see `shuffled`), written
+//!   back at its first poll after the start)
+//! - `<p>:{s<id>}:q:pre`     sorted set: only in queues an older version started, which ranked
+//!   pre-start tickets there (one `ZADD` per join, half of Redis's time per join)
 //! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
 //! - `<p>:{s<id>}:q:at`      hash: admitted ticket → when the front reached it (unix ms)
 
@@ -25,15 +28,17 @@ use futures::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{before_start, burst, front, opens_at, retire_at, standing, Place, QueueStats, ShuffleKey, Standing};
+use super::{before_start, burst, front, opens_at, retire_at, standing, Place, QueueStats, Standing};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
-use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
+use crate::domain::{Millis, Sale, SaleId, UserId, WaitingRoomSpec};
 use crate::gate::redis::Connection;
 use crate::metrics::{RedisCall, METRICS};
 
-/// Shared by both scripts: the ticket codec, the start, and expiry. ARGV[1..=6], the header:
-/// now, opens, rate, burst, ttl, mode.
+/// Shared by both scripts: the ticket codec, the start, and expiry. ARGV[1..=7], the header:
+/// now, opens, rate, burst, ttl, mode, and a fresh random seed for the shuffle at the start
+/// (kept by the call that starts the queue, unknown to every client: nobody can predict or
+/// influence the order).
 /// Increments go to `redis.call` as strings, as in the gate's scripts (no `printf` per call).
 const COMMON: &str = r#"
 local now, opens = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -45,7 +50,8 @@ local function decode(raw)
 end
 local function encode(d) return d[1] .. '|' .. d[2] .. '|' .. d[3] .. '|' .. d[4] .. '|' .. d[5] end
 -- The number of tickets placed at the start, or nil before it; the first call past the start
--- freezes the pre-start set. Asked once per script call: with one `now`, the answer stays.
+-- freezes the pre-start arrivals and picks the shuffle's seed. Asked once per script call:
+-- with one `now`, the answer stays.
 local start_known, start_placed = false, nil
 local function started()
   if start_known then return start_placed end
@@ -53,11 +59,31 @@ local function started()
   if placed then
     placed = tonumber(placed)
   elseif now >= opens then
-    placed = redis.call('ZCARD', KEYS[4])
-    redis.call('HSET', KEYS[1], 'placed', placed)
+    local arrivals = redis.call('HGET', KEYS[1], 'arrivals') or '0'
+    redis.call('HSET', KEYS[1], 'placed', arrivals, 'seed', ARGV[7])
+    placed = tonumber(arrivals)
   end
   start_known, start_placed = true, placed
   return placed
+end
+-- A keyed permutation of 1..n: a four-round Feistel network (addition modulo the half's size,
+-- SHA-1 of the seed, round and half as the round function) on the smallest even number of bits
+-- covering n, applied again until the value falls in 1..n (cycle walking keeps it a
+-- permutation of 1..n).
+local function shuffled(arrival, n, seed)
+  local bits = 2
+  while 2 ^ bits < n do bits = bits + 2 end
+  local half = 2 ^ (bits / 2)
+  local x = arrival - 1
+  repeat
+    local l, r = math.floor(x / half), x % half
+    for round = 1, 4 do
+      local f = tonumber(string.sub(redis.sha1hex(seed .. ':' .. round .. ':' .. r), 1, 12), 16) % half
+      l, r = r, (l + f) % half
+    end
+    x = l * half + r
+  until x < n
+  return x + 1
 end
 -- Expires a ticket not polled in time; one never admitted gives its slot to the next ticket.
 local function expire_if_stale(id, d)
@@ -74,29 +100,32 @@ end
 
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
-/// header, 5 ARGV per request: `join` or `poll`, user, new ticket id, its rank, ticket (the one
-/// polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
+/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
 /// the expired tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place,
 /// b when the front reached it), 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
-local function new_ticket(id, user, rank)
+local function new_ticket(id, user)
+  -- Asked first: a queue started by this join counts only the arrivals before it.
+  local placed = started()
   local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', '1')
   local place = 0
-  local placed = started()
-  if placed then
-    place = placed + redis.call('HINCRBY', KEYS[1], 'after', '1')
-  else
-    local score = arrival
-    -- The rank as sent: a Lua number would be formatted back into a string for Redis.
-    if mode == 'random_at_start' then score = rank end
-    redis.call('ZADD', KEYS[4], score, id)
-  end
+  if placed then place = placed + redis.call('HINCRBY', KEYS[1], 'after', '1') end
   local d = {place, arrival, '0', '0', user}
   redis.call('HSET', KEYS[3], id, encode(d))
   redis.call('HSET', KEYS[2], user, id)
   return d
 end
-local function decide(op, user, new, rank, ticket)
+-- The place of a ticket taken before the start.
+local function pre_start_place(id, arrival, placed)
+  if mode ~= 'random_at_start' then return arrival end
+  local seed = redis.call('HGET', KEYS[1], 'seed')
+  if seed then return shuffled(arrival, placed, seed) end
+  -- Started by an older version: ranked in its sorted set.
+  local rank = redis.call('ZRANK', KEYS[4], id)
+  if rank then return rank + 1 end
+  return arrival
+end
+local function decide(op, user, new, ticket)
   local id, d
   if op == 'join' then
     id = redis.call('HGET', KEYS[2], user)
@@ -109,7 +138,7 @@ local function decide(op, user, new, rank, ticket)
     end
     if not id then
       id = new
-      d = new_ticket(id, user, rank)
+      d = new_ticket(id, user)
     end
   else
     id = ticket
@@ -123,7 +152,11 @@ local function decide(op, user, new, rank, ticket)
   local placed = started()
   if not placed then return id, 1, d[2], 0 end
   local place = d[1]
-  if place == 0 then place = redis.call('ZRANK', KEYS[4], id) + 1 end
+  if place == 0 then
+    place = pre_start_place(id, d[2], placed)
+    d[1] = place
+    redis.call('HSET', KEYS[3], id, encode(d))
+  end
   local front = 0
   if now >= opens then front = math.floor(rate * (now - opens) / 1000) + burst end
   local expired = tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
@@ -147,18 +180,18 @@ local function decide(op, user, new, rank, ticket)
   return id, 0, place, expired
 end
 local out, n = {}, 0
-for i = 7, #ARGV, 5 do
-  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+for i = 8, #ARGV, 4 do
+  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
   n = n + 4
 end
 return out
 "#;
 
-/// After the header, ARGV[7]: expires up to that many tickets not polled within the time to
+/// After the header, ARGV[8]: expires up to that many tickets not polled within the time to
 /// live; answers how many it looked at, and the expired tickets' slots handed on so far.
 const SWEEP: &str = r#"
-local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, tonumber(ARGV[7]))
+local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, tonumber(ARGV[8]))
 for _, id in ipairs(stale) do
   local raw = redis.call('HGET', KEYS[3], id)
   if raw then expire_if_stale(id, decode(raw)) else redis.call('ZREM', KEYS[5], id) end
@@ -180,7 +213,6 @@ pub struct RedisWaitingRoom {
     queues: DashMap<SaleId, Arc<SaleQueue>>,
     queue: Script,
     sweep: Script,
-    key: ShuffleKey,
     /// Keys the buyer hashes of [`Known`].
     buyers: RandomState,
 }
@@ -269,7 +301,8 @@ fn refresh_window(room: &WaitingRoomSpec) -> Millis {
     Millis::from(room.ticket_ttl_secs) * 1000 / 3
 }
 
-/// What the scripts' header says of a sale's room (ARGV[2..=6]; ARGV[1] is now).
+/// What the scripts' header says of a sale's room (ARGV[2..=6]; ARGV[1] is now, ARGV[7] the
+/// shuffle's seed).
 #[derive(Clone, Copy)]
 struct Rules {
     opens: Millis,
@@ -302,7 +335,13 @@ impl Rules {
             .arg(self.rate)
             .arg(self.burst)
             .arg(self.ttl_ms)
-            .arg(self.mode);
+            .arg(self.mode)
+            // Only a call past the start can start the queue and keep it.
+            .arg(if now >= self.opens {
+                super::new_ticket()
+            } else {
+                String::new()
+            });
         invocation
     }
 }
@@ -311,9 +350,8 @@ impl Rules {
 struct Ask {
     join: bool,
     user: UserId,
-    /// Join: the ticket to hand out if the buyer holds none, and its rank (`random_at_start`).
+    /// Join: the ticket to hand out if the buyer holds none.
     new: String,
-    rank: u64,
     /// Poll: the ticket asked about.
     ticket: String,
     now: Millis,
@@ -381,7 +419,6 @@ async fn decide_group(
             .arg(if ask.join { "join" } else { "poll" })
             .arg(ask.user.as_str())
             .arg(&ask.new)
-            .arg(ask.rank)
             .arg(&ask.ticket);
     }
     METRICS.observe_redis_call(RedisCall::Queue, group.len());
@@ -419,7 +456,6 @@ impl RedisWaitingRoom {
             queues: DashMap::new(),
             queue: Script::new(&format!("{COMMON}{QUEUE}")),
             sweep: Script::new(&format!("{COMMON}{SWEEP}")),
-            key: ShuffleKey::random(),
             buyers: RandomState::new(),
         }
     }
@@ -477,22 +513,12 @@ impl RedisWaitingRoom {
                 return Ok(place);
             }
         }
-        let (new, rank) = if join {
-            let new = super::new_ticket();
-            let rank = match room.mode {
-                QueueMode::RandomAtStart => self.key.rank(&new),
-                QueueMode::Fifo => 0,
-            };
-            (new, rank)
-        } else {
-            (String::new(), 0)
-        };
+        let new = if join { super::new_ticket() } else { String::new() };
         let (answer, answered) = oneshot::channel();
         let asked = queue.asks.send(Ask {
             join,
             user: user.clone(),
             new,
-            rank,
             ticket: ticket.to_owned(),
             now,
             rules: Rules::of(sale, &room),

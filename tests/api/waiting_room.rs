@@ -482,6 +482,75 @@ mod distributed {
         assert_eq!(poll(&a, sale, &bob, "bob").await["state"], "admitted");
     }
 
+    /// Spearman's rank correlation of two permutations of 1..=n given as pairs.
+    fn rank_correlation(pairs: &[(f64, f64)]) -> f64 {
+        let n = pairs.len() as f64;
+        let d2: f64 = pairs.iter().map(|(a, b)| (a - b).powi(2)).sum();
+        1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+    }
+
+    /// Buyers who join before the start are placed at the start by a permutation Redis keys
+    /// with a seed picked then: places 1..=N, each once; uncorrelated with the order they
+    /// arrived in; and another for a second sale the same buyers joined in the same order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_shuffle_at_the_start_is_a_fresh_permutation_uncorrelated_with_arrival() {
+        const JOINERS: usize = 200;
+        let services = Services::start().await;
+        let app = Arc::new(TestServer::spawn_with(shared(&services)).await);
+        let sales = [
+            room_sale(&app, 10, 1, "random_at_start", 60, Some(8)).await,
+            room_sale(&app, 10, 1, "random_at_start", 60, Some(8)).await,
+        ];
+        // One at a time, each buyer into both sales: the same arrival in each.
+        let mut joins = Vec::new();
+        for i in 0..JOINERS {
+            for sale in sales {
+                let user = format!("early-{i}");
+                let (status, body) = join(&app, sale, &user).await;
+                assert_eq!(
+                    (status, body["ahead"].is_null()),
+                    (200, true),
+                    "no place before the start: {body}"
+                );
+                joins.push((sale, user, body["ticket"].as_str().expect("ticket").to_owned()));
+            }
+        }
+        while app.get(&format!("/api/sales/{}", sales[1])).await.1["status"] == "upcoming" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A ticket is placed at its first poll after the start.
+        join_all(joins.iter().map(|(sale, user, ticket)| poll(&app, *sale, ticket, user))).await;
+
+        // user → (arrival, place), from the tickets Redis keeps: `place|arrival|…|user`.
+        let mut placed: Vec<HashMap<String, (f64, f64)>> = Vec::new();
+        for sale in sales {
+            let key = format!("{}:{{s{sale}}}:q:tickets", services.redis_prefix);
+            let tickets: HashMap<String, String> = services.redis(redis::cmd("HGETALL").arg(&key)).await;
+            let by_user: HashMap<String, (f64, f64)> = tickets
+                .values()
+                .map(|raw| {
+                    let fields: Vec<&str> = raw.split('|').collect();
+                    let number = |i: usize| fields[i].parse::<f64>().expect("a number");
+                    (fields[4].to_owned(), (number(1), number(0)))
+                })
+                .collect();
+            let mut places: Vec<f64> = by_user.values().map(|&(_, place)| place).collect();
+            places.sort_by(f64::total_cmp);
+            let every_place: Vec<f64> = (1..=JOINERS).map(|p| p as f64).collect();
+            assert_eq!(places, every_place, "each place once");
+            let by_arrival: Vec<(f64, f64)> = by_user.values().copied().collect();
+            let rho = rank_correlation(&by_arrival);
+            assert!(rho.abs() < 0.3, "places follow arrivals: Spearman {rho:.3}");
+            placed.push(by_user);
+        }
+        let across: Vec<(f64, f64)> = placed[0]
+            .iter()
+            .map(|(user, &(_, place))| (place, placed[1][user].1))
+            .collect();
+        let rho = rank_correlation(&across);
+        assert!(rho.abs() < 0.3, "two sales shuffled alike: Spearman {rho:.3}");
+    }
+
     /// Once the sale sells out, every key of its queue is set to expire (a ticket time to live
     /// later), so finished sales leave nothing behind in Redis.
     #[tokio::test]
