@@ -551,6 +551,44 @@ mod distributed {
         assert!(rho.abs() < 0.3, "two sales shuffled alike: Spearman {rho:.3}");
     }
 
+    /// A `random_at_start` queue an older version started (its pre-start tickets ranked in a
+    /// sorted set, no seed kept) keeps the places that set gives them.
+    #[tokio::test]
+    async fn a_queue_an_older_version_started_keeps_its_places() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 10, 1, "random_at_start", 60, Some(3)).await;
+        let users = ["first", "second", "third"];
+        let mut tickets = Vec::new();
+        for user in users {
+            tickets.push(joined(&app, sale, user).await);
+        }
+        // As the older version leaves it: ranked second, third, first; started with 3 placed.
+        let key = |name: &str| format!("{}:{{s{sale}}}:q:{name}", services.redis_prefix);
+        let ranked = redis::cmd("ZADD")
+            .arg(key("pre"))
+            .arg(3)
+            .arg(&tickets[0])
+            .arg(1)
+            .arg(&tickets[1])
+            .arg(2)
+            .arg(&tickets[2])
+            .clone();
+        let _: i64 = services.redis(&ranked).await;
+        let _: i64 = services
+            .redis(redis::cmd("HSET").arg(key("meta")).arg("placed").arg(3))
+            .await;
+
+        while app.get(&format!("/api/sales/{sale}")).await.1["status"] == "upcoming" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut places = Vec::new();
+        for (user, ticket) in users.iter().zip(&tickets) {
+            places.push(poll(&app, sale, ticket, user).await["place"].as_u64());
+        }
+        assert_eq!(places, [Some(3), Some(1), Some(2)]);
+    }
+
     /// Once the sale sells out, every key of its queue is set to expire (a ticket time to live
     /// later), so finished sales leave nothing behind in Redis.
     #[tokio::test]
