@@ -183,8 +183,9 @@ pub fn before_start(room: &WaitingRoomSpec, arrival: u64, opens_at: Millis, now:
     }
 }
 
-/// The key that orders a `random_at_start` queue: random per process, never shown, so no client
-/// can predict where a ticket will land.
+/// The key that orders an embedded `random_at_start` queue: random per process, never shown, so
+/// no client can predict where a ticket will land. (The distributed queue orders its tickets in
+/// Redis, by a permutation seeded when it starts.)
 pub struct ShuffleKey(Hmac<Sha256>);
 
 impl ShuffleKey {
@@ -195,7 +196,7 @@ impl ShuffleKey {
         )
     }
 
-    /// The ticket's rank key: the first 52 bits of its HMAC (exact in a Redis score, a double).
+    /// The ticket's rank key: the first 52 bits of its HMAC.
     pub fn rank(&self, ticket: &str) -> u64 {
         let mut mac = self.0.clone();
         mac.update(ticket.as_bytes());
