@@ -10,7 +10,7 @@
 //!   against the limit, at most 1,000), `seq` the last one handed out to them, never lowered, so
 //!   a released unit never makes the buyer's next order reuse a `seq` that another of their
 //!   orders holds. (Older versions kept the two in hashes `holders` and `seqs`: loading a sale
-//!   merges them, see [`LOAD`].)
+//!   merges them, see `LOAD`.)
 //! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
 //!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
 //! - `<p>:{s<id>}:holds`   hash: order id → the hold of an order with a payment step

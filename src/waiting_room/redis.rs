@@ -708,6 +708,7 @@ impl WaitingRoom for RedisWaitingRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::QueueMode;
 
     #[test]
     fn only_ticket_ids_as_handed_out_are_remembered() {
