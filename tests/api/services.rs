@@ -419,6 +419,45 @@ pub struct RedisCluster {
     dir: tempfile::TempDir,
 }
 
+/// One node of a test cluster, listening on free ports of its own (client and cluster bus; the
+/// default bus port, port + 10000, may be taken or beyond 65535). A port free when asked can be
+/// taken by another test's connection before redis-server binds it, and redis-server then exits:
+/// it starts again on other ports.
+async fn start_cluster_node(dir: &Path) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let (port, bus) = (free_port(), free_port());
+        if port == bus {
+            continue;
+        }
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A dead master is declared failed in 2 s rather than the default 15 s.
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("nodes-{port}.conf")))
+            .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (Debian's redis-server): {e}"));
+        for _ in 0..200 {
+            let exited = !matches!(child.try_wait(), Ok(None));
+            if exited {
+                break;
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return (child, port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("redis-server did not start as a cluster node on any of 5 pairs of free ports");
+}
+
 impl RedisCluster {
     pub async fn start() -> Self {
         Self::with_replicas(0).await
@@ -432,34 +471,9 @@ impl RedisCluster {
             dir: tempfile::tempdir().expect("temp dir"),
         };
         for _ in 0..3 * (1 + replicas) {
-            let (port, bus) = (free_port(), free_port());
-            let child = std::process::Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                // A dead master is declared failed in 2 s rather than the default 15 s.
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .arg("--cluster-config-file")
-                .arg(cluster.dir.path().join(format!("nodes-{port}.conf")))
-                // The default bus port (port + 10000) may be taken or beyond 65535.
-                .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
-                .arg("--dir")
-                .arg(cluster.dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start redis-server (Debian's redis-server): {e}"));
+            let (child, port) = start_cluster_node(cluster.dir.path()).await;
             cluster.nodes.push(child);
             cluster.ports.push(port);
-        }
-        for port in &cluster.ports {
-            let mut up = false;
-            for _ in 0..200 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_ok() {
-                    up = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(up, "redis-server did not listen on {port}");
         }
         let output = Command::new("redis-cli")
             .arg("--cluster")
