@@ -58,6 +58,8 @@ use crate::payment::{Settlement, Transition};
 /// limit adds before taking it back; `seq` < 2^32 keeps the field exact in Lua's doubles).
 const BUYERS: &str = r#"
 local UNIT = 1048576
+-- One unit held and one seq more, and that taken back, as strings (see `RESERVE`).
+local ONE_MORE, ONE_LESS = '1048577', '-1048577'
 local function held_of(field) return field % UNIT end
 -- A unit back from its buyer: their held count goes down, their last seq stays.
 local function unhold(key, user)
@@ -101,16 +103,16 @@ for i = 1, #ARGV, 3 do
   else
     -- One unit held and one seq more, counted first and taken back when over the limit: one
     -- call for each buyer under it.
-    field = redis.call('HINCRBY', KEYS[2], user, '1048577')
+    field = redis.call('HINCRBY', KEYS[2], user, ONE_MORE)
     if held_of(field) > limit then
-      redis.call('HINCRBY', KEYS[2], user, '-1048577')
+      redis.call('HINCRBY', KEYS[2], user, ONE_LESS)
       field = nil
     end
   end
   if field then
     remaining = remaining - 1
     sold = sold + 1
-    seq = (field - held_of(field)) / UNIT
+    seq = math.floor(field / UNIT)
     pending[#pending + 1] = ARGV[i + 1]
     pending[#pending + 1] = id .. ':' .. seq .. ':' .. user
     if window > 0 then
@@ -334,9 +336,12 @@ fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
     format!("{}:{seq}:{user}", order_id.hyphenated())
 }
 
+/// What a buyer's last `seq` counts for in their `buyers` field: `UNIT` in [`BUYERS`].
+const SEQ_UNIT: u64 = 1 << 20;
+
 /// A buyer's `buyers` field (see [`BUYERS`]).
 fn buyers_field(holding: &Holding) -> u64 {
-    u64::from(holding.last_seq.max(holding.held)) * (1 << 20) + u64::from(holding.held)
+    u64::from(holding.last_seq.max(holding.held)) * SEQ_UNIT + u64::from(holding.held)
 }
 
 /// The keys of one shard of a sale (the only one, for most sales) and its group task.
@@ -1641,7 +1646,23 @@ impl StockGate for RedisGate {
 
 #[cfg(test)]
 mod tests {
-    use super::RedisTarget;
+    use super::{buyers_field, RedisTarget, BUYERS, SEQ_UNIT};
+    use crate::domain::{Holding, UserId};
+
+    #[test]
+    fn the_buyers_field_is_packed_alike_in_rust_and_in_the_scripts() {
+        assert!(BUYERS.contains(&format!("local UNIT = {SEQ_UNIT}\n")), "{BUYERS}");
+        let (more, less) = (SEQ_UNIT + 1, -(SEQ_UNIT as i64 + 1));
+        assert!(BUYERS.contains(&format!("'{more}', '{less}'")), "{BUYERS}");
+        let holding = |held, last_seq| Holding {
+            user: UserId::trusted("b".into()),
+            held,
+            last_seq,
+        };
+        assert_eq!(buyers_field(&holding(2, 5)), 5 * SEQ_UNIT + 2);
+        // A store that knows units but no seq yet: the seq is at least the units held.
+        assert_eq!(buyers_field(&holding(3, 0)), 3 * SEQ_UNIT + 3);
+    }
 
     #[test]
     fn one_url_is_a_node_and_the_switch_makes_a_list_of_cluster_nodes() {

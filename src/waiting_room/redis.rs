@@ -100,9 +100,10 @@ end
 
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
-/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled). Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b
-/// the expired tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place,
-/// b when the front reached it), 3 expired, 4 no such ticket for this buyer.
+/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
+/// Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b the expired
+/// tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the
+/// front reached it), 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
 local function new_ticket(id, user)
   -- Asked first: a queue started by this join counts only the arrivals before it.
@@ -336,7 +337,8 @@ impl Rules {
             .arg(self.burst)
             .arg(self.ttl_ms)
             .arg(self.mode)
-            // Only a call past the start can start the queue and keep it.
+            // The seed: 122 random bits, as in a ticket id. Only a call past the start can start
+            // the queue and keep it.
             .arg(if now >= self.opens {
                 super::new_ticket()
             } else {
