@@ -78,19 +78,41 @@ async fn close_holds(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, orders: &[Orde
 const SELECT_ORDER: &str =
     "SELECT order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id FROM orders";
 
+/// An id column (order, buyer, payment): ASCII compared byte for byte (`ascii_bin`), which MySQL
+/// flags as binary, so sqlx reads it as bytes, not as text.
+fn id_column(r: &sqlx::mysql::MySqlRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    let Some(bytes) = r.try_get::<Option<Vec<u8>>, _>(column)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: e.into(),
+        })
+}
+
+/// A `NOT NULL` id column (see [`id_column`]).
+fn required_id(r: &sqlx::mysql::MySqlRow, column: &str) -> Result<String, sqlx::Error> {
+    id_column(r, column)?.ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: "NULL where an id was expected".into(),
+    })
+}
+
 fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<Order, sqlx::Error> {
     let decode = |column: &str, e: String| sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: e.into(),
     };
-    let order_id: String = r.try_get("order_id")?;
+    let order_id = required_id(r, "order_id")?;
     let state: String = r.try_get("state")?;
-    let payment_id: Option<String> = r.try_get("payment_id")?;
+    let payment_id = id_column(r, "payment_id")?;
     let paid_at: Option<i64> = r.try_get("paid_at")?;
     Ok(Order {
         order_id: uuid::Uuid::parse_str(&order_id).map_err(|e| decode("order_id", e.to_string()))?,
         sale_id: SaleId(r.try_get("sale_id")?),
-        user_id: UserId::trusted(r.try_get("user_id")?),
+        user_id: UserId::trusted(required_id(r, "user_id")?),
         seq: r.try_get::<i32, _>("seq")? as u32,
         created_at: r.try_get("created_at")?,
         state: OrderState::parse(&state).ok_or_else(|| decode("state", format!("not an order state: {state}")))?,
@@ -109,8 +131,9 @@ async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Or
     select.push_tuples(chunk, |mut row, o| {
         row.push_bind(o.order_id.hyphenated().to_string());
     });
-    let stored: std::collections::HashSet<String> = select
-        .build_query_scalar::<String>()
+    // Bytes: the id column is `ascii_bin` (see `id_column`).
+    let stored: std::collections::HashSet<Vec<u8>> = select
+        .build_query_scalar::<Vec<u8>>()
         .fetch_all(&mut **tx)
         .await
         .map_err(unavailable)?
@@ -118,7 +141,7 @@ async fn keep_conflicts(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, chunk: &[Or
         .collect();
     let conflicts: Vec<Order> = chunk
         .iter()
-        .filter(|o| !stored.contains(&o.order_id.hyphenated().to_string()))
+        .filter(|o| !stored.contains(o.order_id.hyphenated().to_string().as_bytes()))
         .cloned()
         .collect();
     if conflicts.is_empty() {
@@ -347,7 +370,7 @@ impl MySqlStore {
             .iter()
             .map(|r| {
                 Ok(Holding {
-                    user: UserId::trusted(r.try_get("user_id")?),
+                    user: UserId::trusted(required_id(r, "user_id")?),
                     held: r.try_get::<i64, _>("n")? as u32,
                     last_seq: r.try_get::<i32, _>("last_seq")? as u32,
                 })

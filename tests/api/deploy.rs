@@ -641,7 +641,7 @@ fn dockerfile_builds_and_runs_the_seckill_binary() {
             .unwrap_or_else(|e| panic!(".dockerignore: {pattern}: {e}"));
     }
     let matcher = matcher.build().expect(".dockerignore patterns");
-    let mut needed = vec!["Cargo.toml".to_owned(), "Cargo.lock".to_owned()];
+    let mut needed = vec!["Cargo.toml".to_owned(), "Cargo.lock".to_owned(), "build.rs".to_owned()];
     files_under(&repo().join("src"), "src/", &mut needed);
     files_under(&repo().join("migrations"), "migrations/", &mut needed);
     let ignored: Vec<&String> = needed

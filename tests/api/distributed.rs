@@ -1042,3 +1042,40 @@ async fn grouped_reservations_sell_exactly_the_stock_within_the_limit_and_lose_n
         "{sent} purchases went to Redis in {calls} script calls: not grouped"
     );
 }
+
+/// Buyer ids are case-sensitive everywhere, as the gate counts them: MySQL stores the orders of
+/// `Alice`, `alice` and `ALICE` as three buyers' orders (not two conflicts), the audit
+/// balances, and each reads only their own order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyers_whose_ids_differ_only_in_case_are_three_buyers_in_mysql() {
+    let services = Services::start().await;
+    let app = TestServer::spawn_with(Options::distributed(&services)).await;
+    let sale = app.live_sale(10, 1).await;
+    let buyers = ["Alice", "alice", "ALICE"];
+    let mut order_ids = Vec::new();
+    for user in buyers {
+        let (status, body) = app.buy(sale, user).await;
+        assert_eq!(status, 201, "{user}: {body}");
+        order_ids.push(body["order_id"].as_str().expect("order_id").to_owned());
+    }
+
+    let audit = wait_stored(&app, sale, 3, Duration::from_secs(20)).await;
+    assert_eq!(audit["stored"], 3, "{audit}");
+    assert_eq!(
+        (audit["conflicts"].as_u64(), audit["over_limit"].as_u64()),
+        (Some(0), Some(0)),
+        "{audit}"
+    );
+    assert_eq!(audit["consistent"], true, "{audit}");
+    for (user, order_id) in buyers.iter().zip(&order_ids) {
+        let (status, body) = app.get(&format!("/api/sales/{sale}/orders/{user}")).await;
+        assert_eq!(status, 200, "{user}: {body}");
+        let theirs: Vec<&str> = body["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .filter_map(|o| o["order_id"].as_str())
+            .collect();
+        assert_eq!(theirs, [order_id.as_str()], "{user} reads {body}");
+    }
+}

@@ -719,11 +719,14 @@ impl Services {
         let mut conn = sqlx::mysql::MySqlConnection::connect(&self.database_url)
             .await
             .expect("mysql");
-        let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT order_id FROM {table} WHERE sale_id = ?"))
+        // Bytes: the column is `ascii_bin`, which sqlx does not read as text.
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT order_id FROM {table} WHERE sale_id = ?"))
             .bind(sale)
             .fetch_all(&mut conn)
             .await
             .expect("select order ids");
-        ids.into_iter().collect()
+        ids.into_iter()
+            .map(|id| String::from_utf8(id).expect("an ASCII order id"))
+            .collect()
     }
 }
