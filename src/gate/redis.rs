@@ -74,59 +74,66 @@ end
 const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 
 /// Decides a group of purchases of one sale in one call, in order, each exactly as if it ran
-/// alone: ARGV holds `user, now, order id` per buyer; the answer holds `code, seq, pay_by` per
-/// buyer (code: stock left after it, or -2 not started, -3 ended, -4 sold out, -5 at the
-/// limit), or `{-1}` alone for a sale Redis does not have. A buyer twice in one group meets
-/// their own first unit at the limit check, because the buyers hash is updated as it goes.
-/// KEYS: meta, buyers, pending, holds, deadlines.
-/// Increments go to `redis.call` as strings (`'1'`): Redis formats a Lua number argument with
-/// `printf`, which showed in its profile (~10 % less Redis CPU per purchase without it).
+/// alone. ARGV: the group's time, then `user, order id` per buyer. Answers the units left
+/// before the group, the sale's payment window, then per buyer their `seq` if they won, else
+/// -2 not started, -3 ended, -4 sold out, -5 at the limit; or `{-1}` alone for a sale Redis
+/// does not have. A buyer twice in one group meets their own first unit at the limit check,
+/// because the buyers hash is updated as it goes. KEYS: meta, buyers, pending, holds, deadlines.
+/// What it costs Redis was counted with `valgrind --tool=callgrind` (instructions per purchase,
+/// which a busy machine does not blur; see bench/README.md): the answer is one number per buyer
+/// (three before), the time comes once per group, a `seq` is formatted once per value (Lua
+/// formats a number with `sprintf`), tables grow by counters instead of `#` (a search in Lua
+/// 5.1), and increments go to `redis.call` as strings (`'1'`), which Redis otherwise formats
+/// with `printf` too.
 const RESERVE: &str = r#"
 local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining', 'window')
 if not meta[3] then return {-1} end
 local starts, ends = tonumber(meta[1]), tonumber(meta[2])
 local limit, remaining = tonumber(meta[3]), tonumber(meta[4])
 local window = tonumber(meta[5] or '0')
-local out, pending, sold, held = {}, {}, 0, 0
+local now = ARGV[1]
 -- The time is read as a number only where a rule needs it.
-local timed = starts or ends or window > 0
-for i = 1, #ARGV, 3 do
-  local user, id = ARGV[i], ARGV[i + 2]
-  local now = timed and tonumber(ARGV[i + 1])
-  local code, seq, pay_by = -5, 0, 0
-  local field
-  if starts and now < starts then code = -2
-  elseif ends and now >= ends then code = -3
+local t = (starts or ends or window > 0) and tonumber(now)
+local closed = (starts and t < starts and -2) or (ends and t >= ends and -3)
+local out, n = {remaining, window}, 2
+local pending, p, seqs, sold, held = {}, 0, {}, 0, 0
+for i = 2, #ARGV, 2 do
+  local user = ARGV[i]
+  local r = closed or -5
+  if closed then
   elseif remaining <= 0 then
     -- A buyer at the limit hears so, sold out or not.
-    if held_of(tonumber(redis.call('HGET', KEYS[2], user) or '0')) < limit then code = -4 end
+    if held_of(tonumber(redis.call('HGET', KEYS[2], user) or '0')) < limit then r = -4 end
   else
     -- One unit held and one seq more, counted first and taken back when over the limit: one
     -- call for each buyer under it.
-    field = redis.call('HINCRBY', KEYS[2], user, ONE_MORE)
+    local field = redis.call('HINCRBY', KEYS[2], user, ONE_MORE)
     if held_of(field) > limit then
       redis.call('HINCRBY', KEYS[2], user, ONE_LESS)
-      field = nil
+    else
+      remaining = remaining - 1
+      sold = sold + 1
+      r = math.floor(field / UNIT)
+      local seq = seqs[r]
+      if not seq then
+        seq = string.format('%d', r)
+        seqs[r] = seq
+      end
+      local id = ARGV[i + 1]
+      pending[p + 1] = now
+      pending[p + 2] = id .. ':' .. seq .. ':' .. user
+      p = p + 2
+      if window > 0 then
+        local pay_by = t + window
+        redis.call('HSET', KEYS[4], id,
+                   'awaiting_payment|' .. seq .. '|' .. now .. '|' .. pay_by .. '||' .. user .. '|')
+        redis.call('ZADD', KEYS[5], pay_by, id)
+        held = held + 1
+      end
     end
   end
-  if field then
-    remaining = remaining - 1
-    sold = sold + 1
-    seq = math.floor(field / UNIT)
-    pending[#pending + 1] = ARGV[i + 1]
-    pending[#pending + 1] = id .. ':' .. seq .. ':' .. user
-    if window > 0 then
-      pay_by = now + window
-      redis.call('HSET', KEYS[4], id,
-                 'awaiting_payment|' .. seq .. '|' .. ARGV[i + 1] .. '|' .. pay_by .. '||' .. user .. '|')
-      redis.call('ZADD', KEYS[5], pay_by, id)
-      held = held + 1
-    end
-    code = remaining
-  end
-  out[#out + 1] = code
-  out[#out + 1] = seq
-  out[#out + 1] = pay_by
+  n = n + 1
+  out[n] = r
 end
 if sold > 0 then
   redis.call('HINCRBY', KEYS[1], 'remaining', -sold)
@@ -464,11 +471,14 @@ type Answer = oneshot::Sender<(UserId, Result<Granted, BackendError>)>;
 /// A purchase in the group being sent: buyer, time, order id, where to answer.
 type PendingReserve = (UserId, Millis, uuid::Uuid, Answer);
 
-/// The script's answer for one buyer: `code` as [`RESERVE`] says.
+/// The script's answer for one buyer.
 struct Granted {
+    /// Units left after this buyer's, or the refusal's code as [`RESERVE`] says (negative).
     code: i64,
     seq: u32,
     pay_by: Millis,
+    /// The group's time, which Redis decided and recorded the purchase at.
+    at: Millis,
 }
 
 /// One sale's purchases and releases, grouped: whatever queued while the previous call was in
@@ -597,39 +607,45 @@ async fn reserve_group(
         .key(&keys.pending)
         .key(&keys.holds)
         .key(&keys.deadlines);
+    // The latest of the buyers' times: no purchase is decided before it arrived.
+    let at = buyers.iter().map(|(_, now, _, _)| *now).max().unwrap_or_default();
+    invocation.arg(at);
     let mut id_buf = uuid::Uuid::encode_buffer();
-    for (user, now, order_id, _) in buyers {
+    for (user, _, order_id, _) in buyers {
         invocation
             .arg(user.as_str())
-            .arg(*now)
             .arg(&*order_id.hyphenated().encode_lower(&mut id_buf));
     }
     METRICS.observe_redis_call(RedisCall::Reserve, buyers.len());
     let flat: Vec<i64> = invocation.invoke_async(&mut conn.clone()).await?;
-    if let [-1] = flat.as_slice() {
-        return Ok(buyers
-            .iter()
-            .map(|_| Granted {
-                code: -1,
-                seq: 0,
-                pay_by: 0,
-            })
-            .collect());
+    granted_from(&flat, buyers.len(), at)
+        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::TypeError, "reserve: an answer per buyer expected")))
+}
+
+/// Each buyer's outcome from [`RESERVE`]'s answer for `buyers` decided at `at`.
+fn granted_from(flat: &[i64], buyers: usize, at: Millis) -> Option<Vec<Granted>> {
+    let granted = |code, seq, pay_by| Granted { code, seq, pay_by, at };
+    if let [-1] = flat {
+        return Some((0..buyers).map(|_| granted(-1, 0, 0)).collect());
     }
-    if flat.len() != buyers.len() * 3 {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::TypeError,
-            "reserve: an answer per buyer expected",
-        )));
+    let [remaining, window, outcomes @ ..] = flat else {
+        return None;
+    };
+    if outcomes.len() != buyers {
+        return None;
     }
-    Ok(flat
-        .chunks_exact(3)
-        .map(|a| Granted {
-            code: a[0],
-            seq: u32::try_from(a[1]).unwrap_or(0),
-            pay_by: a[2],
+    let (mut remaining, pay_by) = (*remaining, if *window > 0 { at + window } else { 0 });
+    outcomes
+        .iter()
+        .map(|&outcome| match outcome {
+            ..=-1 => Some(granted(outcome, 0, 0)),
+            0 => None,
+            seq => {
+                remaining -= 1;
+                Some(granted(remaining, u32::try_from(seq).ok()?, pay_by))
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// One read of the units left, for `readers` asking at once (none: no call).
@@ -1412,7 +1428,7 @@ impl StockGate for RedisGate {
                 .await
                 .map_err(|_| BackendError::outcome_unknown(Role::Gate, "the sale's group task dropped a purchase"))?;
             user = back;
-            let Granted { code, seq, pay_by } = granted?;
+            let Granted { code, seq, pay_by, at } = granted?;
             return match code {
                 remaining if remaining >= 0 => Ok(Reservation {
                     order_id,
@@ -1420,7 +1436,7 @@ impl StockGate for RedisGate {
                     user_id: user,
                     seq,
                     remaining: remaining as u64,
-                    reserved_at: now,
+                    reserved_at: at,
                     pay_by: (pay_by > 0).then_some(pay_by),
                 }),
                 -1 => {
@@ -1646,7 +1662,7 @@ impl StockGate for RedisGate {
 
 #[cfg(test)]
 mod tests {
-    use super::{buyers_field, RedisTarget, BUYERS, SEQ_UNIT};
+    use super::{buyers_field, granted_from, RedisTarget, BUYERS, SEQ_UNIT};
     use crate::domain::{Holding, UserId};
 
     #[test]
@@ -1662,6 +1678,29 @@ mod tests {
         assert_eq!(buyers_field(&holding(2, 5)), 5 * SEQ_UNIT + 2);
         // A store that knows units but no seq yet: the seq is at least the units held.
         assert_eq!(buyers_field(&holding(3, 0)), 3 * SEQ_UNIT + 3);
+    }
+
+    #[test]
+    fn the_reserve_answer_gives_each_winner_the_units_left_after_them_and_a_pay_by() {
+        // 4 units left, a 60 s window; winners with seq 1 and 2, one at the limit, one sold out.
+        let granted = granted_from(&[4, 60_000, 1, -5, 2, -4], 4, 1_000).expect("well formed");
+        let seen: Vec<_> = granted.iter().map(|g| (g.code, g.seq, g.pay_by, g.at)).collect();
+        assert_eq!(
+            seen,
+            [
+                (3, 1, 61_000, 1_000),
+                (-5, 0, 0, 1_000),
+                (2, 2, 61_000, 1_000),
+                (-4, 0, 0, 1_000)
+            ]
+        );
+        let unknown = granted_from(&[-1], 2, 5).expect("unknown sale");
+        assert!(unknown.iter().all(|g| g.code == -1));
+        // No window: no pay_by. An answer of the wrong length, or a seq of 0, is malformed.
+        assert_eq!(granted_from(&[1, 0, 1], 1, 5).expect("one")[0].pay_by, 0);
+        assert!(granted_from(&[4, 0, 1], 2, 5).is_none());
+        assert!(granted_from(&[4, 0, 0], 1, 5).is_none());
+        assert!(granted_from(&[], 0, 5).is_none());
     }
 
     #[test]
