@@ -79,12 +79,9 @@ const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 /// -2 not started, -3 ended, -4 sold out, -5 at the limit; or `{-1}` alone for a sale Redis
 /// does not have. A buyer twice in one group meets their own first unit at the limit check,
 /// because the buyers hash is updated as it goes. KEYS: meta, buyers, pending, holds, deadlines.
-/// What it costs Redis was counted with `valgrind --tool=callgrind` (instructions per purchase,
-/// which a busy machine does not blur; see bench/README.md): the answer is one number per buyer
-/// (three before), the time comes once per group, a `seq` is formatted once per value (Lua
-/// formats a number with `sprintf`), tables grow by counters instead of `#` (a search in Lua
-/// 5.1), and increments go to `redis.call` as strings (`'1'`), which Redis otherwise formats
-/// with `printf` too.
+/// Shaped by its cost in Redis instructions (`bench/reserve_script.sh`): numbers become strings
+/// as rarely as possible (Lua and Redis both format them with `printf`: a `seq` once per value,
+/// increments passed as strings), and tables grow by counters, not `#` (a search in Lua 5.1).
 const RESERVE: &str = r#"
 local meta = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'limit', 'remaining', 'window')
 if not meta[3] then return {-1} end
@@ -101,6 +98,7 @@ for i = 2, #ARGV, 2 do
   local user = ARGV[i]
   local r = closed or -5
   if closed then
+    -- Refused before the buyer is looked at.
   elseif remaining <= 0 then
     -- A buyer at the limit hears so, sold out or not.
     if held_of(tonumber(redis.call('HGET', KEYS[2], user) or '0')) < limit then r = -4 end

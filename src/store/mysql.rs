@@ -78,44 +78,40 @@ async fn close_holds(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, orders: &[Orde
 const SELECT_ORDER: &str =
     "SELECT order_id, sale_id, user_id, seq, created_at, state, pay_by, paid_at, payment_id FROM orders";
 
+/// A column whose value the row holds but this code cannot read.
+fn undecodable(column: &str, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: cause.into(),
+    }
+}
+
 /// An id column (order, buyer, payment): ASCII compared byte for byte (`ascii_bin`), which MySQL
 /// flags as binary, so sqlx reads it as bytes, not as text.
 fn id_column(r: &sqlx::mysql::MySqlRow, column: &str) -> Result<Option<String>, sqlx::Error> {
     let Some(bytes) = r.try_get::<Option<Vec<u8>>, _>(column)? else {
         return Ok(None);
     };
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| sqlx::Error::ColumnDecode {
-            index: column.to_owned(),
-            source: e.into(),
-        })
+    String::from_utf8(bytes).map(Some).map_err(|e| undecodable(column, e))
 }
 
 /// A `NOT NULL` id column (see [`id_column`]).
 fn required_id(r: &sqlx::mysql::MySqlRow, column: &str) -> Result<String, sqlx::Error> {
-    id_column(r, column)?.ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: "NULL where an id was expected".into(),
-    })
+    id_column(r, column)?.ok_or_else(|| undecodable(column, "NULL where an id was expected"))
 }
 
 fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<Order, sqlx::Error> {
-    let decode = |column: &str, e: String| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: e.into(),
-    };
     let order_id = required_id(r, "order_id")?;
     let state: String = r.try_get("state")?;
     let payment_id = id_column(r, "payment_id")?;
     let paid_at: Option<i64> = r.try_get("paid_at")?;
     Ok(Order {
-        order_id: uuid::Uuid::parse_str(&order_id).map_err(|e| decode("order_id", e.to_string()))?,
+        order_id: uuid::Uuid::parse_str(&order_id).map_err(|e| undecodable("order_id", e))?,
         sale_id: SaleId(r.try_get("sale_id")?),
         user_id: UserId::trusted(required_id(r, "user_id")?),
         seq: r.try_get::<i32, _>("seq")? as u32,
         created_at: r.try_get("created_at")?,
-        state: OrderState::parse(&state).ok_or_else(|| decode("state", format!("not an order state: {state}")))?,
+        state: OrderState::parse(&state).ok_or_else(|| undecodable("state", format!("not an order state: {state}")))?,
         pay_by: r.try_get("pay_by")?,
         payment: payment_id.map(|id| Payment {
             id,
