@@ -9,15 +9,19 @@
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
 //!   then), seed (of the shuffle at the start), after (joiners since the start), admitted,
 //!   expired (before admission)
-//! - `<p>:{s<id>}:q:users`   hash: user → ticket
-//! - `<p>:{s<id>}:q:tickets` hash: ticket → `place|arrival|admitted|expired|user` (place 0: taken
-//!   before the start and not yet polled since: its place is its arrival (`fifo`) or where a
-//!   keyed permutation of the arrivals puts it (`random_at_start`, see `shuffled`), written
-//!   back at its first poll after the start)
-//! - `<p>:{s<id>}:q:pre`     sorted set: only in queues an older version started, which ranked
-//!   pre-start tickets there (one `ZADD` per join, half of Redis's time per join)
-//! - `<p>:{s<id>}:q:seen`    sorted set: live tickets by last poll, what the sweep reads
-//! - `<p>:{s<id>}:q:at`      hash: admitted ticket → when the front reached it (unix ms)
+//! - `<p>:{s<id>}:q:users`   hash: user → their ticket, `place|arrival|at|expired|joined|ticket`
+//!   (place 0: taken before the start and not yet polled since: its place is its arrival
+//!   (`fifo`) or where a keyed permutation of the arrivals puts it (`random_at_start`, see
+//!   `shuffled`), written back at its first poll after the start; at: when the front reached it,
+//!   0 until it was admitted; joined: when it was taken)
+//! - `<p>:{s<id>}:q:seen`    sorted set: buyers by their ticket's last poll, what the sweep reads
+//! - `<p>:{s<id>}:q:joined`  list: the buyers who took a ticket, oldest first, each script call's
+//!   after its time (`#<ms>`): where the sweep finds the tickets never polled. A join writes
+//!   one record and appends to this list; a ticket enters `seen` at its first poll.
+//! - only in queues an older version left: `tickets` (hash: ticket → `place|arrival|admitted|
+//!   expired|user`, `users` then naming the buyer's ticket), `at` (hash: admitted ticket → when)
+//!   and `seen` by ticket id, each moved into the buyer's record when first read; `pre` (sorted
+//!   set: the pre-start tickets' places in a queue an older version started)
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,22 +39,83 @@ use crate::domain::{Millis, Sale, SaleId, UserId, WaitingRoomSpec};
 use crate::gate::redis::Connection;
 use crate::metrics::{RedisCall, METRICS};
 
-/// Shared by both scripts: the ticket codec, the start, and expiry. ARGV[1..=7], the header:
-/// now, opens, rate, burst, ttl, mode, and a fresh random seed for the shuffle at the start
-/// (kept by the call that starts the queue, unknown to every client: nobody can predict or
-/// influence the order).
+/// Shared by both scripts: the buyer's record, reading an older version's tickets, and expiry.
+/// ARGV[1..=7], the header: now, opens, rate, burst, ttl, mode, and a fresh random seed for the
+/// shuffle at the start (kept by the call that starts the queue, unknown to every client:
+/// nobody can predict or influence the order). KEYS: meta, users, tickets, pre, seen, at, joined.
 /// Increments go to `redis.call` as strings, as in the gate's scripts (no `printf` per call).
 const COMMON: &str = r#"
 local now, opens = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rate, burst, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local mode = ARGV[6]
+-- A buyer's record: `place|arrival|at|expired|joined|ticket` (place 0 until placed, at 0 until
+-- admitted, joined: the time of the join that took the ticket).
 local function decode(raw)
-  local place, arrival, admitted, expired, user = string.match(raw, '^(%d+)|(%d+)|(%d)|(%d)|(.*)$')
-  return {tonumber(place), tonumber(arrival), admitted, expired, user}
+  local place, arrival, at, expired, joined, ticket = string.match(raw, '^(%d+)|(%d+)|(%d+)|(%d)|(%d+)|(.*)$')
+  if not place then return nil end
+  return {tonumber(place), tonumber(arrival), tonumber(at), expired, joined, ticket}
 end
--- `%d`: a number concatenated into a string is formatted with `%.14g`, which costs Redis more
--- (5 % of its instructions per join, counted with callgrind).
-local function encode(d) return string.format('%d|%d|', d[1], d[2]) .. d[3] .. '|' .. d[4] .. '|' .. d[5] end
+-- `%d`: a number concatenated into a string is formatted with `%.14g`, which costs Redis more.
+local function encode(d)
+  return string.format('%d|%d|%d|', d[1], d[2], d[3]) .. d[4] .. '|' .. d[5] .. '|' .. d[6]
+end
+-- A ticket as an older version kept it (the buyer's entry in `users` naming it, its record in
+-- `tickets`, its last poll in `seen` under its id, its admission time in `at`), moved into the
+-- buyer's record the first time it is read; nil when that ticket is gone.
+local function upgrade(user, id)
+  local raw = redis.call('HGET', KEYS[3], id)
+  if not raw then return nil end
+  local place, arrival, admitted, expired = string.match(raw, '^(%d+)|(%d+)|(%d)|(%d)|')
+  if not place then return nil end
+  local at = 0
+  if admitted == '1' then at = tonumber(redis.call('HGET', KEYS[6], id) or opens) end
+  local seen = redis.call('ZSCORE', KEYS[5], id)
+  local d = {tonumber(place), tonumber(arrival), at, expired, seen or '0', id}
+  redis.call('HSET', KEYS[2], user, encode(d))
+  if seen then
+    redis.call('ZREM', KEYS[5], id)
+    if expired == '0' then redis.call('ZADD', KEYS[5], seen, user) end
+  end
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[6], id)
+  return d
+end
+-- The buyer's record, or nil.
+local function record(user)
+  local raw = redis.call('HGET', KEYS[2], user)
+  if not raw then return nil end
+  if string.find(raw, '|', 1, true) then return decode(raw) end
+  return upgrade(user, raw)
+end
+-- Expires a ticket neither taken nor polled within the time to live; one never admitted gives
+-- its slot to the next ticket.
+local function expire_if_stale(user, d)
+  if d[4] == '1' then return true end
+  if now - tonumber(d[5]) <= ttl then return false end
+  if now - tonumber(redis.call('ZSCORE', KEYS[5], user) or '0') <= ttl then return false end
+  d[4] = '1'
+  redis.call('HSET', KEYS[2], user, encode(d))
+  redis.call('ZREM', KEYS[5], user)
+  if d[3] == 0 then redis.call('HINCRBY', KEYS[1], 'expired', '1') end
+  return true
+end
+"#;
+
+/// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
+/// ran alone (a buyer joining twice in one group meets their own first ticket). After the
+/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
+/// Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b the expired
+/// tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the
+/// front reached it), 3 expired, 4 no such ticket for this buyer.
+const QUEUE: &str = r#"
+-- The queue's counters, read once per call and written once at its end: arrivals (tickets
+-- taken) and after (tickets taken since the start).
+local arrivals, after, counted = 0, 0, false
+local function count()
+  if counted then return end
+  local c = redis.call('HMGET', KEYS[1], 'arrivals', 'after')
+  arrivals, after, counted = tonumber(c[1] or '0'), tonumber(c[2] or '0'), true
+end
 -- The number of tickets placed at the start, or nil before it; the first call past the start
 -- freezes the pre-start arrivals and picks the shuffle's seed. Asked once per script call:
 -- with one `now`, the answer stays.
@@ -61,9 +126,9 @@ local function started()
   if placed then
     placed = tonumber(placed)
   elseif now >= opens then
-    local arrivals = redis.call('HGET', KEYS[1], 'arrivals') or '0'
-    redis.call('HSET', KEYS[1], 'placed', arrivals, 'seed', ARGV[7])
-    placed = tonumber(arrivals)
+    count()
+    redis.call('HSET', KEYS[1], 'placed', string.format('%d', arrivals), 'seed', ARGV[7])
+    placed = arrivals
   end
   start_known, start_placed = true, placed
   return placed
@@ -87,35 +152,23 @@ local function shuffled(arrival, n, seed)
   until x < n
   return x + 1
 end
--- Expires a ticket not polled in time; one never admitted gives its slot to the next ticket.
-local function expire_if_stale(id, d)
-  if d[4] == '1' then return true end
-  local seen = tonumber(redis.call('ZSCORE', KEYS[5], id) or '0')
-  if now - seen <= ttl then return false end
-  d[4] = '1'
-  redis.call('HSET', KEYS[3], id, encode(d))
-  redis.call('ZREM', KEYS[5], id)
-  if d[3] == '0' then redis.call('HINCRBY', KEYS[1], 'expired', '1') end
-  return true
-end
-"#;
-
-/// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
-/// ran alone (a buyer joining twice in one group meets their own first ticket). After the
-/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
-/// Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b the expired
-/// tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the
-/// front reached it), 3 expired, 4 no such ticket for this buyer.
-const QUEUE: &str = r#"
+-- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
+-- the end, where the sweep finds the tickets never polled.
+local joined, j = {'#' .. ARGV[1]}, 1
 local function new_ticket(id, user)
   -- Asked first: a queue started by this join counts only the arrivals before it.
   local placed = started()
-  local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', '1')
+  count()
+  arrivals = arrivals + 1
   local place = 0
-  if placed then place = placed + redis.call('HINCRBY', KEYS[1], 'after', '1') end
-  local d = {place, arrival, '0', '0', user}
-  redis.call('HSET', KEYS[3], id, encode(d))
-  redis.call('HSET', KEYS[2], user, id)
+  if placed then
+    after = after + 1
+    place = placed + after
+  end
+  local d = {place, arrivals, 0, '0', ARGV[1], id}
+  redis.call('HSET', KEYS[2], user, encode(d))
+  j = j + 1
+  joined[j] = user
   return d
 end
 -- The place of a ticket taken before the start.
@@ -129,58 +182,47 @@ local function pre_start_place(id, arrival, placed)
   return arrival
 end
 local function decide(op, user, new, ticket)
-  local id, d
+  local d = record(user)
   if op == 'join' then
-    id = redis.call('HGET', KEYS[2], user)
-    -- No ticket behind it: the queue's keys are expiring one by one (a retired sale).
-    local raw = id and redis.call('HGET', KEYS[3], id)
-    if not raw then id = nil end
-    if id then
-      d = decode(raw)
-      if expire_if_stale(id, d) then id = nil end
-    end
-    if not id then
-      id = new
-      d = new_ticket(id, user)
+    if d and expire_if_stale(user, d) then d = nil end
+    if d then
+      -- Joining again counts as a poll.
+      redis.call('ZADD', KEYS[5], ARGV[1], user)
+    else
+      d = new_ticket(new, user)
     end
   else
-    id = ticket
-    local raw = redis.call('HGET', KEYS[3], id)
-    if not raw then return id, 4, 0, 0 end
-    d = decode(raw)
-    if d[5] ~= user then return id, 4, 0, 0 end
-    if expire_if_stale(id, d) then return id, 3, 0, 0 end
+    if not d or d[6] ~= ticket then return ticket, 4, 0, 0 end
+    if expire_if_stale(user, d) then return ticket, 3, 0, 0 end
+    redis.call('ZADD', KEYS[5], ARGV[1], user)
   end
-  redis.call('ZADD', KEYS[5], ARGV[1], id)
+  local id = d[6]
   local placed = started()
   if not placed then return id, 1, d[2], 0 end
-  local place = d[1]
+  local place, changed = d[1], false
   if place == 0 then
     place = pre_start_place(id, d[2], placed)
-    d[1] = place
-    redis.call('HSET', KEYS[3], id, encode(d))
+    d[1], changed = place, true
   end
   local front = 0
   if now >= opens then front = math.floor(rate * (now - opens) / 1000) + burst end
   local expired = tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')
   front = front + expired
+  local kind, b = 0, expired
   if place <= front then
-    local at
-    if d[3] == '0' then
-      d[3] = '1'
-      redis.call('HSET', KEYS[3], id, encode(d))
-      redis.call('HINCRBY', KEYS[1], 'admitted', '1')
+    kind = 2
+    if d[3] == 0 then
       -- When the front reached the place (`waiting_room::reached_at`), kept for every later poll.
-      at = opens
+      local at = opens
       local by_rate = place - burst - expired
       if by_rate > 0 then at = opens + math.ceil(by_rate * 1000 / rate) end
-      redis.call('HSET', KEYS[6], id, at)
-    else
-      at = tonumber(redis.call('HGET', KEYS[6], id) or now)
+      d[3], changed = at, true
+      redis.call('HINCRBY', KEYS[1], 'admitted', '1')
     end
-    return id, 2, place, at
+    b = d[3]
   end
-  return id, 0, place, expired
+  if changed then redis.call('HSET', KEYS[2], user, encode(d)) end
+  return id, kind, place, b
 end
 local out, n = {}, 0
 for i = 8, #ARGV, 4 do
@@ -188,18 +230,55 @@ for i = 8, #ARGV, 4 do
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
   n = n + 4
 end
+if j > 1 then
+  redis.call('HSET', KEYS[1], 'arrivals', string.format('%d', arrivals), 'after', string.format('%d', after))
+  redis.call('RPUSH', KEYS[7], unpack(joined))
+end
 return out
 "#;
 
-/// After the header, ARGV[8]: expires up to that many tickets not polled within the time to
-/// live; answers how many it looked at, and the expired tickets' slots handed on so far.
+/// After the header, ARGV[8]: expires up to that many polled tickets not polled again within
+/// the time to live, and looks at up to that many more of `joined`; answers how many it looked
+/// at, and the expired tickets' slots handed on so far.
 const SWEEP: &str = r#"
-local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, tonumber(ARGV[8]))
-for _, id in ipairs(stale) do
-  local raw = redis.call('HGET', KEYS[3], id)
-  if raw then expire_if_stale(id, decode(raw)) else redis.call('ZREM', KEYS[5], id) end
+local limit = tonumber(ARGV[8])
+-- Polled tickets, by their last poll. A member is a buyer, or the id of a ticket an older
+-- version kept (its buyer's record is then upgraded, or it was not their ticket any more).
+local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl - 1, 'LIMIT', 0, limit)
+for _, member in ipairs(stale) do
+  local d = record(member)
+  if d then
+    expire_if_stale(member, d)
+  else
+    local old = redis.call('HGET', KEYS[3], member)
+    local user = old and string.match(old, '^%d+|%d+|%d|%d|(.*)$')
+    d = user and record(user)
+    if d then expire_if_stale(user, d) end
+    redis.call('ZREM', KEYS[5], member)
+  end
 end
-return {#stale, tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')}
+-- Tickets never polled since they were taken: `joined`, oldest first, each call's buyers after
+-- its time (`#<ms>`). Read up to the first call within the time to live.
+local list = redis.call('LRANGE', KEYS[7], 0, limit - 1)
+local at, done = nil, 0
+for i, entry in ipairs(list) do
+  if string.byte(entry, 1) == 35 then
+    if now - tonumber(string.sub(entry, 2)) <= ttl then break end
+    at = string.sub(entry, 2)
+  else
+    local d = record(entry)
+    -- Only the ticket taken then: a buyer who joined again since holds a newer one.
+    if d and d[5] == at then expire_if_stale(entry, d) end
+  end
+  done = i
+end
+if done > 0 then
+  redis.call('LTRIM', KEYS[7], done, -1)
+  -- The batch ended where more may follow: the time of the call being read goes back in front
+  -- of the rest of its buyers.
+  if done == limit and at then redis.call('LPUSH', KEYS[7], '#' .. at) end
+end
+return {#stale + done, tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')}
 "#;
 
 /// Tickets one sweep script looks at: bounded, so Redis is never held long.
@@ -220,12 +299,13 @@ pub struct RedisWaitingRoom {
     buyers: RandomState,
 }
 
-/// The keys of a sale's queue, in the scripts' KEYS order: meta, users, tickets, pre, seen, at.
-type QueueKeys = [String; 6];
+/// The keys of a sale's queue, in the scripts' KEYS order: meta, users, tickets, pre, seen, at,
+/// joined.
+type QueueKeys = [String; 7];
 
 fn queue_keys(prefix: &str, sale: SaleId) -> QueueKeys {
     let base = format!("{prefix}:{{s{sale}}}:q");
-    ["meta", "users", "tickets", "pre", "seen", "at"].map(|k| format!("{base}:{k}"))
+    ["meta", "users", "tickets", "pre", "seen", "at", "joined"].map(|k| format!("{base}:{k}"))
 }
 
 /// Most tickets of one sale an instance remembers to answer their polls itself (see [`Known`]),

@@ -521,17 +521,17 @@ mod distributed {
         // A ticket is placed at its first poll after the start.
         join_all(joins.iter().map(|(sale, user, ticket)| poll(&app, *sale, ticket, user))).await;
 
-        // user → (arrival, place), from the tickets Redis keeps: `place|arrival|…|user`.
+        // user → (arrival, place), from the buyers' records Redis keeps: `place|arrival|…`.
         let mut placed: Vec<HashMap<String, (f64, f64)>> = Vec::new();
         for sale in sales {
-            let key = format!("{}:{{s{sale}}}:q:tickets", services.redis_prefix);
-            let tickets: HashMap<String, String> = services.redis(redis::cmd("HGETALL").arg(&key)).await;
-            let by_user: HashMap<String, (f64, f64)> = tickets
-                .values()
-                .map(|raw| {
+            let key = format!("{}:{{s{sale}}}:q:users", services.redis_prefix);
+            let records: HashMap<String, String> = services.redis(redis::cmd("HGETALL").arg(&key)).await;
+            let by_user: HashMap<String, (f64, f64)> = records
+                .into_iter()
+                .map(|(user, raw)| {
                     let fields: Vec<&str> = raw.split('|').collect();
                     let number = |i: usize| fields[i].parse::<f64>().expect("a number");
-                    (fields[4].to_owned(), (number(1), number(0)))
+                    (user, (number(1), number(0)))
                 })
                 .collect();
             let mut places: Vec<f64> = by_user.values().map(|&(_, place)| place).collect();
@@ -589,6 +589,73 @@ mod distributed {
         assert_eq!(places, [Some(3), Some(1), Some(2)]);
     }
 
+    /// A queue an older version kept (each ticket in a `tickets` hash, the buyer's entry naming
+    /// it, its last poll in `seen` under its id, its admission time in `at`) goes on: each
+    /// buyer keeps their ticket, place and admission time, a stale ticket is swept, the next
+    /// joiner queues behind, and the older records are gone once read.
+    #[tokio::test]
+    async fn a_queue_an_older_version_kept_goes_on() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 100, 1, "fifo", 5, None).await;
+        let key = |name: &str| format!("{}:{{s{sale}}}:q:{name}", services.redis_prefix);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        // As the older version leaves three buyers who joined after the start: the first
+        // admitted at `admitted_at`, the second polled just now, the third a minute ago.
+        let admitted_at = now - 500;
+        let tickets = [
+            "0123456789abcdef0123456789abcde1",
+            "0123456789abcdef0123456789abcde2",
+            "0123456789abcdef0123456789abcde3",
+        ];
+        let users = ["old1", "old2", "old3"];
+        let mut meta = redis::cmd("HSET");
+        meta.arg(key("meta")).arg(&[
+            "arrivals", "3", "placed", "0", "seed", "s", "after", "3", "admitted", "1", "expired", "0",
+        ]);
+        let _: i64 = services.redis(&meta).await;
+        for (i, (user, ticket)) in users.iter().zip(tickets).enumerate() {
+            let admitted = u8::from(i == 0);
+            let record = format!("{}|{}|{admitted}|0|{user}", i + 1, i + 1);
+            let _: i64 = services
+                .redis(redis::cmd("HSET").arg(key("tickets")).arg(ticket).arg(record))
+                .await;
+            let _: i64 = services
+                .redis(redis::cmd("HSET").arg(key("users")).arg(user).arg(ticket))
+                .await;
+            let seen = if i == 2 { now - 60_000 } else { now };
+            let _: i64 = services
+                .redis(redis::cmd("ZADD").arg(key("seen")).arg(seen).arg(ticket))
+                .await;
+        }
+        let _: i64 = services
+            .redis(redis::cmd("HSET").arg(key("at")).arg(tickets[0]).arg(admitted_at))
+            .await;
+
+        let first = poll(&app, sale, tickets[0], users[0]).await;
+        assert_eq!(first["state"], "admitted", "{first}");
+        assert_eq!(first["place"], 1, "{first}");
+        assert_eq!(first["admitted_at_ms"], admitted_at, "{first}");
+        let second = poll(&app, sale, tickets[1], users[1]).await;
+        assert_eq!(second["place"], 2, "{second}");
+        assert_eq!(
+            joined(&app, sale, users[1]).await,
+            tickets[1],
+            "joining again: the same ticket"
+        );
+        let expired = format!("seckill_queue_expired_total{{sale=\"{sale}\"}}");
+        let swept = app.wait_metric(&expired, Duration::from_secs(10), |n| n >= 1.0).await;
+        assert_eq!(swept, Some(1.0), "the stale ticket is swept");
+        assert_eq!(poll(&app, sale, tickets[2], users[2]).await["state"], "expired");
+        let newcomer = joined(&app, sale, "new").await;
+        assert_eq!(poll(&app, sale, &newcomer, "new").await["place"], 4);
+        let left: i64 = services.redis(redis::cmd("HLEN").arg(key("tickets"))).await;
+        assert_eq!(left, 0, "every older record moved into its buyer's");
+    }
+
     /// Once the sale sells out, every key of its queue is set to expire (a ticket time to live
     /// later), so finished sales leave nothing behind in Redis.
     #[tokio::test]
@@ -618,7 +685,7 @@ mod distributed {
             assert!(Instant::now() < deadline, "no expiry set on the sold-out sale's queue");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        for key in ["meta", "users", "tickets", "seen", "at"] {
+        for key in ["meta", "users", "seen", "joined"] {
             let ms = pttl(key);
             assert!(ms > 0 && ms <= 30_000, "{key}: PTTL {ms}");
         }
