@@ -28,7 +28,6 @@ pub struct MemoryWaitingRoom {
 
 struct Ticket {
     id: String,
-    user: UserId,
     /// 1 for the first joiner of the sale, and so on.
     arrival: u64,
     /// The place in the queue; 0 until it has one (a pre-start ticket before the start).
@@ -43,7 +42,8 @@ struct Ticket {
 
 #[derive(Default)]
 struct Room {
-    tickets: DashMap<String, Arc<Ticket>>,
+    /// Each buyer's ticket. A poll names its buyer, so it finds the ticket here: one map for
+    /// joins and polls.
     by_user: DashMap<UserId, Arc<Ticket>>,
     arrivals: AtomicU64,
     /// Tickets taken before the start, placed at the start.
@@ -165,7 +165,6 @@ impl MemoryWaitingRoom {
     fn new_ticket(&self, sale: &Sale, room: &Room, user: &UserId, now: Millis) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
             id: new_ticket(),
-            user: user.clone(),
             arrival: room.arrivals.fetch_add(1, Relaxed) + 1,
             place: AtomicU64::new(0),
             last_seen: AtomicI64::new(now),
@@ -191,7 +190,6 @@ impl MemoryWaitingRoom {
             let behind = room.after_start.fetch_add(1, Relaxed) + 1;
             ticket.place.store(placed + behind, Relaxed);
         }
-        room.tickets.insert(ticket.id.clone(), Arc::clone(&ticket));
         ticket
     }
 }
@@ -238,9 +236,11 @@ impl WaitingRoom for MemoryWaitingRoom {
                 .get(&sale.id)
                 .map(|r| Arc::clone(&r))
                 .ok_or(WaitingRoomError::TicketNotFound)?;
-            let found = room.tickets.get(ticket).map(|t| Arc::clone(&t));
+            // The buyer's ticket, if it is the one asked about: another buyer's, or one this buyer
+            // held before joining again, is not theirs to poll.
+            let found = room.by_user.get(user).map(|t| Arc::clone(&t));
             let ticket = found
-                .filter(|t| &t.user == user)
+                .filter(|t| t.id == ticket)
                 .ok_or(WaitingRoomError::TicketNotFound)?;
             Ok(self.place_of(sale, &room, &ticket, now))
         })
@@ -253,7 +253,7 @@ impl WaitingRoom for MemoryWaitingRoom {
                 return Ok(());
             };
             let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
-            for ticket in room.tickets.iter() {
+            for ticket in room.by_user.iter() {
                 Self::expire_if_stale(&room, &ticket, ttl_ms, now);
             }
             Ok(())
@@ -329,24 +329,34 @@ mod tests {
         assert_ne!(join(&room, &sale, 2, 10).await.ticket, first.ticket);
     }
 
+    /// A poll finds the ticket through its buyer: another buyer's ticket, even polled by a buyer
+    /// who holds one of their own, is not found.
+    #[tokio::test]
+    async fn a_ticket_answers_only_its_buyer() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::Fifo, 1, 1_000));
+        let first = join(&room, &sale, 1, 0).await.ticket;
+        let not_found = |r: Result<Place, WaitingRoomError>| matches!(r, Err(WaitingRoomError::TicketNotFound));
+        assert!(not_found(room.poll(&sale, &first, &user(2), 10).await));
+        let second = join(&room, &sale, 2, 10).await.ticket;
+        assert!(not_found(room.poll(&sale, &first, &user(2), 20).await));
+        assert!(not_found(room.poll(&sale, &second, &user(1), 20).await));
+        assert_eq!(room.poll(&sale, &first, &user(1), 20).await.expect("own").ticket, first);
+    }
+
     /// Every pre-start ticket is placed before every later one, each place handed out once, and
     /// the pre-start order is uncorrelated with the join order (Spearman's rho over 200).
     #[tokio::test]
     async fn pre_start_tickets_come_first_each_place_once() {
         let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::RandomAtStart, 1, 1_000));
-        let mut early = Vec::new();
-        for n in 0..200 {
+        let early: Vec<usize> = (0..200).collect();
+        for &n in &early {
             let place = join(&room, &sale, n, 500).await;
             assert!(matches!(place.standing, Standing::Waiting { ahead: None, .. }));
-            early.push(place.ticket);
         }
-        let late: Vec<String> = futures::future::join_all((200..210).map(|n| join(&room, &sale, n, 1_000)))
-            .await
-            .into_iter()
-            .map(|p| p.ticket)
-            .collect();
+        let late: Vec<usize> = (200..210).collect();
+        futures::future::join_all(late.iter().map(|&n| join(&room, &sale, n, 1_000))).await;
         let r = room.room(sale.id);
-        let place = |t: &String| r.tickets.get(t).map(|t| t.place.load(Relaxed)).expect("ticket");
+        let place = |n: &usize| r.by_user.get(&user(*n)).map(|t| t.place.load(Relaxed)).expect("ticket");
         let mut places: Vec<u64> = early.iter().chain(&late).map(place).collect();
         assert!(early.iter().map(place).max() < late.iter().map(place).min());
         places.sort_unstable();
@@ -355,7 +365,7 @@ mod tests {
         let d2: f64 = early
             .iter()
             .enumerate()
-            .map(|(joined, t)| (place(t) as f64 - 1.0 - joined as f64).powi(2))
+            .map(|(joined, n)| (place(n) as f64 - 1.0 - joined as f64).powi(2))
             .sum();
         let rho = 1.0 - 6.0 * d2 / (n * (n * n - 1.0));
         assert!(rho.abs() < 0.3, "Spearman rho {rho}");
@@ -387,11 +397,7 @@ mod tests {
         let mut places: Vec<(u64, usize)> = (0..5)
             .map(|i| {
                 let r = room.room(sale.id);
-                let p = r
-                    .tickets
-                    .get(&by_arrival(i))
-                    .map(|t| t.place.load(Relaxed))
-                    .unwrap_or(0);
+                let p = r.by_user.get(&user(i)).map(|t| t.place.load(Relaxed)).unwrap_or(0);
                 (p, i)
             })
             .collect();
