@@ -76,6 +76,30 @@ impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Admi
     }
 }
 
+/// The buyer polling a ticket: named as for a purchase, but not held to the per-buyer rate
+/// limit (the server sets the pace of polls).
+pub struct Poller(pub UserId);
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for Poller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        Ok(Poller(app.auth.require(&parts.headers)?))
+    }
+}
+
+/// `X-Altcha`: the answer to a join's proof of work, when the buyer sent one. Read on its own,
+/// where a `HeaderMap` argument would copy every header of the request.
+pub struct AltchaAnswer(pub Option<HeaderValue>);
+
+impl<G: StockGate, S: OrderStore> FromRequestParts<Arc<AppState<G, S>>> for AltchaAnswer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState<G, S>>) -> Result<Self, ApiError> {
+        Ok(AltchaAnswer(parts.headers.get("x-altcha").cloned()))
+    }
+}
+
 /// A request that carries the admin token.
 pub struct Admin;
 

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use seckill_api::{TicketState, TicketView};
 
 use super::error::ApiError;
-use super::extract::{Buyer, PathParams};
+use super::extract::{AltchaAnswer, Buyer, PathParams, Poller};
 use super::AppState;
 use crate::domain::{now_millis, Millis, Refusal, Sale, SaleId, UserId, WaitingRoomSpec};
 use crate::gate::StockGate;
@@ -35,11 +34,11 @@ pub async fn join<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams(id): PathParams<String>,
     Buyer(user): Buyer,
-    headers: HeaderMap,
+    AltchaAnswer(altcha): AltchaAnswer,
 ) -> Result<Response, ApiError> {
     let (sale, room, now) = open_room(&app, &id).await?;
     // Before the queue is touched: an unsolved join costs one HMAC at most.
-    let altcha = headers.get("x-altcha").map(|v| v.to_str().unwrap_or(""));
+    let altcha = altcha.as_ref().map(|v| v.to_str().unwrap_or(""));
     app.challenges.check(altcha, sale.id, &user)?;
     // Open from creation until the end or the last unit: joining a queue with nothing to
     // admit to would only make the buyer wait for a refusal.
@@ -59,9 +58,8 @@ pub async fn join<G: StockGate, S: OrderStore>(
 pub async fn poll<G: StockGate, S: OrderStore>(
     State(app): Shared<G, S>,
     PathParams((id, ticket)): PathParams<(String, String)>,
-    headers: HeaderMap,
+    Poller(user): Poller,
 ) -> Result<Response, ApiError> {
-    let user = app.auth.require(&headers)?;
     let (sale, room, now) = open_room(&app, &id).await?;
     if let Some(Refusal::Ended) = sale.spec.window_refusal(now) {
         return Err(ApiError::Ended);

@@ -162,7 +162,7 @@ impl MemoryWaitingRoom {
         }
     }
 
-    fn new_ticket(&self, sale: &Sale, room: &Room, user: &UserId, now: Millis) -> Arc<Ticket> {
+    fn new_ticket(&self, sale: &Sale, room: &Room, now: Millis) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
             id: new_ticket(),
             arrival: room.arrivals.fetch_add(1, Relaxed) + 1,
@@ -213,9 +213,9 @@ impl WaitingRoom for MemoryWaitingRoom {
                 let mut held = room
                     .by_user
                     .entry(user.clone())
-                    .or_insert_with(|| self.new_ticket(sale, &room, user, now));
+                    .or_insert_with(|| self.new_ticket(sale, &room, now));
                 if Self::expire_if_stale(&room, &held, ttl_ms, now) {
-                    *held = self.new_ticket(sale, &room, user, now);
+                    *held = self.new_ticket(sale, &room, now);
                 }
                 Arc::clone(&held)
             };
