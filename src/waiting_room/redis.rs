@@ -104,7 +104,8 @@ end
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
 /// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
-/// Answers 4 values per request, `ticket, kind, a, b`: kind 0 waiting (a place, b the expired
+/// Answers 4 values per request, `ticket, kind, a, b` (ticket nil when it is the one the request
+/// named, new or polled: only a join that meets the buyer's ticket hears another): kind 0 waiting (a place, b the expired
 /// tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the
 /// front reached it), 3 expired, 4 no such ticket for this buyer.
 const QUEUE: &str = r#"
@@ -227,6 +228,8 @@ end
 local out, n = {}, 0
 for i = 8, #ARGV, 4 do
   local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  -- The ticket asked about, or the new one handed out: nil, the caller knows it.
+  if id == ARGV[i + 2] or id == ARGV[i + 3] then id = false end
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
   n = n + 4
 end
@@ -515,10 +518,14 @@ async fn decide_group(
     }
     let mut flat = flat.into_iter();
     let mut answers = Vec::with_capacity(group.len());
-    while let (Some(ticket), Some(kind), Some(a), Some(b)) = (flat.next(), flat.next(), flat.next(), flat.next()) {
+    let mut asks = group.iter();
+    while let (Some(ask), Some(ticket), Some(kind), Some(a), Some(b)) =
+        (asks.next(), flat.next(), flat.next(), flat.next(), flat.next())
+    {
         let answered = (|| {
+            let other: Option<String> = redis::from_owned_redis_value(ticket)?;
             Ok::<_, redis::RedisError>(Answered {
-                ticket: redis::from_owned_redis_value(ticket)?,
+                ticket: other.unwrap_or_else(|| if ask.join { ask.new.clone() } else { ask.ticket.clone() }),
                 kind: redis::from_owned_redis_value(kind)?,
                 a: redis::from_owned_redis_value(a)?,
                 b: redis::from_owned_redis_value(b)?,
@@ -642,7 +649,8 @@ impl RedisWaitingRoom {
             }
             _ => (before_start(&room, a, opens, now), None, None),
         });
-        if let (Some(buyer), Some(id)) = (buyer, ticket_id(&ticket)) {
+        // A join has no buyer here: its ticket is not parsed, nor remembered.
+        if let Some((buyer, id)) = buyer.and_then(|buyer| Some((buyer, ticket_id(&ticket)?))) {
             if queue.known.len() < MAX_KNOWN || queue.known.contains_key(&id) {
                 queue.known.insert(
                     id,
