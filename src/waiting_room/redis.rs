@@ -156,18 +156,22 @@ end
 -- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
 -- the end, where the sweep finds the tickets never polled.
 local joined, j = {'#' .. ARGV[1]}, 1
-local function new_ticket(id, user)
+-- A new ticket for the buyer, at the back. `first`: only if the buyer has no record (nil if
+-- they have one), which saves a read for the buyer never seen, most joins in a stampede.
+local function new_ticket(id, user, first)
   -- Asked first: a queue started by this join counts only the arrivals before it.
   local placed = started()
   count()
-  arrivals = arrivals + 1
   local place = 0
-  if placed then
-    after = after + 1
-    place = placed + after
+  if placed then place = placed + after + 1 end
+  local d = {place, arrivals + 1, 0, '0', ARGV[1], id}
+  if first then
+    if redis.call('HSETNX', KEYS[2], user, encode(d)) == 0 then return nil end
+  else
+    redis.call('HSET', KEYS[2], user, encode(d))
   end
-  local d = {place, arrivals, 0, '0', ARGV[1], id}
-  redis.call('HSET', KEYS[2], user, encode(d))
+  arrivals = arrivals + 1
+  if placed then after = after + 1 end
   j = j + 1
   joined[j] = user
   return d
@@ -183,16 +187,21 @@ local function pre_start_place(id, arrival, placed)
   return arrival
 end
 local function decide(op, user, new, ticket)
-  local d = record(user)
+  local d
   if op == 'join' then
-    if d and expire_if_stale(user, d) then d = nil end
-    if d then
-      -- Joining again counts as a poll.
-      redis.call('ZADD', KEYS[5], ARGV[1], user)
-    else
-      d = new_ticket(new, user)
+    d = new_ticket(new, user, true)
+    if not d then
+      d = record(user)
+      if d and expire_if_stale(user, d) then d = nil end
+      if d then
+        -- Joining again counts as a poll.
+        redis.call('ZADD', KEYS[5], ARGV[1], user)
+      else
+        d = new_ticket(new, user, false)
+      end
     end
   else
+    d = record(user)
     if not d or d[6] ~= ticket then return ticket, 4, 0, 0 end
     if expire_if_stale(user, d) then return ticket, 3, 0, 0 end
     redis.call('ZADD', KEYS[5], ARGV[1], user)
