@@ -104,10 +104,11 @@ end
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
 /// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
-/// Answers 4 values per request, `ticket, kind, a, b` (ticket nil when it is the one the request
-/// named, new or polled: only a join that meets the buyer's ticket hears another): kind 0 waiting (a place, b the expired
-/// tickets' slots handed on), 1 not placed yet (a arrival), 2 admitted (a place, b when the
-/// front reached it), 3 expired, 4 no such ticket for this buyer.
+/// Answers 4 values per request, `ticket, kind, a, b`: ticket nil when it is the one the
+/// request named (new or polled; only a join that meets the buyer's ticket hears another), kind
+/// 0 waiting (a place, b the expired tickets' slots handed on), 1 not placed yet (a arrival), 2
+/// admitted (a place, b when the front reached it), 3 expired, 4 no such ticket for this buyer.
+/// Each new ticket's buyer is appended to `joined`, after the call's time.
 const QUEUE: &str = r#"
 -- The queue's counters, read once per call and written once at its end: arrivals (tickets
 -- taken) and after (tickets taken since the start).
