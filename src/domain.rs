@@ -241,6 +241,11 @@ impl SaleSpec {
         }
         let starts_at = req.starts_at.map(|t| t.timestamp_millis());
         let ends_at = req.ends_at.map(|t| t.timestamp_millis());
+        // Every clock here counts unix milliseconds from 1970 (queues, holds, tokens, stores): a
+        // time before it would give a buyer a negative admission time.
+        if starts_at.is_some_and(|t| t < 0) || ends_at.is_some_and(|t| t < 0) {
+            return Err(InvalidSale("starts_at and ends_at must be after 1970-01-01".into()));
+        }
         if let (Some(s), Some(e)) = (starts_at, ends_at) {
             if e <= s {
                 return Err(InvalidSale("ends_at must be after starts_at".into()));
@@ -466,6 +471,16 @@ mod tests {
         backwards.starts_at = Some(Utc::now());
         backwards.ends_at = Some(Utc::now() - chrono::Duration::seconds(1));
         assert!(SaleSpec::parse(backwards, 0).is_err());
+        let before_1970 = DateTime::<Utc>::from_timestamp_millis(-1).expect("a time");
+        let mut early = request(1, None);
+        early.starts_at = Some(before_1970);
+        assert!(SaleSpec::parse(early, 0).is_err());
+        let mut early_end = request(1, None);
+        early_end.ends_at = Some(before_1970);
+        assert!(SaleSpec::parse(early_end, 0).is_err());
+        let mut at_1970 = request(1, None);
+        at_1970.starts_at = DateTime::<Utc>::from_timestamp_millis(0);
+        assert!(SaleSpec::parse(at_1970, 0).is_ok());
     }
 
     #[test]

@@ -104,6 +104,8 @@ async fn invalid_sales_are_refused_with_400() {
         json!({ "name": "x", "stock": 1, "per_user_limit": 0 }),
         json!({ "name": "x", "stock": 1, "starts_at": rfc3339_in(10), "ends_at": rfc3339_in(5) }),
         json!({ "name": "x", "stock": 1, "starts_at": "tomorrow" }),
+        json!({ "name": "x", "stock": 1, "starts_at": "0253-07-08T00:00:00Z" }),
+        json!({ "name": "x", "stock": 1, "ends_at": "1969-12-31T23:59:59.999Z" }),
         json!({ "name": "x" }),
         json!({ "name": "x", "stock": 1, "surprise": true }),
     ] {
