@@ -692,10 +692,11 @@ mod distributed {
     }
 
     /// Many buyers join one sale's queue at once on one instance, each twice at the same time,
-    /// then poll their tickets at once, with strangers polling tickets not theirs: each buyer
-    /// gets one ticket and one place of their own (places 1..=N, none skipped or given twice),
-    /// both joins the same; each poll answers its own ticket; and `/metrics` shows more than one
-    /// request per queue script call (one per call, as without grouping, fails the test).
+    /// then poll their tickets at once, with strangers and other buyers polling tickets not
+    /// theirs: each buyer gets one ticket and one place of their own (places 1..=N, none skipped
+    /// or given twice), both joins the same; each poll answers its own ticket; and `/metrics`
+    /// shows more than one request per queue script call (one per call, as without grouping,
+    /// fails the test).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn grouped_joins_and_polls_answer_each_buyer_as_if_alone() {
         let services = Services::start().await;
@@ -739,13 +740,17 @@ mod distributed {
             "a place each, none skipped"
         );
 
-        // Each buyer polls their own ticket and, at the same time, a stranger polls it.
+        // Each buyer polls their own ticket and, at the same time, a stranger polls it, and so
+        // does another buyer, who holds a ticket of their own.
+        let crowd: Vec<&String> = held.keys().collect();
         let polls = join_all(
             held.iter()
-                .flat_map(|(user, (ticket, place))| {
+                .enumerate()
+                .flat_map(|(i, (user, (ticket, place)))| {
                     [
                         (user.clone(), ticket.clone(), Some(*place)),
                         (format!("stranger-{user}"), ticket.clone(), None),
+                        (crowd[(i + 1) % crowd.len()].clone(), ticket.clone(), None),
                     ]
                 })
                 .map(|(user, ticket, place)| {
