@@ -3,7 +3,8 @@
 # valgrind's callgrind, as bench/reserve_script.sh does for the purchase script.
 #
 #   bash bench/queue_script.sh                         # the script in src/waiting_room/redis.rs
-#   SCRIPT=old.lua NKEYS=6 bash bench/queue_script.sh  # another version (KEYS: its first NKEYS)
+#   SCRIPT=old.lua ARGS=old.args NKEYS=6 bash bench/queue_script.sh  # another version, its own
+#                                                   # ARGV, and KEYS: the first NKEYS
 #
 # A private redis-server under callgrind on a free port takes CALLS script calls of GROUP joins
 # of new buyers each (redis-benchmark, 4 connections; `__rand_int__` makes every buyer and ticket
@@ -23,10 +24,11 @@ else
   script_from src/waiting_room/redis.rs COMMON QUEUE
 fi
 # The header (now, opens an hour later, rate, burst, ttl, mode, no seed before the start), then
-# `join, user, new ticket, -` per buyer.
-ARGV_LINE=$(python3 -c "
+# `join, user, new ticket` per buyer.
+ARGV_LINE=${ARGS:+$(cat "${ARGS:-}")}
+[ -n "$ARGV_LINE" ] || ARGV_LINE=$(python3 -c "
 print(' '.join(['1764137000000', '1764140600000', '100', '10', '3600000', 'random_at_start', 'x']
-               + [f'join u{i}:__rand_int__ 0123456789abcdef{i:04d}__rand_int__ -' for i in range($GROUP)]))")
+               + [f'join u{i}:__rand_int__ 0123456789abcdef{i:04d}__rand_int__' for i in range($GROUP)]))")
 
 start_redis
 KEYS=(q:meta q:users q:tickets q:pre q:seen q:at q:joined)

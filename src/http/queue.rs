@@ -153,12 +153,7 @@ fn ticket_json(view: &TicketView) -> Response {
     out.push_str("{\"ticket\":");
     push_string(&mut out, &view.ticket);
     out.push_str(",\"state\":\"");
-    out.push_str(match view.state {
-        TicketState::Waiting => "waiting",
-        TicketState::Admitted => "admitted",
-        TicketState::SoldOut => "sold_out",
-        TicketState::Expired => "expired",
-    });
+    out.push_str(view.state.as_str());
     out.push_str("\",\"ahead\":");
     push_number(&mut out, view.ahead);
     out.push_str(",\"eta_secs\":");

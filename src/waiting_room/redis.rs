@@ -103,9 +103,10 @@ end
 
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
-/// header, 4 ARGV per request: `join` or `poll`, user, new ticket id, ticket (the one polled).
+/// header, 3 ARGV per request: `join` or `poll`, user, ticket (a join's new one, handed out if
+/// the buyer holds none; a poll's, the one asked about).
 /// Answers 4 values per request, `ticket, kind, a, b`: ticket nil when it is the one the
-/// request named (new or polled; only a join that meets the buyer's ticket hears another), kind
+/// request named (only a join that meets the buyer's ticket hears another), kind
 /// 0 waiting (a place, b the expired tickets' slots handed on), 1 not placed yet (a arrival), 2
 /// admitted (a place, b when the front reached it), 3 expired, 4 no such ticket for this buyer.
 /// Each new ticket's buyer is appended to `joined`, after the call's time.
@@ -187,10 +188,10 @@ local function pre_start_place(id, arrival, placed)
   if rank then return rank + 1 end
   return arrival
 end
-local function decide(op, user, new, ticket)
+local function decide(op, user, ticket)
   local d
   if op == 'join' then
-    d = new_ticket(new, user, true)
+    d = new_ticket(ticket, user, true)
     if not d then
       d = record(user)
       if d and expire_if_stale(user, d) then d = nil end
@@ -198,7 +199,7 @@ local function decide(op, user, new, ticket)
         -- Joining again counts as a poll.
         redis.call('ZADD', KEYS[5], ARGV[1], user)
       else
-        d = new_ticket(new, user, false)
+        d = new_ticket(ticket, user, false)
       end
     end
   else
@@ -236,10 +237,10 @@ local function decide(op, user, new, ticket)
   return id, kind, place, b
 end
 local out, n = {}, 0
-for i = 8, #ARGV, 4 do
-  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
-  -- The ticket asked about, or the new one handed out: nil, the caller knows it.
-  if id == ARGV[i + 2] or id == ARGV[i + 3] then id = false end
+for i = 8, #ARGV, 3 do
+  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  -- The ticket the request named: nil, the caller knows it.
+  if id == ARGV[i + 2] then id = false end
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
   n = n + 4
 end
@@ -447,9 +448,7 @@ impl Rules {
 struct Ask {
     join: bool,
     user: UserId,
-    /// Join: the ticket to hand out if the buyer holds none.
-    new: String,
-    /// Poll: the ticket asked about.
+    /// Join: the ticket to hand out if the buyer holds none; poll: the ticket asked about.
     ticket: String,
     now: Millis,
     rules: Rules,
@@ -515,7 +514,6 @@ async fn decide_group(
         invocation
             .arg(if ask.join { "join" } else { "poll" })
             .arg(ask.user.as_str())
-            .arg(&ask.new)
             .arg(&ask.ticket);
     }
     METRICS.observe_redis_call(RedisCall::Queue, group.len());
@@ -535,7 +533,7 @@ async fn decide_group(
         let answered = (|| {
             let other: Option<String> = redis::from_owned_redis_value(ticket)?;
             Ok::<_, redis::RedisError>(Answered {
-                ticket: other.unwrap_or_else(|| if ask.join { ask.new.clone() } else { ask.ticket.clone() }),
+                ticket: other.unwrap_or_else(|| ask.ticket.clone()),
                 kind: redis::from_owned_redis_value(kind)?,
                 a: redis::from_owned_redis_value(a)?,
                 b: redis::from_owned_redis_value(b)?,
@@ -614,13 +612,11 @@ impl RedisWaitingRoom {
                 return Ok(place);
             }
         }
-        let new = if join { super::new_ticket() } else { String::new() };
         let (answer, answered) = oneshot::channel();
         let asked = queue.asks.send(Ask {
             join,
             user: user.clone(),
-            new,
-            ticket: ticket.to_owned(),
+            ticket: if join { super::new_ticket() } else { ticket.to_owned() },
             now,
             rules: Rules::of(sale, &room),
             answer,

@@ -168,6 +168,17 @@ pub enum TicketState {
     Expired,
 }
 
+impl TicketState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketState::Waiting => "waiting",
+            TicketState::Admitted => "admitted",
+            TicketState::SoldOut => "sold_out",
+            TicketState::Expired => "expired",
+        }
+    }
+}
+
 /// A ticket in a sale's waiting room: `POST /api/sales/{id}/queue`,
 /// `GET /api/sales/{id}/queue/{ticket}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
