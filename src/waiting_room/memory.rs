@@ -1,15 +1,18 @@
 //! The embedded waiting room: each sale's queue in this process's memory.
 //!
-//! Joining is a map insert and an atomic increment; a poll reads a ticket and three counters.
-//! The one step that touches every ticket is the shuffle at the start of a `random_at_start`
-//! queue, done once per sale by whichever request first sees the start.
+//! Joining is a map insert, an atomic increment and a lock-free push (for the sweep); a poll
+//! reads a ticket and three counters. The one step that touches every ticket is the shuffle at
+//! the start of a `random_at_start` queue, done once per sale by whichever request first sees
+//! the start. The sweep looks at a ticket about once per time to live, when it would expire if
+//! not polled since (see [`Expiries`]), not at every ticket every second.
 //!
 //! A restart loses the queue: buyers polling a lost ticket are told it is unknown and join
 //! again. Acceptable for the embedded engine, which is one process whose restart already drops
 //! every connection; stock and orders are in SQLite and are never lost.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
@@ -19,7 +22,7 @@ use super::{
 };
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::BackendError;
-use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId};
+use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
 
 pub struct MemoryWaitingRoom {
     rooms: DashMap<SaleId, Arc<Room>>,
@@ -40,7 +43,6 @@ struct Ticket {
     expired: AtomicBool,
 }
 
-#[derive(Default)]
 struct Room {
     /// Each buyer's ticket. A poll names its buyer, so it finds the ticket here: one map for
     /// joins and polls.
@@ -54,6 +56,51 @@ struct Room {
     admitted: AtomicU64,
     /// Tickets that expired before they were admitted: each moves the front by one.
     expired_waiting: AtomicU64,
+    /// Each new ticket, on its way to the sweep's `expiries`: a join only sends it here, which
+    /// takes no lock.
+    taken: mpsc::Sender<Arc<Ticket>>,
+    expiries: Mutex<Expiries>,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        let (taken, fresh) = mpsc::channel();
+        Room {
+            by_user: DashMap::new(),
+            arrivals: AtomicU64::new(0),
+            before_start: Mutex::new(Vec::new()),
+            placed_at_start: OnceLock::new(),
+            after_start: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            expired_waiting: AtomicU64::new(0),
+            taken,
+            expiries: Mutex::new(Expiries {
+                fresh,
+                due: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+/// The sweep's own: the tickets not expired yet, by the second in which each would be past its
+/// time to live if it were not polled again. A sweep looks only at the seconds gone by: a ticket
+/// polled since goes to its new second, one not polled expires. So each ticket is looked at
+/// about once per time to live, however many tickets wait.
+struct Expiries {
+    fresh: mpsc::Receiver<Arc<Ticket>>,
+    due: BTreeMap<Millis, Vec<Arc<Ticket>>>,
+}
+
+impl Expiries {
+    /// The first whole second after which the ticket, last seen at `last_seen`, is stale.
+    fn second(last_seen: Millis, ttl_ms: Millis) -> Millis {
+        last_seen.saturating_add(ttl_ms).div_euclid(1000) + 1
+    }
+
+    fn track(&mut self, ticket: Arc<Ticket>, ttl_ms: Millis) {
+        let second = Self::second(ticket.last_seen.load(Relaxed), ttl_ms);
+        self.due.entry(second).or_default().push(ticket);
+    }
 }
 
 impl Default for MemoryWaitingRoom {
@@ -162,6 +209,31 @@ impl MemoryWaitingRoom {
         }
     }
 
+    /// Expires the room's tickets past their time to live; answers how many it looked at.
+    fn sweep_room(room: &Room, spec: &WaitingRoomSpec, now: Millis) -> usize {
+        let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
+        // Only the sweep takes this lock; a poisoned one only means a panic mid-sweep.
+        let mut expiries = room.expiries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut looked_at = 0;
+        while let Ok(ticket) = expiries.fresh.try_recv() {
+            expiries.track(ticket, ttl_ms);
+        }
+        while let Some(entry) = expiries.due.first_entry() {
+            if entry.key().saturating_mul(1000) > now {
+                break;
+            }
+            let due = entry.remove();
+            looked_at += due.len();
+            for ticket in due {
+                // Expired (now or by a join or poll that saw it stale): never looked at again.
+                if !Self::expire_if_stale(room, &ticket, ttl_ms, now) {
+                    expiries.track(ticket, ttl_ms);
+                }
+            }
+        }
+        looked_at
+    }
+
     fn new_ticket(&self, sale: &Sale, room: &Room, now: Millis) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
             id: new_ticket(),
@@ -190,6 +262,8 @@ impl MemoryWaitingRoom {
             let behind = room.after_start.fetch_add(1, Relaxed) + 1;
             ticket.place.store(placed + behind, Relaxed);
         }
+        // The room holds the receiver, so this cannot fail while the room exists.
+        let _ = room.taken.send(Arc::clone(&ticket));
         ticket
     }
 }
@@ -252,10 +326,7 @@ impl WaitingRoom for MemoryWaitingRoom {
             else {
                 return Ok(());
             };
-            let ttl_ms = Millis::from(spec.ticket_ttl_secs) * 1000;
-            for ticket in room.by_user.iter() {
-                Self::expire_if_stale(&room, &ticket, ttl_ms, now);
-            }
+            Self::sweep_room(&room, &spec, now);
             Ok(())
         })
     }
@@ -382,6 +453,39 @@ mod tests {
         assert!(room.retire(&sale, 5_000, 15_000).await.expect("retire"));
         assert!(room.stats(sale.id).await.expect("stats").is_none());
         assert!(room.rooms.is_empty());
+    }
+
+    /// A sweep looks at the tickets whose time to live may have run out, not at every ticket:
+    /// with 1,000 waiting, the sweeps within their time to live look at none, the one past it
+    /// at each once, and a ticket polled meanwhile again only a time to live after that poll.
+    #[tokio::test]
+    async fn a_sweep_looks_only_at_tickets_due() {
+        let (room, sale) = (MemoryWaitingRoom::new(), sale(QueueMode::Fifo, 1, 0));
+        let spec = sale.spec.waiting_room.expect("room");
+        let tickets: Vec<Place> = futures::future::join_all((0..1_000).map(|n| join(&room, &sale, n, 0))).await;
+        let r = room.room(sale.id);
+        for second in 1..=10 {
+            assert_eq!(
+                MemoryWaitingRoom::sweep_room(&r, &spec, second * 1_000),
+                0,
+                "at {second} s"
+            );
+        }
+        room.poll(&sale, &tickets[7].ticket, &user(7), 5_000)
+            .await
+            .expect("poll");
+        assert_eq!(MemoryWaitingRoom::sweep_room(&r, &spec, 11_000), 1_000);
+        let stats = room.stats(sale.id).await.expect("stats").expect("room");
+        assert_eq!(stats.expired + stats.admitted, 999, "all but the polled one expired");
+        assert_eq!(MemoryWaitingRoom::sweep_room(&r, &spec, 15_000), 0);
+        assert_eq!(MemoryWaitingRoom::sweep_room(&r, &spec, 16_000), 1);
+        assert_eq!(
+            room.poll(&sale, &tickets[7].ticket, &user(7), 16_000)
+                .await
+                .expect("poll")
+                .standing,
+            Standing::Expired
+        );
     }
 
     #[tokio::test]
