@@ -55,9 +55,15 @@ local function decode(raw)
   if not place then return nil end
   return {tonumber(place), tonumber(arrival), tonumber(at), expired, joined, ticket}
 end
--- `%d`: a number concatenated into a string is formatted with `%.14g`, which costs Redis more.
+-- A whole number as a decimal string: `%d` (a number concatenated into a string is formatted
+-- with `%.14g`, which costs Redis more), and 0, a new ticket's usual place and admission time,
+-- as a constant (each string made costs Redis as much as a `redis.call`).
+local function dec(n)
+  if n == 0 then return '0' end
+  return string.format('%d', n)
+end
 local function encode(d)
-  return string.format('%d|%d|%d|', d[1], d[2], d[3]) .. d[4] .. '|' .. d[5] .. '|' .. d[6]
+  return dec(d[1]) .. '|' .. dec(d[2]) .. '|' .. dec(d[3]) .. '|' .. d[4] .. '|' .. d[5] .. '|' .. d[6]
 end
 -- A ticket as an older version kept it (the buyer's entry in `users` naming it, its record in
 -- `tickets`, its last poll in `seen` under its id, its admission time in `at`), moved into the
@@ -130,7 +136,7 @@ local function started()
     placed = tonumber(placed)
   elseif now >= opens then
     count()
-    redis.call('HSET', KEYS[1], 'placed', string.format('%d', arrivals), 'seed', ARGV[7])
+    redis.call('HSET', KEYS[1], 'placed', dec(arrivals), 'seed', ARGV[7])
     placed = arrivals
   end
   start_known, start_placed = true, placed
@@ -158,25 +164,28 @@ end
 -- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
 -- the end, where the sweep finds the tickets never polled.
 local joined, j = {'#' .. ARGV[1]}, 1
--- A new ticket for the buyer, at the back. `first`: only if the buyer has no record (nil if
--- they have one), which saves a read for the buyer never seen, most joins in a stampede.
+-- A new ticket for the buyer, at the back: its place (0 before the start) and arrival, or nil
+-- when `first` (only if the buyer has no record) meets a record, which saves a read for the
+-- buyer never seen, most joins in a stampede. No table: a join before the start, the stampede's
+-- request, allocates only its record string in Lua (each allocation costs Redis its own and
+-- the garbage collector's work).
 local function new_ticket(id, user, first)
   -- Asked first: a queue started by this join counts only the arrivals before it.
   local placed = started()
   count()
-  local place = 0
+  local place, arrival = 0, arrivals + 1
   if placed then place = placed + after + 1 end
-  local d = {place, arrivals + 1, 0, '0', ARGV[1], id}
+  local raw = dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
   if first then
-    if redis.call('HSETNX', KEYS[2], user, encode(d)) == 0 then return nil end
+    if redis.call('HSETNX', KEYS[2], user, raw) == 0 then return nil end
   else
-    redis.call('HSET', KEYS[2], user, encode(d))
+    redis.call('HSET', KEYS[2], user, raw)
   end
-  arrivals = arrivals + 1
+  arrivals = arrival
   if placed then after = after + 1 end
   j = j + 1
   joined[j] = user
-  return d
+  return place, arrival
 end
 -- The place of a ticket taken before the start.
 local function pre_start_place(id, arrival, placed)
@@ -191,16 +200,20 @@ end
 local function decide(op, user, ticket)
   local d
   if op == 'join' then
-    d = new_ticket(ticket, user, true)
-    if not d then
+    local place, arrival = new_ticket(ticket, user, true)
+    if not place then
       d = record(user)
       if d and expire_if_stale(user, d) then d = nil end
       if d then
         -- Joining again counts as a poll.
         redis.call('ZADD', KEYS[5], ARGV[1], user)
       else
-        d = new_ticket(ticket, user, false)
+        place, arrival = new_ticket(ticket, user, false)
       end
+    end
+    if not d then
+      if not started() then return ticket, 1, arrival, 0 end
+      d = {place, arrival, 0, '0', ARGV[1], ticket}
     end
   else
     d = record(user)
@@ -245,7 +258,7 @@ for i = 8, #ARGV, 3 do
   n = n + 4
 end
 if j > 1 then
-  redis.call('HSET', KEYS[1], 'arrivals', string.format('%d', arrivals), 'after', string.format('%d', after))
+  redis.call('HSET', KEYS[1], 'arrivals', dec(arrivals), 'after', dec(after))
   redis.call('RPUSH', KEYS[7], unpack(joined))
 end
 return out
@@ -457,6 +470,7 @@ struct Ask {
 
 /// The script's answer for one request: `kind, a, b` as [`QUEUE`] says.
 struct Answered {
+    /// The request's own ticket unless the script named another.
     ticket: String,
     kind: i64,
     a: i64,
@@ -479,6 +493,13 @@ async fn run_groups(conn: Connection, script: Script, queue: Weak<SaleQueue>, mu
         match decide_group(&conn, &script, &queue.keys, &group).await {
             Ok(answers) => {
                 for (ask, answered) in group.drain(..).zip(answers) {
+                    // The request's ticket goes back to it, moved, unless the script named another.
+                    let answered = answered.map(|(other, kind, a, b)| Answered {
+                        ticket: other.unwrap_or(ask.ticket),
+                        kind,
+                        a,
+                        b,
+                    });
                     let _ = ask.answer.send(answered);
                 }
             }
@@ -496,7 +517,8 @@ async fn run_groups(conn: Connection, script: Script, queue: Weak<SaleQueue>, mu
     }
 }
 
-/// One call deciding `group` in arrival order; an answer per request, in the same order. The
+/// One call deciding `group` in arrival order; an answer per request, in the same order: the
+/// ticket the script named instead of the request's, if any, and `kind, a, b`. The
 /// group shares one `now`, the latest of its requests': each is decided no earlier than it was
 /// asked, as if it had been sent alone a moment later.
 async fn decide_group(
@@ -504,7 +526,7 @@ async fn decide_group(
     script: &Script,
     keys: &QueueKeys,
     group: &[Ask],
-) -> Result<Vec<Result<Answered, BackendError>>, redis::RedisError> {
+) -> Result<Vec<Result<(Option<String>, i64, i64, i64), BackendError>>, redis::RedisError> {
     let Some(last) = group.last() else {
         return Ok(Vec::new());
     };
@@ -526,18 +548,14 @@ async fn decide_group(
     }
     let mut flat = flat.into_iter();
     let mut answers = Vec::with_capacity(group.len());
-    let mut asks = group.iter();
-    while let (Some(ask), Some(ticket), Some(kind), Some(a), Some(b)) =
-        (asks.next(), flat.next(), flat.next(), flat.next(), flat.next())
-    {
+    while let (Some(ticket), Some(kind), Some(a), Some(b)) = (flat.next(), flat.next(), flat.next(), flat.next()) {
         let answered = (|| {
-            let other: Option<String> = redis::from_owned_redis_value(ticket)?;
-            Ok::<_, redis::RedisError>(Answered {
-                ticket: other.unwrap_or_else(|| ask.ticket.clone()),
-                kind: redis::from_owned_redis_value(kind)?,
-                a: redis::from_owned_redis_value(a)?,
-                b: redis::from_owned_redis_value(b)?,
-            })
+            Ok::<_, redis::RedisError>((
+                redis::from_owned_redis_value(ticket)?,
+                redis::from_owned_redis_value(kind)?,
+                redis::from_owned_redis_value(a)?,
+                redis::from_owned_redis_value(b)?,
+            ))
         })();
         answers.push(answered.map_err(unavailable));
     }
