@@ -111,10 +111,12 @@ end
 /// ran alone (a buyer joining twice in one group meets their own first ticket). After the
 /// header, 3 ARGV per request: `join` or `poll`, user, ticket (a join's new one, handed out if
 /// the buyer holds none; a poll's, the one asked about).
-/// Answers 4 values per request, `ticket, kind, a, b`: ticket nil when it is the one the
-/// request named (only a join that meets the buyer's ticket hears another), kind
-/// 0 waiting (a place, b the expired tickets' slots handed on), 1 not placed yet (a arrival), 2
-/// admitted (a place, b when the front reached it), 3 expired, 4 no such ticket for this buyer.
+/// Answers per request its kind, then the values that kind has: 0 waiting (place, the expired
+/// tickets' slots handed on), 1 not placed yet (arrival), 2 admitted (place, when the front
+/// reached it), 3 expired and 4 no such ticket for this buyer (none). A kind plus 8 is followed
+/// first by the buyer's ticket, when it is not the one the request named (a join that met the
+/// ticket the buyer holds). Only what a request needs: each value costs Redis and the engine's
+/// parser their share of the call (a join before the start, the stampede's request, is two).
 /// Each new ticket's buyer is appended to `joined`, after the call's time.
 const QUEUE: &str = r#"
 -- The queue's counters, read once per call and written once at its end: arrivals (tickets
@@ -164,18 +166,21 @@ end
 -- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
 -- the end, where the sweep finds the tickets never polled.
 local joined, j = {'#' .. ARGV[1]}, 1
+-- A new ticket's record, taken now: one string made.
+local function new_record(place, arrival, id)
+  return dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
+end
 -- A new ticket for the buyer, at the back: its place (0 before the start) and arrival, or nil
 -- when `first` (only if the buyer has no record) meets a record, which saves a read for the
--- buyer never seen, most joins in a stampede. No table: a join before the start, the stampede's
--- request, allocates only its record string in Lua (each allocation costs Redis its own and
--- the garbage collector's work).
+-- buyer never seen, most joins in a stampede. No table: each allocation in Lua costs Redis its
+-- own and the garbage collector's work.
 local function new_ticket(id, user, first)
   -- Asked first: a queue started by this join counts only the arrivals before it.
   local placed = started()
   count()
   local place, arrival = 0, arrivals + 1
   if placed then place = placed + after + 1 end
-  local raw = dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
+  local raw = new_record(place, arrival, id)
   if first then
     if redis.call('HSETNX', KEYS[2], user, raw) == 0 then return nil end
   else
@@ -197,10 +202,12 @@ local function pre_start_place(id, arrival, placed)
   if rank then return rank + 1 end
   return arrival
 end
-local function decide(op, user, ticket)
+-- `tried`: a join whose buyer was found to hold a record already.
+local function decide(op, user, ticket, tried)
   local d
   if op == 'join' then
-    local place, arrival = new_ticket(ticket, user, true)
+    local place, arrival
+    if not tried then place, arrival = new_ticket(ticket, user, true) end
     if not place then
       d = record(user)
       if d and expire_if_stale(user, d) then d = nil end
@@ -251,11 +258,39 @@ local function decide(op, user, ticket)
 end
 local out, n = {}, 0
 for i = 8, #ARGV, 3 do
-  local id, kind, a, b = decide(ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  -- The ticket the request named: nil, the caller knows it.
-  if id == ARGV[i + 2] then id = false end
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, kind, a, b
-  n = n + 4
+  local op, user, ticket = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fresh, tried = false, false
+  -- The stampede's request first, without `decide`: a buyer never seen joining before the
+  -- start (what `new_ticket` and `decide` do for it, inlined).
+  if op == 'join' and not started() then
+    count()
+    local arrival = arrivals + 1
+    tried = true
+    if redis.call('HSETNX', KEYS[2], user, new_record(0, arrival, ticket)) == 1 then
+      arrivals, j = arrival, j + 1
+      joined[j] = user
+      out[n + 1], out[n + 2] = 1, arrival
+      n, fresh = n + 2, true
+    end
+  end
+  if not fresh then
+    local id, kind, a, b = decide(op, user, ticket, tried)
+    n = n + 1
+    if id ~= ticket then
+      out[n], out[n + 1] = kind + 8, id
+      n = n + 1
+    else
+      out[n] = kind
+    end
+    if kind <= 2 then
+      n = n + 1
+      out[n] = a
+    end
+    if kind == 0 or kind == 2 then
+      n = n + 1
+      out[n] = b
+    end
+  end
 end
 if j > 1 then
   redis.call('HSET', KEYS[1], 'arrivals', dec(arrivals), 'after', dec(after))
@@ -494,13 +529,13 @@ async fn run_groups(conn: Connection, script: Script, queue: Weak<SaleQueue>, mu
             Ok(answers) => {
                 for (ask, answered) in group.drain(..).zip(answers) {
                     // The request's ticket goes back to it, moved, unless the script named another.
-                    let answered = answered.map(|(other, kind, a, b)| Answered {
+                    let (other, kind, a, b) = answered;
+                    let _ = ask.answer.send(Ok(Answered {
                         ticket: other.unwrap_or(ask.ticket),
                         kind,
                         a,
                         b,
-                    });
-                    let _ = ask.answer.send(answered);
+                    }));
                 }
             }
             Err(e) => {
@@ -526,7 +561,7 @@ async fn decide_group(
     script: &Script,
     keys: &QueueKeys,
     group: &[Ask],
-) -> Result<Vec<Result<(Option<String>, i64, i64, i64), BackendError>>, redis::RedisError> {
+) -> Result<Vec<(Option<String>, i64, i64, i64)>, redis::RedisError> {
     let Some(last) = group.last() else {
         return Ok(Vec::new());
     };
@@ -540,26 +575,39 @@ async fn decide_group(
     }
     METRICS.observe_redis_call(RedisCall::Queue, group.len());
     let flat: Vec<redis::Value> = invocation.invoke_async(&mut conn.clone()).await?;
-    if flat.len() != group.len() * 4 {
-        return Err(redis::RedisError::from((
-            redis::ErrorKind::TypeError,
-            "queue: four values per request expected",
-        )));
+    parse_answers(flat, group.len())
+}
+
+/// The script's answers (see [`QUEUE`]), one per request: the ticket it named instead of the
+/// request's, if any, then `kind, a, b` (0 where the kind has no such value). Anything else,
+/// fewer or more values than `requests` answers, fails the whole call.
+fn parse_answers(
+    flat: Vec<redis::Value>,
+    requests: usize,
+) -> Result<Vec<(Option<String>, i64, i64, i64)>, redis::RedisError> {
+    fn malformed() -> redis::RedisError {
+        redis::RedisError::from((redis::ErrorKind::TypeError, "queue: malformed answer"))
     }
-    let mut flat = flat.into_iter();
-    let mut answers = Vec::with_capacity(group.len());
-    while let (Some(ticket), Some(kind), Some(a), Some(b)) = (flat.next(), flat.next(), flat.next(), flat.next()) {
-        let answered = (|| {
-            Ok::<_, redis::RedisError>((
-                redis::from_owned_redis_value(ticket)?,
-                redis::from_owned_redis_value(kind)?,
-                redis::from_owned_redis_value(a)?,
-                redis::from_owned_redis_value(b)?,
-            ))
-        })();
-        answers.push(answered.map_err(unavailable));
+    fn next<T: redis::FromRedisValue>(values: &mut std::vec::IntoIter<redis::Value>) -> Result<T, redis::RedisError> {
+        redis::from_owned_redis_value(values.next().ok_or_else(malformed)?)
     }
-    Ok(answers)
+    let mut values = flat.into_iter();
+    let mut answers = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let mut kind: i64 = next(&mut values)?;
+        let mut other = None;
+        if kind >= 8 {
+            kind -= 8;
+            other = Some(next(&mut values)?);
+        }
+        let a = if (0..=2).contains(&kind) { next(&mut values)? } else { 0 };
+        let b = if kind == 0 || kind == 2 { next(&mut values)? } else { 0 };
+        answers.push((other, kind, a, b));
+    }
+    match values.next() {
+        None => Ok(answers),
+        Some(_) => Err(malformed()),
+    }
 }
 
 impl RedisWaitingRoom {
@@ -825,6 +873,48 @@ impl WaitingRoom for RedisWaitingRoom {
 mod tests {
     use super::*;
     use crate::domain::QueueMode;
+
+    /// Each kind carries only its values, and a ticket other than the request's comes first:
+    /// read back request by request; a value too few, too many or of the wrong type fails the
+    /// whole call.
+    #[test]
+    fn answers_are_read_back_kind_by_kind() {
+        use redis::Value::{BulkString, Int};
+        let held = || BulkString(b"held".to_vec());
+        let flat = vec![
+            Int(1),
+            Int(7),
+            Int(0),
+            Int(3),
+            Int(2),
+            Int(4),
+            Int(2),
+            Int(5),
+            Int(1_000),
+            Int(9),
+            held(),
+            Int(6),
+            Int(3),
+        ];
+        let answers = parse_answers(flat.clone(), 6).expect("well formed");
+        assert_eq!(
+            answers,
+            vec![
+                (None, 1, 7, 0),
+                (None, 0, 3, 2),
+                (None, 4, 0, 0),
+                (None, 2, 5, 1_000),
+                (Some("held".to_owned()), 1, 6, 0),
+                (None, 3, 0, 0),
+            ]
+        );
+        assert!(parse_answers(flat.clone(), 7).is_err(), "a request without an answer");
+        assert!(parse_answers(flat, 5).is_err(), "values left over");
+        assert!(
+            parse_answers(vec![held(), Int(1)], 1).is_err(),
+            "a ticket where a kind belongs"
+        );
+    }
 
     #[test]
     fn only_ticket_ids_as_handed_out_are_remembered() {
