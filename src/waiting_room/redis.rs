@@ -512,6 +512,10 @@ struct Answered {
     b: i64,
 }
 
+/// One request's answer as the script gave it: the ticket it named instead of the request's, if
+/// any, then `kind, a, b` (0 where the kind has no such value).
+type Decided = (Option<String>, i64, i64, i64);
+
 fn unavailable(e: redis::RedisError) -> BackendError {
     BackendError::unavailable(Role::WaitingRoom, e)
 }
@@ -561,7 +565,7 @@ async fn decide_group(
     script: &Script,
     keys: &QueueKeys,
     group: &[Ask],
-) -> Result<Vec<(Option<String>, i64, i64, i64)>, redis::RedisError> {
+) -> Result<Vec<Decided>, redis::RedisError> {
     let Some(last) = group.last() else {
         return Ok(Vec::new());
     };
@@ -581,10 +585,7 @@ async fn decide_group(
 /// The script's answers (see [`QUEUE`]), one per request: the ticket it named instead of the
 /// request's, if any, then `kind, a, b` (0 where the kind has no such value). Anything else,
 /// fewer or more values than `requests` answers, fails the whole call.
-fn parse_answers(
-    flat: Vec<redis::Value>,
-    requests: usize,
-) -> Result<Vec<(Option<String>, i64, i64, i64)>, redis::RedisError> {
+fn parse_answers(flat: Vec<redis::Value>, requests: usize) -> Result<Vec<Decided>, redis::RedisError> {
     fn malformed() -> redis::RedisError {
         redis::RedisError::from((redis::ErrorKind::TypeError, "queue: malformed answer"))
     }
