@@ -4,7 +4,7 @@
 //! reads a ticket and three counters. The one step that touches every ticket is the shuffle at
 //! the start of a `random_at_start` queue, done once per sale by whichever request first sees
 //! the start. The sweep looks at a ticket about once per time to live, when it would expire if
-//! not polled since (see [`Expiries`]), not at every ticket every second.
+//! not polled since (see `Expiries`), not at every ticket every second.
 //!
 //! A restart loses the queue: buyers polling a lost ticket are told it is unknown and join
 //! again. Acceptable for the embedded engine, which is one process whose restart already drops
