@@ -202,12 +202,11 @@ local function pre_start_place(id, arrival, placed)
   if rank then return rank + 1 end
   return arrival
 end
--- `tried`: a join whose buyer was found to hold a record already.
-local function decide(op, user, ticket, tried)
+-- A join comes with what `new_ticket` said of it for a buyer never seen: its place and
+-- arrival, or nil when the buyer holds a record.
+local function decide(op, user, ticket, place, arrival)
   local d
   if op == 'join' then
-    local place, arrival
-    if not tried then place, arrival = new_ticket(ticket, user, true) end
     if not place then
       d = record(user)
       if d and expire_if_stale(user, d) then d = nil end
@@ -259,22 +258,15 @@ end
 local out, n = {}, 0
 for i = 8, #ARGV, 3 do
   local op, user, ticket = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local fresh, tried = false, false
-  -- The stampede's request first, without `decide`: a buyer never seen joining before the
-  -- start (what `new_ticket` and `decide` do for it, inlined).
-  if op == 'join' and not started() then
-    count()
-    local arrival = arrivals + 1
-    tried = true
-    if redis.call('HSETNX', KEYS[2], user, new_record(0, arrival, ticket)) == 1 then
-      arrivals, j = arrival, j + 1
-      joined[j] = user
-      out[n + 1], out[n + 2] = 1, arrival
-      n, fresh = n + 2, true
-    end
-  end
-  if not fresh then
-    local id, kind, a, b = decide(op, user, ticket, tried)
+  local place, arrival
+  if op == 'join' then place, arrival = new_ticket(ticket, user, true) end
+  if place == 0 then
+    -- A buyer never seen joining before the start, the stampede's request: not placed yet,
+    -- answered without `decide`.
+    out[n + 1], out[n + 2] = 1, arrival
+    n = n + 2
+  else
+    local id, kind, a, b = decide(op, user, ticket, place, arrival)
     n = n + 1
     if id ~= ticket then
       out[n], out[n + 1] = kind + 8, id
