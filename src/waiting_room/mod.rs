@@ -209,7 +209,25 @@ impl ShuffleKey {
 
 /// A new ticket id: 122 random bits, so a ticket cannot be guessed.
 pub fn new_ticket() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    ticket_text(new_ticket_id())
+}
+
+/// A new ticket id as a number: what the embedded room keeps (16 bytes, no allocation).
+pub(crate) fn new_ticket_id() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+/// A ticket id as buyers see it: 32 lowercase hex digits.
+pub(crate) fn ticket_text(id: u128) -> String {
+    uuid::Uuid::from_u128(id).simple().to_string()
+}
+
+/// A ticket's id as a number, if it is written as [`new_ticket`] hands ids out (32 lowercase hex
+/// digits); `None` for anything else, which names no ticket of the embedded room and which
+/// only Redis answers in the distributed one.
+pub(crate) fn ticket_id(ticket: &str) -> Option<u128> {
+    let hex = ticket.len() == 32 && ticket.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u128::from_str_radix(ticket, 16).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -263,6 +281,22 @@ mod tests {
                 eta_ms: 500
             }
         );
+    }
+
+    #[test]
+    fn ticket_ids_read_back_only_as_handed_out() {
+        let ticket = new_ticket();
+        let id = ticket_id(&ticket).expect("a new ticket reads back");
+        assert_eq!(ticket_text(id), ticket);
+        let fixed = "0123456789abcdef0123456789abcdef";
+        assert_eq!(ticket_id(fixed), Some(0x0123456789abcdef0123456789abcdef));
+        assert_eq!(ticket_text(0x0123456789abcdef0123456789abcdef), fixed);
+        assert_eq!(ticket_text(1), format!("{}1", "0".repeat(31)));
+        // Redis tells these apart from the lowercase id, so no instance may merge them.
+        assert_eq!(ticket_id(&fixed.to_uppercase()), None);
+        assert_eq!(ticket_id(&format!("+{}", &fixed[1..])), None);
+        assert_eq!(ticket_id(&fixed[1..]), None);
+        assert_eq!(ticket_id(""), None);
     }
 
     /// Spearman's rank correlation between join order and queue order over 200 pre-start

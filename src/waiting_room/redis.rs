@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{before_start, burst, front, opens_at, retire_at, standing, Place, QueueStats, Standing};
+use super::{before_start, burst, front, opens_at, retire_at, standing, ticket_id, Place, QueueStats, Standing};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
 use crate::domain::{Millis, Sale, SaleId, UserId, WaitingRoomSpec};
@@ -424,13 +424,6 @@ impl Said {
             Said::Expired => Some((Standing::Expired, None, None)),
         }
     }
-}
-
-/// A ticket's id as a number (what [`super::new_ticket`] hands out: 32 lowercase hex digits);
-/// `None` for anything else, which only Redis answers.
-fn ticket_id(ticket: &str) -> Option<u128> {
-    let hex = ticket.len() == 32 && ticket.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    hex.then(|| u128::from_str_radix(ticket, 16).ok()).flatten()
 }
 
 /// How long after Redis last saw a ticket this instance may answer its polls itself.
@@ -907,19 +900,6 @@ mod tests {
             parse_answers(vec![held(), Int(1)], 1).is_err(),
             "a ticket where a kind belongs"
         );
-    }
-
-    #[test]
-    fn only_ticket_ids_as_handed_out_are_remembered() {
-        let ticket = super::super::new_ticket();
-        assert!(ticket_id(&ticket).is_some(), "{ticket}");
-        let fixed = "0123456789abcdef0123456789abcdef";
-        assert_eq!(ticket_id(fixed), Some(0x0123456789abcdef0123456789abcdef));
-        // Redis tells these apart from the lowercase id, so this instance must not merge them.
-        assert_eq!(ticket_id(&fixed.to_uppercase()), None);
-        assert_eq!(ticket_id(&format!("+{}", &fixed[1..])), None);
-        assert_eq!(ticket_id(&fixed[1..]), None);
-        assert_eq!(ticket_id(""), None);
     }
 
     #[test]
