@@ -18,8 +18,8 @@ use dashmap::DashMap;
 use futures::future::BoxFuture;
 
 use super::{
-    before_start, front, new_ticket_id, opens_at, reached_at, retire_at, standing, ticket_id, ticket_text, Place,
-    QueueStats, ShuffleKey, Standing,
+    before_start, front, new_ticket_id, opens_at, reached_at, retire_at, standing, ticket_id, ticket_text,
+    write_ticket_text, Place, QueueStats, ShuffleKey, Standing,
 };
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::BackendError;
@@ -156,7 +156,9 @@ impl MemoryWaitingRoom {
         }
         match mode {
             QueueMode::Fifo => waiting.sort_by_key(|t| t.arrival),
-            QueueMode::RandomAtStart => waiting.sort_by_cached_key(|t| self.key.rank(&ticket_text(t.id))),
+            QueueMode::RandomAtStart => {
+                waiting.sort_by_cached_key(|t| self.key.rank(write_ticket_text(t.id, &mut [0; 32])))
+            }
         }
         for (i, ticket) in waiting.iter().enumerate() {
             ticket.place.store(i as u64 + 1, Relaxed);

@@ -219,7 +219,13 @@ pub(crate) fn new_ticket_id() -> u128 {
 
 /// A ticket id as buyers see it: 32 lowercase hex digits.
 pub(crate) fn ticket_text(id: u128) -> String {
-    uuid::Uuid::from_u128(id).simple().to_string()
+    write_ticket_text(id, &mut [0; 32]).to_owned()
+}
+
+/// [`ticket_text`] written into `buf`, where no `String` is needed (the shuffle at the start
+/// ranks every pre-start ticket by it).
+pub(crate) fn write_ticket_text(id: u128, buf: &mut [u8; 32]) -> &str {
+    uuid::Uuid::from_u128(id).simple().encode_lower(buf)
 }
 
 /// A ticket's id as a number, if it is written as [`new_ticket`] hands ids out (32 lowercase hex

@@ -166,10 +166,6 @@ end
 -- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
 -- the end, where the sweep finds the tickets never polled.
 local joined, j = {'#' .. ARGV[1]}, 1
--- A new ticket's record, taken now: one string made.
-local function new_record(place, arrival, id)
-  return dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
-end
 -- A new ticket for the buyer, at the back: its place (0 before the start) and arrival, or nil
 -- when `first` (only if the buyer has no record) meets a record, which saves a read for the
 -- buyer never seen, most joins in a stampede. No table: each allocation in Lua costs Redis its
@@ -180,7 +176,8 @@ local function new_ticket(id, user, first)
   count()
   local place, arrival = 0, arrivals + 1
   if placed then place = placed + after + 1 end
-  local raw = new_record(place, arrival, id)
+  -- Its record, taken now: one string made.
+  local raw = dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
   if first then
     if redis.call('HSETNX', KEYS[2], user, raw) == 0 then return nil end
   else
