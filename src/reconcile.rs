@@ -31,11 +31,13 @@ pub async fn reconcile_once(gate: &RedisGate, log: &KafkaLog, grace: Duration) -
                 tracing::warn!(sale = %sale, error = %e.chain(), "could not finish a move between shards; retrying next pass")
             }
         }
-        for order in gate.stale(sale, cutoff).await? {
-            log.publish(&order).await?;
-            gate.forget(&order).await?;
-            tracing::warn!(sale = %sale, order = %order.order_id, reserved_at = order.created_at, "re-published an unconfirmed reservation");
-            republished += 1;
+        for stale in gate.stale(sale, cutoff).await? {
+            for order in &stale.orders {
+                log.publish(order).await?;
+                tracing::warn!(sale = %sale, order = %order.order_id, reserved_at = order.created_at, "re-published an unconfirmed reservation");
+                republished += 1;
+            }
+            gate.forget(&stale).await?;
         }
     }
     Ok(republished)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::holds::HoldBook;
-use super::{HoldCounts, Reservation, ReserveError, StockGate};
+use super::{HoldCounts, PendingShare, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check};
 use crate::domain::{new_order_id, GateState, Millis, Order, OrderState, Refusal, Sale, SaleId, UserId};
 use crate::payment::{Settlement, Transition};
@@ -90,6 +90,7 @@ impl MemoryGate {
                     remaining: before - 1,
                     reserved_at: now,
                     pay_by: sale.sale.spec.pay_by(now),
+                    pending: PendingShare::default(),
                 })
             }
             Err(_) => {

@@ -11,8 +11,12 @@
 //!   a released unit never makes the buyer's next order reuse a `seq` that another of their
 //!   orders holds. (Older versions kept the two in hashes `holders` and `seqs`: loading a sale
 //!   merges them, see `LOAD`.)
-//! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, scored by
-//!   reservation time; the member `order_id:seq:user` is all the reconciler needs to re-publish
+//! - `<p>:{s<id>}:pending` sorted set of reservations not yet confirmed durable, one member per
+//!   script call's winners (`order_id seq user order_id seq user ...`, all the reconciler needs
+//!   to re-publish them; older versions wrote one `order_id:seq:user` per reservation), scored
+//!   by reservation time. A member goes when all of its reservations are durable or released.
+//! - `<p>:{s<id>}:released` set of the order ids of reservations given back while their
+//!   pending member stays (for the others in it); it goes with the member
 //! - `<p>:{s<id>}:holds`   hash: order id → the hold of an order with a payment step
 //!   (`state|seq|created_at|pay_by|paid_at|user|payment_id`), kept after it closes so a retried
 //!   payment or a read finds it
@@ -35,7 +39,7 @@
 //! Redis is the authority of the stock: an expiry or a cancellation gives its unit back in the
 //! same script that decides it, and exactly one of pay, expire and cancel wins per hold.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +49,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{shards, HoldCounts, Reservation, ReserveError, StockGate};
+use super::{shards, HoldCounts, PendingShare, Reservation, ReserveError, StockGate};
 use crate::backend::{BackendError, Check, Role};
 use crate::domain::{
     new_order_id, now_millis, GateState, Holding, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId,
@@ -78,7 +82,8 @@ const SOLD_OUT_RECHECK_MS: Millis = 1_000;
 /// before the group, the sale's payment window, then per buyer their `seq` if they won, else
 /// -2 not started, -3 ended, -4 sold out, -5 at the limit; or `{-1}` alone for a sale Redis
 /// does not have. A buyer twice in one group meets their own first unit at the limit check,
-/// because the buyers hash is updated as it goes. KEYS: meta, buyers, pending, holds, deadlines.
+/// because the buyers hash is updated as it goes. The group's winners are pending as one
+/// member (see [`PendingGroup`]). KEYS: meta, buyers, pending, holds, deadlines.
 /// Shaped by its cost in Redis instructions (`bench/reserve_script.sh`): numbers become strings
 /// as rarely as possible (Lua and Redis both format them with `printf`: a `seq` once per value,
 /// increments passed as strings), and tables grow by counters, not `#` (a search in Lua 5.1).
@@ -118,9 +123,10 @@ for i = 2, #ARGV, 2 do
         seqs[r] = seq
       end
       local id = ARGV[i + 1]
-      pending[p + 1] = now
-      pending[p + 2] = id .. ':' .. seq .. ':' .. user
-      p = p + 2
+      pending[p + 1] = id
+      pending[p + 2] = seq
+      pending[p + 3] = user
+      p = p + 3
       if window > 0 then
         local pay_by = t + window
         redis.call('HSET', KEYS[4], id,
@@ -135,21 +141,22 @@ for i = 2, #ARGV, 2 do
 end
 if sold > 0 then
   redis.call('HINCRBY', KEYS[1], 'remaining', -sold)
-  redis.call('ZADD', KEYS[3], unpack(pending))
+  redis.call('ZADD', KEYS[3], now, table.concat(pending, ' '))
 end
 if held > 0 then redis.call('HINCRBY', KEYS[1], 'awaiting', held) end
 return out
 "#;
 
 /// Gives a group of reservations back; ARGV holds `user, pending member, order id` per
-/// reservation. Idempotent: only a reservation still pending is returned to stock. The buyer's
-/// last `seq` stays as it is. Its hold (if any) goes with it, and gives no second unit back if
-/// a transition already gave one. Answers how many were still pending.
+/// reservation. Idempotent: only a reservation still pending and not yet released is returned
+/// to stock. The buyer's last `seq` stays as it is. Its hold (if any) goes with it, and gives no
+/// second unit back if a transition already gave one. Answers how many were still pending.
+/// KEYS: meta, buyers, pending, holds, deadlines, released.
 const RELEASE: &str = r#"
 local released = 0
 for i = 1, #ARGV, 3 do
   local user, member, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('ZREM', KEYS[3], member) == 1 then
+  if redis.call('ZSCORE', KEYS[3], member) and redis.call('SADD', KEYS[6], id) == 1 then
     released = released + 1
     local back = true
     local h = redis.call('HGET', KEYS[4], id)
@@ -168,6 +175,35 @@ for i = 1, #ARGV, 3 do
   end
 end
 return released
+"#;
+
+/// Forgets a pending member (ARGV[1]) and the releases of its reservations, together, so the
+/// released set only ever names reservations of members still pending. KEYS: pending, released.
+const FORGET: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local ids, n, k = {}, 0, 0
+for token in string.gmatch(ARGV[1], '%S+') do
+  if k % 3 == 0 then
+    n = n + 1
+    ids[n] = token
+  end
+  k = k + 1
+end
+-- A member of older versions is one reservation, never released in part.
+if n > 1 then redis.call('SREM', KEYS[2], unpack(ids)) end
+return 1
+"#;
+
+/// Reservations pending and not released, for the auditor: a member names one reservation per
+/// three words (one, as older versions wrote it). KEYS: pending, released.
+const OPEN: &str = r#"
+local open = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local words = 0
+  for _ in string.gmatch(member, '%S+') do words = words + 1 end
+  open = open + math.max(1, math.floor(words / 3))
+end
+return open - redis.call('SCARD', KEYS[2])
 "#;
 
 /// First writer wins: a sale already in Redis is never reset by an instance starting later.
@@ -259,19 +295,27 @@ return {'won', close(id, h, 'cancelled', now)}
 
 /// Expires up to ARGV[2] holds due at ARGV[1]. KEYS[6] is the pending set: a hold whose order
 /// is not yet durable is looked at again a second later instead (its order is still being
-/// published, or the reconciler will publish it).
+/// published, or the reconciler will publish it). Its pending member is among those scored at
+/// the hold's creation, the time of the script call that made both.
 const EXPIRE_DUE: &str = r#"
 local now = tonumber(ARGV[1])
+local function unconfirmed(id, seq, user, created)
+  local older, entry = id .. ':' .. seq .. ':' .. user, ' ' .. id .. ' ' .. seq .. ' ' .. user .. ' '
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], created, created)) do
+    if member == older or string.find(' ' .. member .. ' ', entry, 1, true) then return true end
+  end
+  return false
+end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
   local h = redis.call('HGET', KEYS[3], id)
   if not h then
     redis.call('ZREM', KEYS[4], id)
   else
-    local state, seq, _, _, _, user = parse(h)
+    local state, seq, created, _, _, user = parse(h)
     if state ~= 'awaiting_payment' then
       redis.call('ZREM', KEYS[4], id)
-    elseif redis.call('ZSCORE', KEYS[6], id .. ':' .. seq .. ':' .. user) then
+    elseif unconfirmed(id, seq, user, created) then
       redis.call('ZADD', KEYS[4], now + 1000, id)
     else
       table.insert(out, id)
@@ -336,9 +380,80 @@ fn decode_logged(sale: SaleId, order_id: uuid::Uuid, raw: &str) -> Option<Order>
     order
 }
 
-/// The pending-set member of a reservation.
-fn pending_member(order_id: uuid::Uuid, seq: u32, user: &UserId) -> String {
-    format!("{}:{seq}:{user}", order_id.hyphenated())
+/// A script call's winners as Redis keeps them pending: one member for all of them (see
+/// `RESERVE`), forgotten once each is confirmed durable or released. A stampede's
+/// confirmations then cost Redis one `ZREM` member per call instead of one per purchase.
+pub struct PendingGroup {
+    keys: Arc<SaleKeys>,
+    member: String,
+    /// Reservations of the group neither confirmed nor released yet.
+    open: AtomicUsize,
+    /// One of them was released: the member then goes together with its releases (`FORGET`).
+    released: AtomicBool,
+}
+
+impl std::fmt::Debug for PendingGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.keys.pending, self.member)
+    }
+}
+
+impl PendingGroup {
+    /// The group of `winners` (order id, seq, buyer, in the call's order), as [`RESERVE`] writes
+    /// its member; `None` for a call nobody won.
+    fn of<'a>(
+        keys: &Arc<SaleKeys>,
+        winners: impl Iterator<Item = (uuid::Uuid, u32, &'a UserId)>,
+    ) -> Option<Arc<PendingGroup>> {
+        let mut member = String::new();
+        let mut open = 0;
+        for (order_id, seq, user) in winners {
+            use std::fmt::Write;
+            if open > 0 {
+                member.push(' ');
+            }
+            let _ = write!(member, "{} {seq} {user}", order_id.hyphenated());
+            open += 1;
+        }
+        (open > 0).then(|| {
+            Arc::new(PendingGroup {
+                keys: Arc::clone(keys),
+                member,
+                open: AtomicUsize::new(open),
+                released: AtomicBool::new(false),
+            })
+        })
+    }
+
+    /// One reservation of the group is confirmed or released; after the last one, the group
+    /// is queued to be forgotten (a full queue leaves it to the reconciler, which re-publishes
+    /// orders already stored: the store ignores them).
+    fn settle_one(self: &Arc<Self>, confirmations: &mpsc::Sender<Confirmed>) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = confirmations.try_send(Confirmed::Group(Arc::clone(self)));
+        }
+    }
+}
+
+/// The reservations a pending member names: `order_id seq user` each, or `order_id:seq:user`
+/// alone as older versions wrote it. `None` for a member that is neither.
+fn pending_entries(member: &str) -> Option<Vec<(uuid::Uuid, u32, UserId)>> {
+    let entry = |id: &str, seq: &str, user: &str| {
+        Some((
+            uuid::Uuid::parse_str(id).ok()?,
+            seq.parse().ok()?,
+            UserId::parse(user).ok()?,
+        ))
+    };
+    if !member.contains(' ') {
+        let mut parts = member.splitn(3, ':');
+        return Some(vec![entry(parts.next()?, parts.next()?, parts.next()?)?]);
+    }
+    let tokens: Vec<&str> = member.split(' ').collect();
+    if !tokens.len().is_multiple_of(3) {
+        return None;
+    }
+    tokens.chunks_exact(3).map(|e| entry(e[0], e[1], e[2])).collect()
 }
 
 /// What a buyer's last `seq` counts for in their `buyers` field: `UNIT` in [`BUYERS`].
@@ -356,6 +471,7 @@ struct SaleKeys {
     meta: String,
     buyers: String,
     pending: String,
+    released: String,
     holds: String,
     deadlines: String,
     settled: String,
@@ -387,6 +503,7 @@ impl SaleKeys {
             meta: format!("{base}:meta"),
             buyers: format!("{base}:buyers"),
             pending: format!("{base}:pending"),
+            released: format!("{base}:released"),
             holds: format!("{base}:holds"),
             deadlines: format!("{base}:deadlines"),
             settled: format!("{base}:settled"),
@@ -453,8 +570,8 @@ enum Ask {
     },
     Release {
         user: UserId,
-        seq: u32,
         order_id: uuid::Uuid,
+        group: Arc<PendingGroup>,
         answer: Option<oneshot::Sender<Result<(), BackendError>>>,
     },
     /// A read of the units left (`None`: Redis does not have the sale).
@@ -477,6 +594,8 @@ struct Granted {
     pay_by: Millis,
     /// The group's time, which Redis decided and recorded the purchase at.
     at: Millis,
+    /// The winners' pending group (`None` for a refusal).
+    group: Option<Arc<PendingGroup>>,
 }
 
 /// One sale's purchases and releases, grouped: whatever queued while the previous call was in
@@ -492,6 +611,7 @@ async fn run_groups(
     reserve: Script,
     release: Script,
     replication: Replication,
+    confirmations: mpsc::Sender<Confirmed>,
     keys: std::sync::Weak<SaleKeys>,
     mut asks: mpsc::UnboundedReceiver<Ask>,
 ) {
@@ -512,10 +632,10 @@ async fn run_groups(
                 } => buyers.push((user, now, order_id, answer)),
                 Ask::Release {
                     user,
-                    seq,
                     order_id,
+                    group,
                     answer,
-                } => releases.push((user, seq, order_id, answer)),
+                } => releases.push((user, order_id, group, answer)),
                 Ask::Remaining { answer } => reads.push(answer),
             }
         }
@@ -525,20 +645,26 @@ async fn run_groups(
             read_remaining(&conn, &keys, reads.len()),
         )
         .await;
-        answer_releases(&keys, &mut releases, released);
+        answer_releases(&keys, &mut releases, released, &confirmations);
         for answer in reads.drain(..) {
             let _ = answer.send(match &left {
                 Ok(left) => Ok(*left),
                 Err(e) => Err(BackendError::unavailable(Role::Gate, e.to_string())),
             });
         }
-        let granted = match granted {
+        let mut granted = match granted {
             Ok(granted) => granted,
             Err(e) => {
                 fail_group(&mut buyers, &e);
                 continue;
             }
         };
+        let winners = buyers.iter().zip(&granted).filter(|(_, g)| g.code >= 0);
+        if let Some(group) = PendingGroup::of(&keys, winners.map(|((user, _, id, _), g)| (*id, g.seq, user))) {
+            for g in granted.iter_mut().filter(|g| g.code >= 0) {
+                g.group = Some(Arc::clone(&group));
+            }
+        }
         // With replicas asked for, a win is answered once they have it; if they do not, it
         // stays pending on the master, the buyer hears the outcome is unknown, and the
         // reconciler decides it (publishes it if it survived).
@@ -557,16 +683,14 @@ async fn run_groups(
                 let _ = answer.send((user, Err(BackendError::outcome_unknown(Role::Gate, cause.clone()))));
                 continue;
             }
-            if let Err((user, Ok(granted))) = answer.send((user, Ok(granted))) {
-                if won {
-                    // Queued for the next group, which this very ask makes non-empty.
-                    let _ = keys.asks.send(Ask::Release {
-                        user,
-                        seq: granted.seq,
-                        order_id,
-                        answer: None,
-                    });
-                }
+            if let Err((user, Ok(Granted { group: Some(group), .. }))) = answer.send((user, Ok(granted))) {
+                // Queued for the next group, which this very ask makes non-empty.
+                let _ = keys.asks.send(Ask::Release {
+                    user,
+                    order_id,
+                    group,
+                    answer: None,
+                });
             }
         }
     }
@@ -622,7 +746,13 @@ async fn reserve_group(
 
 /// Each buyer's outcome from [`RESERVE`]'s answer for `buyers` decided at `at`.
 fn granted_from(flat: &[i64], buyers: usize, at: Millis) -> Option<Vec<Granted>> {
-    let granted = |code, seq, pay_by| Granted { code, seq, pay_by, at };
+    let granted = |code, seq, pay_by| Granted {
+        code,
+        seq,
+        pay_by,
+        at,
+        group: None,
+    };
     if let [-1] = flat {
         return Some((0..buyers).map(|_| granted(-1, 0, 0)).collect());
     }
@@ -657,8 +787,8 @@ async fn read_remaining(conn: &Connection, keys: &SaleKeys, readers: usize) -> R
 
 type PendingRelease = (
     UserId,
-    u32,
     uuid::Uuid,
+    Arc<PendingGroup>,
     Option<oneshot::Sender<Result<(), BackendError>>>,
 );
 
@@ -678,11 +808,12 @@ async fn release_group(
         .key(&keys.buyers)
         .key(&keys.pending)
         .key(&keys.holds)
-        .key(&keys.deadlines);
-    for (user, seq, order_id, _) in releases {
+        .key(&keys.deadlines)
+        .key(&keys.released);
+    for (user, order_id, group, _) in releases {
         invocation
             .arg(user.as_str())
-            .arg(pending_member(*order_id, *seq, user))
+            .arg(&group.member)
             .arg(order_id.hyphenated().to_string());
     }
     METRICS.observe_redis_call(RedisCall::Release, releases.len());
@@ -690,7 +821,12 @@ async fn release_group(
     Ok(())
 }
 
-fn answer_releases(keys: &SaleKeys, releases: &mut Vec<PendingRelease>, result: Result<(), redis::RedisError>) {
+fn answer_releases(
+    keys: &SaleKeys,
+    releases: &mut Vec<PendingRelease>,
+    result: Result<(), redis::RedisError>,
+    confirmations: &mpsc::Sender<Confirmed>,
+) {
     if releases.is_empty() {
         return;
     }
@@ -701,7 +837,13 @@ fn answer_releases(keys: &SaleKeys, releases: &mut Vec<PendingRelease>, result: 
             tracing::warn!(error = %e, releases = releases.len(), "could not release reservations; the reconciler publishes them")
         }
     }
-    for (_, _, _, answer) in releases.drain(..) {
+    for (_, _, group, answer) in releases.drain(..) {
+        // Only a release Redis made settles its share: one that failed stays pending for the
+        // reconciler.
+        if result.is_ok() {
+            group.released.store(true, Ordering::Relaxed);
+            group.settle_one(confirmations);
+        }
         if let Some(answer) = answer {
             let _ = answer.send(match &result {
                 Ok(()) => Ok(()),
@@ -795,6 +937,8 @@ pub struct RedisGate {
     sales: DashMap<SaleId, Arc<SaleShards>>,
     reserve: Script,
     release: Script,
+    forget: Script,
+    open: Script,
     load: Script,
     settle: Script,
     expire_due: Script,
@@ -836,7 +980,8 @@ fn not_replicated(replicas: u32) -> String {
 
 /// What [`confirm_in_batches`] clears: a reservation now durable, or a transition now durable.
 enum Confirmed {
-    Reservation(Arc<SaleKeys>, Reservation),
+    /// Every reservation of the group is confirmed or released.
+    Group(Arc<PendingGroup>),
     Transition(Arc<SaleKeys>, uuid::Uuid),
 }
 
@@ -890,6 +1035,8 @@ impl RedisGate {
             sales: DashMap::new(),
             reserve: Script::new(&format!("{BUYERS}{RESERVE}")),
             release: Script::new(&format!("{BUYERS}{RELEASE}")),
+            forget: Script::new(FORGET),
+            open: Script::new(OPEN),
             load: Script::new(&format!("{BUYERS}{LOAD}")),
             settle: Script::new(&format!("{BUYERS}{CLOSE_HOLD}{SETTLE}")),
             expire_due: Script::new(&format!("{BUYERS}{CLOSE_HOLD}{EXPIRE_DUE}")),
@@ -902,7 +1049,7 @@ impl RedisGate {
                 wait_ms: (timeout.as_millis() / 2) as u64,
             },
         };
-        tokio::spawn(confirm_in_batches(gate.conn.clone(), pending));
+        tokio::spawn(confirm_in_batches(gate.conn.clone(), gate.forget.clone(), pending));
         Ok(gate)
     }
 
@@ -944,6 +1091,7 @@ impl RedisGate {
                         self.reserve.clone(),
                         self.release.clone(),
                         self.replication,
+                        self.confirmations.clone(),
                         Arc::downgrade(&keys),
                         queued,
                     ));
@@ -983,9 +1131,10 @@ impl RedisGate {
         Ok(ids.into_iter().map(SaleId).collect())
     }
 
-    /// Orders of the reservations of `sale` pending since before `older_than` (their instance has
-    /// probably died with them); an order's `created_at` is its reservation time.
-    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
+    /// The reservations of `sale` pending since before `older_than` (their instance has probably
+    /// died with them), by pending member, without those released; an order's `created_at` is
+    /// its reservation time.
+    pub async fn stale(&self, sale: SaleId, older_than: Millis) -> Result<Vec<Stale>, BackendError> {
         let mut stale = Vec::new();
         for keys in self.sale(sale).await?.iter() {
             stale.extend(self.stale_on(keys, sale, older_than).await?);
@@ -993,21 +1142,33 @@ impl RedisGate {
         Ok(stale)
     }
 
-    async fn stale_on(&self, keys: &SaleKeys, sale: SaleId, older_than: Millis) -> Result<Vec<Order>, BackendError> {
+    async fn stale_on(
+        &self,
+        keys: &Arc<SaleKeys>,
+        sale: SaleId,
+        older_than: Millis,
+    ) -> Result<Vec<Stale>, BackendError> {
         let members: Vec<(String, i64)> = self
             .conn
             .clone()
             .zrangebyscore_limit_withscores(&keys.pending, "-inf", older_than, 0, 1000)
             .await
             .map_err(unavailable)?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let released: std::collections::HashSet<String> =
+            self.conn.clone().smembers(&keys.released).await.map_err(unavailable)?;
         let mut stale = Vec::with_capacity(members.len());
         for (member, reserved_at) in members {
-            let mut parts = member.splitn(3, ':');
-            let parsed = (|| {
-                let order_id = uuid::Uuid::parse_str(parts.next()?).ok()?;
-                let seq = parts.next()?.parse().ok()?;
-                let user_id = UserId::parse(parts.next()?).ok()?;
-                Some(Order {
+            let Some(entries) = pending_entries(&member) else {
+                tracing::error!(sale = %sale, %member, "unreadable pending reservation left in place");
+                continue;
+            };
+            let orders = entries
+                .into_iter()
+                .filter(|(order_id, _, _)| !released.contains(&order_id.hyphenated().to_string()))
+                .map(|(order_id, seq, user_id)| Order {
                     order_id,
                     sale_id: sale,
                     user_id,
@@ -1017,18 +1178,27 @@ impl RedisGate {
                     pay_by: None,
                     payment: None,
                 })
-            })();
-            match parsed {
-                Some(order) => stale.push(order),
-                None => tracing::error!(sale = %sale, %member, "unreadable pending reservation left in place"),
-            }
+                .collect();
+            stale.push(Stale {
+                orders,
+                keys: Arc::clone(keys),
+                member,
+            });
         }
         // An order with a payment step is published as the hold it is.
-        if !stale.is_empty() {
-            let ids: Vec<String> = stale.iter().map(|o| o.order_id.hyphenated().to_string()).collect();
-            let holds = self.read_holds(keys, &ids).await?;
-            for (order, hold) in stale.iter_mut().zip(holds) {
-                if let Some(held) = hold.and_then(|h| decode_logged(sale, order.order_id, &h)) {
+        let ids: Vec<String> = stale
+            .iter()
+            .flat_map(|s| &s.orders)
+            .map(|o| o.order_id.hyphenated().to_string())
+            .collect();
+        if !ids.is_empty() {
+            let mut holds = self.read_holds(keys, &ids).await?.into_iter();
+            for order in stale.iter_mut().flat_map(|s| &mut s.orders) {
+                if let Some(held) = holds
+                    .next()
+                    .flatten()
+                    .and_then(|h| decode_logged(sale, order.order_id, &h))
+                {
                     *order = held;
                 }
             }
@@ -1046,17 +1216,11 @@ impl RedisGate {
             .map_err(unavailable)
     }
 
-    /// Forgets a pending reservation at once (the reconciler, after re-publishing it).
-    pub async fn forget(&self, order: &Order) -> Result<(), BackendError> {
-        let sale = self.sale(order.sale_id).await?;
-        let member = pending_member(order.order_id, order.seq, &order.user_id);
-        let _: i64 = self
-            .conn
-            .clone()
-            .zrem(&sale.home(&order.user_id).pending, member)
+    /// Forgets stale pending reservations at once (the reconciler, after re-publishing them).
+    pub async fn forget(&self, stale: &Stale) -> Result<(), BackendError> {
+        forget_group(&mut self.conn.clone(), &self.forget, &stale.keys, &stale.member)
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 
     /// Gives the units of every move of `sale` between its shards that was cut off (taken from
@@ -1253,17 +1417,33 @@ const CONFIRM_EVERY: Duration = Duration::from_millis(5);
 /// Most confirmations one round sends.
 const CONFIRM_BATCH: usize = 8192;
 
+/// Reservations pending since before the reconciler's cut-off under one member, to re-publish
+/// and then forget together ([`RedisGate::forget`]).
+pub struct Stale {
+    /// Their orders, without those released.
+    pub orders: Vec<Order>,
+    keys: Arc<SaleKeys>,
+    member: String,
+}
+
 /// Confirmations leave the buy path: whatever queued goes out as one `ZREM` of many members
 /// per sale and set, in one pipeline and round trip per sale. Per sale because a cluster
 /// refuses a pipeline whose keys span hash slots; the pipelines of a batch go out together.
-async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>) {
+/// A group with a release goes with its releases, in a call of its own (releases are rare).
+async fn confirm_in_batches(conn: Connection, forget: Script, mut rx: mpsc::Receiver<Confirmed>) {
     let mut batch = Vec::with_capacity(CONFIRM_BATCH);
     // Per sale in the batch: its keys, the pending members and the settled ids to clear.
     let mut sales: Vec<(Arc<SaleKeys>, Vec<String>, Vec<String>)> = Vec::new();
+    let mut with_releases = Vec::new();
     while rx.recv_many(&mut batch, CONFIRM_BATCH).await > 0 {
         for confirmed in batch.drain(..) {
             let keys = match &confirmed {
-                Confirmed::Reservation(keys, _) | Confirmed::Transition(keys, _) => keys,
+                Confirmed::Group(group) if group.released.load(Ordering::Relaxed) => {
+                    with_releases.push(Arc::clone(group));
+                    continue;
+                }
+                Confirmed::Group(group) => &group.keys,
+                Confirmed::Transition(keys, _) => keys,
             };
             // A batch holds few sales: a linear search beats a map.
             let at = match sales.iter().position(|(k, _, _)| Arc::ptr_eq(k, keys)) {
@@ -1274,7 +1454,7 @@ async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>)
                 }
             };
             match confirmed {
-                Confirmed::Reservation(_, r) => sales[at].1.push(pending_member(r.order_id, r.seq, &r.user_id)),
+                Confirmed::Group(group) => sales[at].1.push(group.member.clone()),
                 Confirmed::Transition(_, order_id) => sales[at].2.push(order_id.hyphenated().to_string()),
             }
         }
@@ -1296,7 +1476,14 @@ async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>)
             let mut conn = conn.clone();
             async move { pipe.query_async::<()>(&mut conn).await }
         });
-        for result in futures::future::join_all(sent).await {
+        let forgotten = with_releases.drain(..).map(|group| {
+            let mut conn = conn.clone();
+            let forget = &forget;
+            async move { forget_group(&mut conn, forget, &group.keys, &group.member).await }
+        });
+        let (sent, forgotten) =
+            futures::future::join(futures::future::join_all(sent), futures::future::join_all(forgotten)).await;
+        for result in sent.into_iter().chain(forgotten) {
             if let Err(e) = result {
                 // Harmless: the reconciler re-publishes these (the store ignores the duplicates).
                 tracing::warn!(error = %e, "could not clear confirmed reservations");
@@ -1307,6 +1494,23 @@ async fn confirm_in_batches(conn: Connection, mut rx: mpsc::Receiver<Confirmed>)
         // purchase in bench/ratio.sh's load).
         tokio::time::sleep(CONFIRM_EVERY).await;
     }
+}
+
+/// Forgets one pending member and its releases ([`FORGET`]).
+async fn forget_group(
+    conn: &mut Connection,
+    forget: &Script,
+    keys: &SaleKeys,
+    member: &str,
+) -> Result<(), redis::RedisError> {
+    METRICS.observe_redis_call(RedisCall::Confirm, 1);
+    let _: i64 = forget
+        .key(&keys.pending)
+        .key(&keys.released)
+        .arg(member)
+        .invoke_async(conn)
+        .await?;
+    Ok(())
 }
 
 fn opt(ms: Option<Millis>) -> String {
@@ -1426,7 +1630,13 @@ impl StockGate for RedisGate {
                 .await
                 .map_err(|_| BackendError::outcome_unknown(Role::Gate, "the sale's group task dropped a purchase"))?;
             user = back;
-            let Granted { code, seq, pay_by, at } = granted?;
+            let Granted {
+                code,
+                seq,
+                pay_by,
+                at,
+                group,
+            } = granted?;
             return match code {
                 remaining if remaining >= 0 => Ok(Reservation {
                     order_id,
@@ -1436,6 +1646,7 @@ impl StockGate for RedisGate {
                     remaining: remaining as u64,
                     reserved_at: at,
                     pay_by: (pay_by > 0).then_some(pay_by),
+                    pending: PendingShare(group),
                 }),
                 -1 => {
                     self.sales.remove(&sale_id);
@@ -1458,14 +1669,17 @@ impl StockGate for RedisGate {
     }
 
     async fn release(&self, r: &Reservation) -> Result<(), BackendError> {
-        let sale = self.sale(r.sale_id).await?;
+        let Some(group) = &r.pending.0 else {
+            return Err(BackendError::fault(Role::Gate, "a reservation this gate did not make"));
+        };
         let (answer, answered) = oneshot::channel();
-        sale.home(&r.user_id)
+        group
+            .keys
             .asks
             .send(Ask::Release {
                 user: r.user_id.clone(),
-                seq: r.seq,
                 order_id: r.order_id,
+                group: Arc::clone(group),
                 answer: Some(answer),
             })
             .map_err(|_| BackendError::fault(Role::Gate, "the sale's group task has stopped"))?;
@@ -1596,22 +1810,22 @@ impl StockGate for RedisGate {
 
     fn confirm(&self, r: &Reservation) {
         // A full queue only delays the cleanup to the reconciler; never block the answer on it.
-        if let Some(sale) = self.known(r.sale_id) {
-            let _ = self
-                .confirmations
-                .try_send(Confirmed::Reservation(Arc::clone(sale.home(&r.user_id)), r.clone()));
+        if let Some(group) = &r.pending.0 {
+            group.settle_one(&self.confirmations);
         }
     }
 
     async fn open_reservations(&self, sale_id: SaleId) -> Result<u64, BackendError> {
         let mut open = 0;
         for keys in self.sale(sale_id).await?.iter() {
-            open += self
-                .conn
-                .clone()
-                .zcard::<_, u64>(&keys.pending)
+            let on_shard: i64 = self
+                .open
+                .key(&keys.pending)
+                .key(&keys.released)
+                .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)?;
+            open += on_shard.max(0) as u64;
         }
         Ok(open)
     }
@@ -1660,8 +1874,31 @@ impl StockGate for RedisGate {
 
 #[cfg(test)]
 mod tests {
-    use super::{buyers_field, granted_from, RedisTarget, BUYERS, SEQ_UNIT};
+    use super::{buyers_field, granted_from, pending_entries, RedisTarget, BUYERS, SEQ_UNIT};
     use crate::domain::{Holding, UserId};
+
+    #[test]
+    fn a_pending_member_names_its_reservations_in_either_layout() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let user = |u: &str| UserId::parse(u).unwrap();
+        // One script call's winners, as RESERVE joins them (buyer ids may hold ':').
+        let member = format!("{} 3 alice {} 1 bob:2@x", a.hyphenated(), b.hyphenated());
+        assert_eq!(
+            pending_entries(&member),
+            Some(vec![(a, 3, user("alice")), (b, 1, user("bob:2@x"))])
+        );
+        // One reservation, as older versions wrote it.
+        let older = format!("{}:7:carol:9", a.hyphenated());
+        assert_eq!(pending_entries(&older), Some(vec![(a, 7, user("carol:9"))]));
+        for broken in [
+            format!("{} 3", a.hyphenated()),
+            format!("{} x alice", a.hyphenated()),
+            "not-an-id 1 alice".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(pending_entries(&broken), None, "{broken:?}");
+        }
+    }
 
     #[test]
     fn the_buyers_field_is_packed_alike_in_rust_and_in_the_scripts() {

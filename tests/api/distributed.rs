@@ -868,7 +868,7 @@ async fn a_sale_redis_lost_answers_503_until_rebuilt_from_the_store_and_never_ov
         let (status, body) = app.buy(sale, &format!("before-loss-{i}")).await;
         assert_eq!(status, 201, "{body}");
     }
-    let keys: Vec<String> = ["meta", "buyers", "pending", "holds", "deadlines", "settled"]
+    let keys: Vec<String> = ["meta", "buyers", "pending", "released", "holds", "deadlines", "settled"]
         .iter()
         .map(|name| services.gate_key(sale, name))
         .collect();
@@ -1078,4 +1078,147 @@ async fn buyers_whose_ids_differ_only_in_case_are_three_buyers_in_mysql() {
             .collect();
         assert_eq!(theirs, [order_id.as_str()], "{user} reads {body}");
     }
+}
+
+/// The gate keeps one script call's reservations pending under one Redis member until each is
+/// confirmed or released. A reservation released while others of its call stay pending (their
+/// instance died) is never re-published by the reconciler; the others are, each once, and
+/// forgetting them leaves no release behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_released_while_its_group_stays_pending_is_not_re_published() {
+    use seckill::domain::{now_millis, GateState, Sale, SaleId, SaleSpec, UserId};
+    use seckill::gate::{RedisGate, RedisTarget, StockGate};
+
+    let services = Services::start().await;
+    let target = RedisTarget::parse(&services.redis_url, false).unwrap();
+    let gate = RedisGate::connect(&target, &services.redis_prefix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let sale = SaleId(1);
+    let spec = SaleSpec {
+        name: "grouped".into(),
+        stock: 100,
+        starts_at: None,
+        ends_at: None,
+        per_user_limit: 1,
+        demo: false,
+        payment_window_secs: 0,
+        waiting_room: None,
+        stock_shards: 1,
+    };
+    let created = Arc::new(Sale {
+        id: sale,
+        spec,
+        created_at: now_millis(),
+    });
+    gate.load_sale(created, GateState::default()).await.unwrap();
+
+    // Asked together, most of them go to Redis in one call.
+    let buyers: Vec<UserId> = (0..20)
+        .map(|i| UserId::parse(&format!("grouped-{i}")).unwrap())
+        .collect();
+    let reservations: Vec<_> = join_all(buyers.iter().map(|user| gate.reserve(sale, user, now_millis())))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let largest = reservations
+        .iter()
+        .max_by_key(|r| reservations.iter().filter(|o| o.pending == r.pending).count())
+        .unwrap();
+    let shared = reservations.iter().filter(|r| r.pending == largest.pending).count();
+    assert!(shared > 1, "no two reservations shared a script call");
+
+    // One of the largest group is given back; nobody confirms the others.
+    gate.release(largest).await.unwrap();
+    assert_eq!(gate.open_reservations(sale).await.unwrap(), 19);
+
+    let stale = gate.stale(sale, now_millis() + 1).await.unwrap();
+    let mut republished: Vec<uuid::Uuid> = stale.iter().flat_map(|s| &s.orders).map(|o| o.order_id).collect();
+    republished.sort();
+    let mut expected: Vec<uuid::Uuid> = reservations
+        .iter()
+        .map(|r| r.order_id)
+        .filter(|id| *id != largest.order_id)
+        .collect();
+    expected.sort();
+    assert_eq!(
+        republished, expected,
+        "each unreleased reservation once, the released one never"
+    );
+
+    for s in &stale {
+        gate.forget(s).await.unwrap();
+    }
+    assert_eq!(gate.open_reservations(sale).await.unwrap(), 0);
+    let released: i64 = services
+        .redis(redis::cmd("EXISTS").arg(services.gate_key(1, "released")))
+        .await;
+    assert_eq!(released, 0, "the releases went with their member");
+    assert_eq!(
+        gate.remaining(sale).await.unwrap(),
+        Some(81),
+        "the released unit is back, once"
+    );
+}
+
+/// Upgrading: a reservation an older version left pending (one `order_id:seq:user` member per
+/// reservation) is counted as open, re-published by the reconciler like any other, and
+/// forgotten after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_an_older_version_left_pending_is_re_published() {
+    use seckill::domain::{now_millis, GateState, Sale, SaleId, SaleSpec};
+    use seckill::gate::{RedisGate, RedisTarget, StockGate};
+
+    let services = Services::start().await;
+    let target = RedisTarget::parse(&services.redis_url, false).unwrap();
+    let gate = RedisGate::connect(&target, &services.redis_prefix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let sale = SaleId(1);
+    let spec = SaleSpec {
+        name: "older".into(),
+        stock: 10,
+        starts_at: None,
+        ends_at: None,
+        per_user_limit: 1,
+        demo: false,
+        payment_window_secs: 0,
+        waiting_room: None,
+        stock_shards: 1,
+    };
+    let created = Arc::new(Sale {
+        id: sale,
+        spec,
+        created_at: now_millis(),
+    });
+    gate.load_sale(created, GateState::default()).await.unwrap();
+    let order_id = uuid::Uuid::now_v7();
+    let reserved_at = now_millis() - 60_000;
+    let _: i64 = services
+        .redis(
+            redis::cmd("ZADD")
+                .arg(services.gate_key(1, "pending"))
+                .arg(reserved_at)
+                .arg(format!("{}:1:older-buyer", order_id.hyphenated())),
+        )
+        .await;
+    assert_eq!(gate.open_reservations(sale).await.unwrap(), 1);
+
+    let stale = gate.stale(sale, now_millis()).await.unwrap();
+    let orders: Vec<_> = stale.iter().flat_map(|s| &s.orders).collect();
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(
+        (
+            orders[0].order_id,
+            orders[0].seq,
+            orders[0].user_id.as_str(),
+            orders[0].created_at
+        ),
+        (order_id, 1, "older-buyer", reserved_at)
+    );
+    for s in &stale {
+        gate.forget(s).await.unwrap();
+    }
+    assert_eq!(gate.open_reservations(sale).await.unwrap(), 0);
 }

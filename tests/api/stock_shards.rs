@@ -178,6 +178,7 @@ async fn a_sharded_sale_redis_lost_is_rebuilt_over_its_shards_and_never_oversold
                 "meta",
                 "buyers",
                 "pending",
+                "released",
                 "holds",
                 "deadlines",
                 "settled",
