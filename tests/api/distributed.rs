@@ -1080,24 +1080,19 @@ async fn buyers_whose_ids_differ_only_in_case_are_three_buyers_in_mysql() {
     }
 }
 
-/// The gate keeps one script call's reservations pending under one Redis member until each is
-/// confirmed or released. A reservation released while others of its call stay pending (their
-/// instance died) is never re-published by the reconciler; the others are, each once, and
-/// forgetting them leaves no release behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_released_while_its_group_stays_pending_is_not_re_published() {
-    use seckill::domain::{now_millis, GateState, Sale, SaleId, SaleSpec, UserId};
+/// The distributed gate alone on the test's Redis, with sale 1 loaded: `stock` units, one per
+/// buyer, no window.
+async fn gate_with_a_sale(services: &Services, stock: u64) -> (seckill::gate::RedisGate, seckill::domain::SaleId) {
+    use seckill::domain::{now_millis, GateState, Sale, SaleId, SaleSpec};
     use seckill::gate::{RedisGate, RedisTarget, StockGate};
 
-    let services = Services::start().await;
     let target = RedisTarget::parse(&services.redis_url, false).unwrap();
     let gate = RedisGate::connect(&target, &services.redis_prefix, Duration::from_secs(5))
         .await
         .unwrap();
-    let sale = SaleId(1);
     let spec = SaleSpec {
-        name: "grouped".into(),
-        stock: 100,
+        name: "gate alone".into(),
+        stock,
         starts_at: None,
         ends_at: None,
         per_user_limit: 1,
@@ -1106,12 +1101,26 @@ async fn a_reservation_released_while_its_group_stays_pending_is_not_re_publishe
         waiting_room: None,
         stock_shards: 1,
     };
-    let created = Arc::new(Sale {
-        id: sale,
+    let sale = Sale {
+        id: SaleId(1),
         spec,
         created_at: now_millis(),
-    });
-    gate.load_sale(created, GateState::default()).await.unwrap();
+    };
+    gate.load_sale(Arc::new(sale), GateState::default()).await.unwrap();
+    (gate, SaleId(1))
+}
+
+/// The gate keeps one script call's reservations pending under one Redis member until each is
+/// confirmed or released. A reservation released while others of its call stay pending (their
+/// instance died) is never re-published by the reconciler; the others are, each once, and
+/// forgetting them leaves no release behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_released_while_its_group_stays_pending_is_not_re_published() {
+    use seckill::domain::{now_millis, UserId};
+    use seckill::gate::StockGate;
+
+    let services = Services::start().await;
+    let (gate, sale) = gate_with_a_sale(&services, 100).await;
 
     // Asked together, most of them go to Redis in one call.
     let buyers: Vec<UserId> = (0..20)
@@ -1167,32 +1176,11 @@ async fn a_reservation_released_while_its_group_stays_pending_is_not_re_publishe
 /// forgotten after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_an_older_version_left_pending_is_re_published() {
-    use seckill::domain::{now_millis, GateState, Sale, SaleId, SaleSpec};
-    use seckill::gate::{RedisGate, RedisTarget, StockGate};
+    use seckill::domain::now_millis;
+    use seckill::gate::StockGate;
 
     let services = Services::start().await;
-    let target = RedisTarget::parse(&services.redis_url, false).unwrap();
-    let gate = RedisGate::connect(&target, &services.redis_prefix, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let sale = SaleId(1);
-    let spec = SaleSpec {
-        name: "older".into(),
-        stock: 10,
-        starts_at: None,
-        ends_at: None,
-        per_user_limit: 1,
-        demo: false,
-        payment_window_secs: 0,
-        waiting_room: None,
-        stock_shards: 1,
-    };
-    let created = Arc::new(Sale {
-        id: sale,
-        spec,
-        created_at: now_millis(),
-    });
-    gate.load_sale(created, GateState::default()).await.unwrap();
+    let (gate, sale) = gate_with_a_sale(&services, 10).await;
     let order_id = uuid::Uuid::now_v7();
     let reserved_at = now_millis() - 60_000;
     let _: i64 = services
