@@ -44,35 +44,8 @@ pub struct Reservation {
 /// A reservation's share of what its gate keeps pending for it: for the distributed gate, the
 /// pending record it has with the other reservations of its script call (forgotten once each
 /// of them is confirmed or released); nothing for the embedded gate.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PendingShare(#[cfg(feature = "distributed")] pub(crate) Option<Arc<redis::PendingGroup>>);
-
-impl PartialEq for PendingShare {
-    #[cfg(feature = "distributed")]
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        }
-    }
-
-    #[cfg(not(feature = "distributed"))]
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for PendingShare {}
-
-impl std::fmt::Debug for PendingShare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        #[cfg(feature = "distributed")]
-        if let Some(group) = &self.0 {
-            return write!(f, "PendingShare({group:?})");
-        }
-        f.write_str("PendingShare(none)")
-    }
-}
 
 /// Holds of one sale by state, for the sale's view.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

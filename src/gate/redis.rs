@@ -398,6 +398,15 @@ impl std::fmt::Debug for PendingGroup {
     }
 }
 
+/// Two reservations share a group when they share the very same one.
+impl PartialEq for PendingGroup {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for PendingGroup {}
+
 impl PendingGroup {
     /// The group of `winners` (order id, seq, buyer, in the call's order), as [`RESERVE`] writes
     /// its member; `None` for a call nobody won.
@@ -1157,8 +1166,11 @@ impl RedisGate {
         if members.is_empty() {
             return Ok(Vec::new());
         }
-        let released: std::collections::HashSet<String> =
-            self.conn.clone().smembers(&keys.released).await.map_err(unavailable)?;
+        let released: Vec<String> = self.conn.clone().smembers(&keys.released).await.map_err(unavailable)?;
+        let released: std::collections::HashSet<uuid::Uuid> = released
+            .iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .collect();
         let mut stale = Vec::with_capacity(members.len());
         for (member, reserved_at) in members {
             let Some(entries) = pending_entries(&member) else {
@@ -1167,7 +1179,7 @@ impl RedisGate {
             };
             let orders = entries
                 .into_iter()
-                .filter(|(order_id, _, _)| !released.contains(&order_id.hyphenated().to_string()))
+                .filter(|(order_id, _, _)| !released.contains(order_id))
                 .map(|(order_id, seq, user_id)| Order {
                     order_id,
                     sale_id: sale,
@@ -1426,14 +1438,17 @@ pub struct Stale {
     member: String,
 }
 
+/// What one sale's confirmations clear in a round: its keys, its pending groups and its
+/// settled ids.
+type ToClear = (Arc<SaleKeys>, Vec<Arc<PendingGroup>>, Vec<String>);
+
 /// Confirmations leave the buy path: whatever queued goes out as one `ZREM` of many members
 /// per sale and set, in one pipeline and round trip per sale. Per sale because a cluster
 /// refuses a pipeline whose keys span hash slots; the pipelines of a batch go out together.
 /// A group with a release goes with its releases, in a call of its own (releases are rare).
 async fn confirm_in_batches(conn: Connection, forget: Script, mut rx: mpsc::Receiver<Confirmed>) {
     let mut batch = Vec::with_capacity(CONFIRM_BATCH);
-    // Per sale in the batch: its keys, the pending members and the settled ids to clear.
-    let mut sales: Vec<(Arc<SaleKeys>, Vec<String>, Vec<String>)> = Vec::new();
+    let mut sales: Vec<ToClear> = Vec::new();
     let mut with_releases = Vec::new();
     while rx.recv_many(&mut batch, CONFIRM_BATCH).await > 0 {
         for confirmed in batch.drain(..) {
@@ -1454,7 +1469,7 @@ async fn confirm_in_batches(conn: Connection, forget: Script, mut rx: mpsc::Rece
                 }
             };
             match confirmed {
-                Confirmed::Group(group) => sales[at].1.push(group.member.clone()),
+                Confirmed::Group(group) => sales[at].1.push(group),
                 Confirmed::Transition(_, order_id) => sales[at].2.push(order_id.hyphenated().to_string()),
             }
         }
@@ -1464,7 +1479,8 @@ async fn confirm_in_batches(conn: Connection, forget: Script, mut rx: mpsc::Rece
                 METRICS.observe_redis_call(RedisCall::Confirm, pending.len() + settled.len());
                 let mut pipe = redis::pipe();
                 if !pending.is_empty() {
-                    pipe.zrem(&keys.pending, pending).ignore();
+                    let members: Vec<&str> = pending.iter().map(|g| g.member.as_str()).collect();
+                    pipe.zrem(&keys.pending, members).ignore();
                 }
                 if !settled.is_empty() {
                     pipe.zrem(&keys.settled, settled).ignore();
