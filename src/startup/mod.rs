@@ -168,6 +168,7 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         // The peer address costs an extension per request: only the per-IP limit needs it.
         let connect_info = self.state.limits.ip.enabled();
         server::serve(self.listener, app, self.connections, connect_info, shutdown).await;
+        self.state.waiting_room.flush(WAITING_ROOM_FLUSH).await;
         self.state.engine.shutdown().await;
         self.stop.cancel();
         self.background.close();
@@ -175,6 +176,9 @@ impl<G: StockGate, S: OrderStore> Application<G, S> {
         Ok(())
     }
 }
+
+/// How long a graceful shutdown waits for the waiting room's answered joins to be written.
+const WAITING_ROOM_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The connection caps and timeouts; raises the open-file limit first, since the default total
 /// cap is derived from it.

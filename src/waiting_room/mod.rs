@@ -112,6 +112,12 @@ pub trait WaitingRoom: Send + Sync + 'static {
     /// sales does not pile up. Embedded: drops it then (`true` once dropped); distributed: sets
     /// the queue's keys to expire then (`true` once set). Call again until it answers `true`.
     fn retire<'a>(&'a self, sale: &'a Sale, done_at: Millis, now: Millis) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Writes what was answered but not yet written (the distributed room's quick joins before
+    /// a start), for a graceful shutdown; gives up after `within`.
+    fn flush(&self, _within: std::time::Duration) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// When a finished sale's queue may go: a ticket time to live after `done_at`.

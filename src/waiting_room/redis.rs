@@ -1,8 +1,10 @@
 //! The distributed waiting room: each sale's queue in Redis, so every instance serves one queue.
 //! An instance sends a sale's concurrent joins and polls as one Lua script call (see
 //! `run_groups`), which decides each in order; the sweep of abandoned tickets is another script,
-//! run by every instance (it is idempotent). A restart of an instance loses nothing: the queue
-//! is in Redis. Most polls never reach Redis: an instance answers a ticket's polls from what
+//! run by every instance (it is idempotent). A join before a `random_at_start` queue's start,
+//! the stampede's request, is cheaper still: the buyers are only recorded (`PREJOIN`), since such
+//! a ticket has no place yet and is derived from the buyer. A restart of an instance loses
+//! nothing: the queue is in Redis, and every join is recorded there before it is answered. Most polls never reach Redis: an instance answers a ticket's polls from what
 //! Redis said of it within the last third of its time to live (see `Known`).
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
@@ -18,6 +20,11 @@
 //! - `<p>:{s<id>}:q:joined`  list: the buyers who took a ticket, oldest first, each script call's
 //!   after its time (`#<ms>`): where the sweep finds the tickets never polled. A join writes
 //!   one record and appends to this list; a ticket enters `seen` at its first poll.
+//! - `<p>:{s<id>}:q:early`   set: the buyers of a keyed `random_at_start` queue who joined
+//!   before its start (see `PREJOIN`) and have made no request since it: no record yet. The start counts them; each is numbered at their first request
+//!   after it, and the shuffle places them as it places every ticket taken before the start.
+//!   Their ticket is no secret Redis keeps: it is derived from the buyer and the queue's `key`
+//!   (in `meta`, see [`TicketKey`]).
 //! - only in queues an older version left: `tickets` (hash: ticket → `place|arrival|admitted|
 //!   expired|user`, `users` then naming the buyer's ticket), `at` (hash: admitted ticket → when)
 //!   and `seen` by ticket id, each moved into the buyer's record when first read; `pre` (sorted
@@ -31,18 +38,25 @@ use dashmap::DashMap;
 use futures::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
-use super::{before_start, burst, front, opens_at, retire_at, standing, ticket_id, Place, QueueStats, Standing};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{
+    before_start, burst, front, opens_at, retire_at, standing, ticket_id, ticket_text, Place, QueueStats, Standing,
+};
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
-use crate::domain::{Millis, Sale, SaleId, UserId, WaitingRoomSpec};
+use crate::domain::{Millis, QueueMode, Sale, SaleId, UserId, WaitingRoomSpec};
 use crate::gate::redis::Connection;
 use crate::metrics::{RedisCall, METRICS};
 
 /// Shared by both scripts: the buyer's record, reading an older version's tickets, and expiry.
 /// ARGV[1..=7], the header: now, opens, rate, burst, ttl, mode, and a fresh random seed for the
 /// shuffle at the start (kept by the call that starts the queue, unknown to every client:
-/// nobody can predict or influence the order). KEYS: meta, users, tickets, pre, seen, at, joined.
+/// nobody can predict or influence the order). KEYS: meta, users, tickets, pre, seen, at, joined,
+/// early.
 /// Increments go to `redis.call` as strings, as in the gate's scripts (no `printf` per call).
 const COMMON: &str = r#"
 local now, opens = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -105,6 +119,17 @@ local function expire_if_stale(user, d)
   if d[3] == 0 then redis.call('HINCRBY', KEYS[1], 'expired', '1') end
   return true
 end
+-- Expires a buyer of `early` (see `PREJOIN`) who joined at `joined` and has neither joined
+-- again nor polled within the time to live (either puts them in `seen`). Once the queue has
+-- started they were counted in it: their slot is handed on.
+local function early_stale(user, joined)
+  if now - joined <= ttl then return false end
+  if now - tonumber(redis.call('ZSCORE', KEYS[5], user) or '0') <= ttl then return false end
+  redis.call('SREM', KEYS[8], user)
+  redis.call('ZREM', KEYS[5], user)
+  if redis.call('HEXISTS', KEYS[1], 'placed') == 1 then redis.call('HINCRBY', KEYS[1], 'expired', '1') end
+  return true
+end
 "#;
 
 /// Decides a group of joins and polls of one sale in one call, in order, each exactly as if it
@@ -138,8 +163,11 @@ local function started()
     placed = tonumber(placed)
   elseif now >= opens then
     count()
-    redis.call('HSET', KEYS[1], 'placed', dec(arrivals), 'seed', ARGV[7])
-    placed = arrivals
+    -- The buyers of `early` are numbered after the arrivals with a record, as each first asks.
+    placed = arrivals + redis.call('SCARD', KEYS[8])
+    redis.call('HSET', KEYS[1], 'placed', dec(placed), 'seed', ARGV[7], 'numbered', dec(arrivals),
+               'arrivals', dec(placed))
+    arrivals = placed
   end
   start_known, start_placed = true, placed
   return placed
@@ -163,6 +191,28 @@ local function shuffled(arrival, n, seed)
   until x < n
   return x + 1
 end
+-- Whether the buyer is in `early` (asked only while it has anyone: once per call otherwise).
+local early_n
+local function in_early(user)
+  if early_n == nil then early_n = redis.call('SCARD', KEYS[8]) end
+  return early_n > 0 and redis.call('SISMEMBER', KEYS[8], user) == 1
+end
+-- A buyer of `early` asking: nil if they are not there, false before the start (they stay,
+-- kept alive by the request), else their record, made now: the next number, placed by the
+-- shuffle like any ticket taken before the start. `ticket` is theirs (the engine checks). Their
+-- request shows they are there: only the sweep expires them.
+local function early(user, ticket)
+  if not in_early(user) then return nil end
+  if not started() then
+    redis.call('ZADD', KEYS[5], ARGV[1], user)
+    return false
+  end
+  local arrival = redis.call('HINCRBY', KEYS[1], 'numbered', '1')
+  redis.call('SREM', KEYS[8], user)
+  local d = {0, arrival, 0, '0', ARGV[1], ticket}
+  redis.call('HSET', KEYS[2], user, encode(d))
+  return d
+end
 -- The buyers who took a ticket in this call, after the call's time: appended to `joined` at
 -- the end, where the sweep finds the tickets never polled.
 local joined, j = {'#' .. ARGV[1]}, 1
@@ -179,6 +229,7 @@ local function new_ticket(id, user, first)
   -- Its record, taken now: one string made.
   local raw = dec(place) .. '|' .. dec(arrival) .. '|0|0|' .. ARGV[1] .. '|' .. id
   if first then
+    if in_early(user) then return nil end
     if redis.call('HSETNX', KEYS[2], user, raw) == 0 then return nil end
   else
     redis.call('HSET', KEYS[2], user, raw)
@@ -207,6 +258,10 @@ local function decide(op, user, ticket, place, arrival)
     if not place then
       d = record(user)
       if d and expire_if_stale(user, d) then d = nil end
+      if not d then
+        d = early(user, ticket)
+        if d == false then return ticket, 1, 0, 0 end
+      end
       if d then
         -- Joining again counts as a poll.
         redis.call('ZADD', KEYS[5], ARGV[1], user)
@@ -220,6 +275,21 @@ local function decide(op, user, ticket, place, arrival)
     end
   else
     d = record(user)
+    if not d and op == 'pollk' then
+      -- The buyer's own ticket of a keyed queue (see `PREJOIN`): handed out, so gone means expired.
+      d = early(user, ticket)
+      if d == false then return ticket, 1, 0, 0 end
+      if not d then
+        if started() then return ticket, 3, 0, 0 end
+        -- Before the start, a ticket handed out and not written (its instance killed before it
+        -- wrote the join, Redis unreachable then) or expired since is written again: no place
+        -- is at stake yet, and its buyer is still there.
+        redis.call('SADD', KEYS[8], user)
+        redis.call('ZADD', KEYS[5], ARGV[1], user)
+        early_n = (early_n or 0) + 1
+        return ticket, 1, 0, 0
+      end
+    end
     if not d or d[6] ~= ticket then return ticket, 4, 0, 0 end
     if expire_if_stale(user, d) then return ticket, 3, 0, 0 end
     redis.call('ZADD', KEYS[5], ARGV[1], user)
@@ -300,6 +370,8 @@ for _, member in ipairs(stale) do
   local d = record(member)
   if d then
     expire_if_stale(member, d)
+  elseif redis.call('SISMEMBER', KEYS[8], member) == 1 then
+    early_stale(member, 0)
   else
     local old = redis.call('HGET', KEYS[3], member)
     local user = old and string.match(old, '^%d+|%d+|%d|%d|(.*)$')
@@ -319,7 +391,11 @@ for i, entry in ipairs(list) do
   else
     local d = record(entry)
     -- Only the ticket taken then: a buyer who joined again since holds a newer one.
-    if d and d[5] == at then expire_if_stale(entry, d) end
+    if d and d[5] == at then
+      expire_if_stale(entry, d)
+    elseif not d and redis.call('SISMEMBER', KEYS[8], entry) == 1 then
+      early_stale(entry, tonumber(at))
+    end
   end
   done = i
 end
@@ -330,6 +406,39 @@ if done > 0 then
   if done == limit and at then redis.call('LPUSH', KEYS[7], '#' .. at) end
 end
 return {#stale + done, tonumber(redis.call('HGET', KEYS[1], 'expired') or '0')}
+"#;
+
+/// The quick join before a `random_at_start` queue starts, the stampede's request: its answer
+/// has no place (nobody has one before the start) and its ticket is the buyer's own, derived
+/// from the queue's key (see [`TicketKey`]), so the group only has to be recorded. The buyers go
+/// into the set `early` and onto `joined`, where the sweep finds those never polled; the start
+/// counts them and each is numbered at their first request after it (see `early` in [`QUEUE`]).
+/// A buyer there already (joining again) is kept alive as by a poll. Without records or answers
+/// per buyer this costs Redis about a third of a join through [`QUEUE`] (`bench/queue_script.sh`).
+/// ARGV: now, then the buyers. Answers 0, or -1 if the queue has started: the group then goes
+/// through [`QUEUE`]. KEYS: meta, early, joined, seen.
+const PREJOIN: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'placed') == 1 then return -1 end
+if redis.call('SADD', KEYS[2], unpack(ARGV, 2)) < #ARGV - 1 then
+  -- Some joined before: all are alive now (which, the count does not say).
+  for i = 2, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
+end
+redis.call('RPUSH', KEYS[3], '#' .. ARGV[1], unpack(ARGV, 2))
+return 0
+"#;
+
+/// The key a `random_at_start` queue's tickets are derived from (see [`TicketKey`]): made by the
+/// first instance that asks, while the queue holds no ticket taken otherwise (an older version's
+/// queue stays unkeyed: its buyers hold random tickets). ARGV: a fresh key. Answers the key, or
+/// nil for an unkeyed queue. KEYS: meta.
+const KEY: &str = r#"
+local key = redis.call('HGET', KEYS[1], 'key')
+if key then return key end
+if redis.call('HEXISTS', KEYS[1], 'arrivals') == 1 or redis.call('HEXISTS', KEYS[1], 'placed') == 1 then
+  return false
+end
+redis.call('HSET', KEYS[1], 'key', ARGV[1])
+return ARGV[1]
 "#;
 
 /// Tickets one sweep script looks at: bounded, so Redis is never held long.
@@ -345,18 +454,45 @@ pub struct RedisWaitingRoom {
     /// The sales this instance serves a queue for; a retired sale's entry is forgotten.
     queues: DashMap<SaleId, Arc<SaleQueue>>,
     queue: Script,
+    prejoin: Script,
+    key: Script,
     sweep: Script,
+    /// The sales' early group tasks (see [`run_early_groups`]), waited for at shutdown.
+    early_tasks: TaskTracker,
     /// Keys the buyer hashes of [`Known`].
     buyers: RandomState,
 }
 
 /// The keys of a sale's queue, in the scripts' KEYS order: meta, users, tickets, pre, seen, at,
-/// joined.
-type QueueKeys = [String; 7];
+/// joined, early.
+type QueueKeys = [String; 8];
 
 fn queue_keys(prefix: &str, sale: SaleId) -> QueueKeys {
     let base = format!("{prefix}:{{s{sale}}}:q");
-    ["meta", "users", "tickets", "pre", "seen", "at", "joined"].map(|k| format!("{base}:{k}"))
+    ["meta", "users", "tickets", "pre", "seen", "at", "joined", "early"].map(|k| format!("{base}:{k}"))
+}
+
+/// Where [`PREJOIN`]'s keys are in [`QueueKeys`]: meta, early, joined, seen.
+const PREJOIN_KEYS: [usize; 4] = [0, 7, 6, 4];
+
+/// A keyed queue's tickets: each buyer's is the first 128 bits of an HMAC of their id under the
+/// queue's key, kept in Redis (see [`KEY`]), so every instance hands a buyer the same ticket
+/// without asking Redis which, and a ticket cannot be guessed without the key.
+struct TicketKey(Hmac<Sha256>);
+
+impl TicketKey {
+    fn new(key: &str) -> Self {
+        TicketKey(Hmac::new_from_slice(key.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC accepts any key length")))
+    }
+
+    fn ticket(&self, user: &UserId) -> u128 {
+        let mut mac = self.0.clone();
+        mac.update(user.as_str().as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&tag[..16]);
+        u128::from_be_bytes(first)
+    }
 }
 
 /// Most tickets of one sale an instance remembers to answer their polls itself (see [`Known`]),
@@ -371,6 +507,11 @@ struct SaleQueue {
     /// instance that Redis answers goes through it. Unbounded like the gate's: each request
     /// waits for its answer, so the requests in flight (bounded by the connection caps) bound it.
     asks: mpsc::UnboundedSender<Ask>,
+    /// The sale's quick joins before its start (see [`run_early_groups`]), grouped the same way.
+    early: mpsc::UnboundedSender<EarlyJoin>,
+    /// The queue's ticket key once Redis said it (`None`: an unkeyed queue); asked once, for
+    /// `random_at_start` queues only.
+    key: tokio::sync::OnceCell<Option<TicketKey>>,
     /// Tickets by id, as Redis last answered them here.
     known: DashMap<u128, Known>,
     /// The expired tickets' slots handed on, as Redis last said (it only grows).
@@ -474,9 +615,38 @@ impl Rules {
     }
 }
 
+/// A quick join (see [`PREJOIN`]) on its way to the sale's early group task, already answered.
+/// If the queue has started by the time it is written, it goes through [`QUEUE`] instead, with
+/// the buyer's ticket (`id`) and the queue's rules.
+struct EarlyJoin {
+    user: UserId,
+    id: u128,
+    now: Millis,
+    rules: Rules,
+}
+
+/// What a request asks [`QUEUE`]: `join`, `poll`, or `pollk` (a poll of a keyed queue with the
+/// buyer's own ticket, checked here: one that has no trace in Redis was handed out and expired).
+#[derive(Clone, Copy)]
+enum Op {
+    Join,
+    Poll,
+    PollOwn,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Join => "join",
+            Op::Poll => "poll",
+            Op::PollOwn => "pollk",
+        }
+    }
+}
+
 /// A join or a poll, on its way to the sale's group task.
 struct Ask {
-    join: bool,
+    op: Op,
     user: UserId,
     /// Join: the ticket to hand out if the buyer holds none; poll: the ticket asked about.
     ticket: String,
@@ -538,6 +708,72 @@ async fn run_groups(conn: Connection, script: Script, queue: Weak<SaleQueue>, mu
     }
 }
 
+/// One sale's quick joins, written as [`run_groups`] groups the rest: one [`PREJOIN`] call for
+/// whatever queued while the previous one was in flight. The buyers were answered already (a
+/// ticket with no place yet, theirs whatever happens), so each waits for nothing but the join
+/// itself: their answer costs the engine no wake-up per buyer. A join left unwritten (Redis
+/// unreachable, or the instance killed meanwhile) is written by the buyer's next poll before the
+/// start (see `pollk` in [`QUEUE`]).
+/// It ends once the sale's queue is dropped here (retired, or the instance shutting down) and
+/// every join sent before is written.
+async fn run_early_groups(
+    conn: Connection,
+    script: Script,
+    keys: Arc<QueueKeys>,
+    asks: mpsc::UnboundedSender<Ask>,
+    mut joins: mpsc::UnboundedReceiver<EarlyJoin>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while joins.recv_many(&mut group, MAX_GROUP).await > 0 {
+        write_early(&conn, &script, &keys, &asks, &mut group).await;
+        group.clear();
+    }
+}
+
+/// One [`PREJOIN`] call for `group`; if the queue has started since, each join goes through the
+/// queue's group task instead, and is waited for.
+async fn write_early(
+    conn: &Connection,
+    script: &Script,
+    keys: &QueueKeys,
+    asks: &mpsc::UnboundedSender<Ask>,
+    group: &mut Vec<EarlyJoin>,
+) {
+    let now = group.iter().map(|join| join.now).max().unwrap_or_default();
+    let mut invocation = script.prepare_invoke();
+    for k in PREJOIN_KEYS {
+        invocation.key(&keys[k]);
+    }
+    invocation.arg(now);
+    for join in group.iter() {
+        invocation.arg(join.user.as_str());
+    }
+    METRICS.observe_redis_call(RedisCall::Queue, group.len());
+    match invocation.invoke_async::<i64>(&mut conn.clone()).await {
+        Ok(0) => {}
+        Ok(_) => {
+            let answers = group.drain(..).filter_map(|join| {
+                let (answer, answered) = oneshot::channel();
+                let ask = Ask {
+                    op: Op::Join,
+                    user: join.user,
+                    ticket: ticket_text(join.id),
+                    now: join.now,
+                    rules: join.rules,
+                    answer,
+                };
+                asks.send(ask).ok().map(|()| answered)
+            });
+            futures::future::join_all(answers.collect::<Vec<_>>()).await;
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            joins = group.len(),
+            "quick joins not written: each buyer's next poll before the start writes theirs"
+        ),
+    }
+}
+
 /// One call deciding `group` in arrival order; an answer per request, in the same order: the
 /// ticket the script named instead of the request's, if any, and `kind, a, b`. The
 /// group shares one `now`, the latest of its requests': each is decided no earlier than it was
@@ -554,10 +790,7 @@ async fn decide_group(
     let now = group.iter().map(|ask| ask.now).max().unwrap_or(last.now);
     let mut invocation = last.rules.invocation(script, keys, now);
     for ask in group {
-        invocation
-            .arg(if ask.join { "join" } else { "poll" })
-            .arg(ask.user.as_str())
-            .arg(&ask.ticket);
+        invocation.arg(ask.op.as_str()).arg(ask.user.as_str()).arg(&ask.ticket);
     }
     METRICS.observe_redis_call(RedisCall::Queue, group.len());
     let flat: Vec<redis::Value> = invocation.invoke_async(&mut conn.clone()).await?;
@@ -603,7 +836,10 @@ impl RedisWaitingRoom {
             prefix: prefix.to_owned(),
             queues: DashMap::new(),
             queue: Script::new(&format!("{COMMON}{QUEUE}")),
+            prejoin: Script::new(PREJOIN),
+            key: Script::new(KEY),
             sweep: Script::new(&format!("{COMMON}{SWEEP}")),
+            early_tasks: TaskTracker::new(),
             buyers: RandomState::new(),
         }
     }
@@ -615,12 +851,22 @@ impl RedisWaitingRoom {
         }
         Arc::clone(&self.queues.entry(sale).or_insert_with(|| {
             let (asks, queued) = mpsc::unbounded_channel();
+            let (early, early_queued) = mpsc::unbounded_channel();
             let queue = Arc::new(SaleQueue {
                 keys: Arc::new(queue_keys(&self.prefix, sale)),
                 asks,
+                early,
+                key: tokio::sync::OnceCell::new(),
                 known: DashMap::new(),
                 expired: AtomicU64::new(0),
             });
+            self.early_tasks.spawn(run_early_groups(
+                self.conn.clone(),
+                self.prejoin.clone(),
+                Arc::clone(&queue.keys),
+                queue.asks.clone(),
+                early_queued,
+            ));
             // Ends once the queue is forgotten (retired) and the last asker is gone.
             tokio::spawn(run_groups(
                 self.conn.clone(),
@@ -639,6 +885,33 @@ impl RedisWaitingRoom {
             Some(queue) => Arc::clone(&queue.keys),
             None => Arc::new(queue_keys(&self.prefix, sale)),
         }
+    }
+
+    /// The queue's ticket key, asked of Redis (and made there if need be) the first time.
+    async fn ticket_key<'q>(&self, queue: &'q SaleQueue) -> Result<Option<&'q TicketKey>, BackendError> {
+        let key = queue
+            .key
+            .get_or_try_init(|| async {
+                let fresh: String = crate::domain::random_key().iter().map(|b| format!("{b:02x}")).collect();
+                let key: Option<String> = self
+                    .key
+                    .key(&queue.keys[0])
+                    .arg(fresh)
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                Ok::<_, BackendError>(key.map(|key| TicketKey::new(&key)))
+            })
+            .await?;
+        Ok(key.as_ref())
+    }
+
+    /// A quick join before the start (see [`PREJOIN`]), handed to the sale's early group task.
+    fn join_early(&self, queue: &SaleQueue, join: EarlyJoin) -> Result<(), BackendError> {
+        queue
+            .early
+            .send(join)
+            .map_err(|_| BackendError::fault(Role::WaitingRoom, "the sale's early join task has stopped"))
     }
 
     async fn ask(
@@ -661,11 +934,52 @@ impl RedisWaitingRoom {
                 return Ok(place);
             }
         }
+        // A `random_at_start` queue's tickets are its buyers' own (see `TicketKey`), unless an
+        // older version's queue holds random ones.
+        let key = match room.mode {
+            QueueMode::RandomAtStart => self.ticket_key(&queue).await?,
+            QueueMode::Fifo => None,
+        };
+        let opens = opens_at(sale);
+        let (op, ticket) = match (join, key) {
+            (true, Some(key)) => {
+                let id = key.ticket(user);
+                let ticket = ticket_text(id);
+                // What this instance said of the ticket before (expired, say) no longer holds.
+                queue.known.remove(&id);
+                if now < opens {
+                    let rules = Rules::of(sale, &room);
+                    self.join_early(
+                        &queue,
+                        EarlyJoin {
+                            user: user.clone(),
+                            id,
+                            now,
+                            rules,
+                        },
+                    )?;
+                    return Ok(Place {
+                        ticket,
+                        standing: before_start(&room, 0, opens, now),
+                        place: None,
+                        admitted_at: None,
+                    });
+                }
+                (Op::Join, ticket)
+            }
+            (true, None) => (Op::Join, super::new_ticket()),
+            // Another ticket was never this buyer's: no need to ask Redis.
+            (false, Some(key)) if ticket_id(ticket) != Some(key.ticket(user)) => {
+                return Err(WaitingRoomError::TicketNotFound)
+            }
+            (false, Some(_)) => (Op::PollOwn, ticket.to_owned()),
+            (false, None) => (Op::Poll, ticket.to_owned()),
+        };
         let (answer, answered) = oneshot::channel();
         let asked = queue.asks.send(Ask {
-            join,
+            op,
             user: user.clone(),
-            ticket: if join { super::new_ticket() } else { ticket.to_owned() },
+            ticket,
             now,
             rules: Rules::of(sale, &room),
             answer,
@@ -691,7 +1005,6 @@ impl RedisWaitingRoom {
             _ => return Err(WaitingRoomError::TicketNotFound),
         };
         queue.expired.fetch_max(expired, Ordering::Relaxed);
-        let opens = opens_at(sale);
         // Redis decided at the group's time, no earlier than `now`, so `place` agrees with it;
         // were a clock to disagree, the ticket waits at the front until Redis admits it.
         let (standing, place, admitted_at) = said.place(&room, opens, expired, now).unwrap_or_else(|| match said {
@@ -809,14 +1122,25 @@ impl WaitingRoom for RedisWaitingRoom {
     fn stats(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<QueueStats>, BackendError>> {
         Box::pin(async move {
             let keys = self.keys(sale);
-            let (arrivals, admitted, expired): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            type Counters = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+            let ((arrivals, admitted, expired, placed), early): (Counters, u64) = redis::pipe()
+                .cmd("HMGET")
                 .arg(&keys[0])
                 .arg("arrivals")
                 .arg("admitted")
                 .arg("expired")
+                .arg("placed")
+                .cmd("SCARD")
+                .arg(&keys[7])
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)?;
+            // The buyers of `early` are counted in `arrivals` from the start on.
+            let early = if placed.is_none() { early } else { 0 };
+            let arrivals = match (arrivals, early) {
+                (None, 0) => None,
+                (arrivals, early) => Some(arrivals.unwrap_or(0) + early),
+            };
             Ok(arrivals.map(|joined| {
                 let (admitted, expired) = (admitted.unwrap_or(0), expired.unwrap_or(0));
                 QueueStats {
@@ -825,6 +1149,21 @@ impl WaitingRoom for RedisWaitingRoom {
                     expired,
                 }
             }))
+        })
+    }
+
+    fn flush(&self, within: std::time::Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // No request is served any more: the queues dropped, each early task writes what it
+            // was sent and ends.
+            self.queues.clear();
+            self.early_tasks.close();
+            if tokio::time::timeout(within, self.early_tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    sales = self.early_tasks.len(),
+                    "quick joins still unwritten at shutdown"
+                );
+            }
         })
     }
 

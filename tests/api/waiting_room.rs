@@ -521,7 +521,8 @@ mod distributed {
         // A ticket is placed at its first poll after the start.
         join_all(joins.iter().map(|(sale, user, ticket)| poll(&app, *sale, ticket, user))).await;
 
-        // user → (arrival, place), from the buyers' records Redis keeps: `place|arrival|…`.
+        // user → (the order they joined in, place), from the buyers' records Redis keeps:
+        // `place|arrival|…`.
         let mut placed: Vec<HashMap<String, (f64, f64)>> = Vec::new();
         for sale in sales {
             let key = format!("{}:{{s{sale}}}:q:users", services.redis_prefix);
@@ -530,8 +531,9 @@ mod distributed {
                 .into_iter()
                 .map(|(user, raw)| {
                     let fields: Vec<&str> = raw.split('|').collect();
-                    let number = |i: usize| fields[i].parse::<f64>().expect("a number");
-                    (user, (number(1), number(0)))
+                    let place = fields[0].parse::<f64>().expect("a number");
+                    let joined: f64 = user["early-".len()..].parse().expect("early-<i>");
+                    (user, (joined + 1.0, place))
                 })
                 .collect();
             let mut places: Vec<f64> = by_user.values().map(|&(_, place)| place).collect();
@@ -549,6 +551,111 @@ mod distributed {
             .collect();
         let rho = rank_correlation(&across);
         assert!(rho.abs() < 0.3, "two sales shuffled alike: Spearman {rho:.3}");
+    }
+
+    /// Waits until `user` is written into the sale's `early` set (joins before a `random_at_start`
+    /// start are answered first, written a moment later).
+    async fn written_early(services: &Services, sale: i64, user: &str) -> bool {
+        let key = format!("{}:{{s{sale}}}:q:early", services.redis_prefix);
+        for _ in 0..100 {
+            let there: bool = services.redis(redis::cmd("SISMEMBER").arg(&key).arg(user)).await;
+            if there {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Before a `random_at_start` start, a join is answered without asking Redis which ticket:
+    /// a buyer's ticket is derived from them and the queue's key. Joining on two instances gives
+    /// one ticket, counted once; at the start each buyer has one place.
+    #[tokio::test]
+    async fn a_buyer_joining_before_the_start_on_two_instances_holds_one_ticket_counted_once() {
+        let services = Services::start().await;
+        let a = TestServer::spawn_with(shared(&services)).await;
+        let b = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&a, 10, 1, "random_at_start", 60, Some(6)).await;
+        let alice = joined(&a, sale, "alice").await;
+        assert_eq!(joined(&b, sale, "alice").await, alice);
+        assert_eq!(joined(&a, sale, "alice").await, alice);
+        let bob = joined(&b, sale, "bob").await;
+        assert_ne!(bob, alice);
+        assert!(written_early(&services, sale, "alice").await && written_early(&services, sale, "bob").await);
+        let key = format!("{}:{{s{sale}}}:q:early", services.redis_prefix);
+        let counted: u64 = services.redis(redis::cmd("SCARD").arg(&key)).await;
+        assert_eq!(counted, 2, "alice once, bob once");
+        // Another buyer's ticket is nobody else's.
+        let (status, _, _) = get_with(&a, &format!("/api/sales/{sale}/queue/{alice}"), &[("x-user-id", "bob")]).await;
+        assert_eq!(status, 404);
+        while a.get(&format!("/api/sales/{sale}")).await.1["status"] == "upcoming" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut places = vec![
+            poll(&b, sale, &alice, "alice").await["place"].as_u64(),
+            poll(&a, sale, &bob, "bob").await["place"].as_u64(),
+        ];
+        places.sort();
+        assert_eq!(places, vec![Some(1), Some(2)], "one place each");
+    }
+
+    /// A join before the start answered but never written (its instance killed first; here its
+    /// entry is removed by hand) is written by the buyer's next poll before the start, and the
+    /// buyer is placed at the start like everyone who joined before it.
+    #[tokio::test]
+    async fn a_join_before_the_start_never_written_is_written_by_the_next_poll() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 10, 1, "random_at_start", 60, Some(5)).await;
+        let ticket = joined(&app, sale, "alice").await;
+        joined(&app, sale, "bob").await;
+        assert!(written_early(&services, sale, "alice").await);
+        let key = format!("{}:{{s{sale}}}:q:early", services.redis_prefix);
+        let _: i64 = services.redis(redis::cmd("SREM").arg(&key).arg("alice")).await;
+        let answer = poll(&app, sale, &ticket, "alice").await;
+        assert_eq!(answer["state"], "waiting", "{answer}");
+        assert!(written_early(&services, sale, "alice").await, "written again");
+        while app.get(&format!("/api/sales/{sale}")).await.1["status"] == "upcoming" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let answer = poll(&app, sale, &ticket, "alice").await;
+        let place = answer["place"].as_u64();
+        assert!(
+            matches!(place, Some(1 | 2)),
+            "placed among the two who joined before: {answer}"
+        );
+    }
+
+    /// Buyers who joined before a `random_at_start` start and never ask again are counted at the
+    /// start with no record of theirs in Redis; the sweep expires them a time to live after
+    /// their join and hands their slots on, so the one who stays is admitted at once.
+    #[tokio::test]
+    async fn buyers_who_joined_before_the_start_and_left_expire_without_slowing_the_queue() {
+        let services = Services::start().await;
+        let app = TestServer::spawn_with(shared(&services)).await;
+        let sale = room_sale(&app, 100, 1, "random_at_start", 5, Some(3)).await;
+        let mut gone = Vec::new();
+        for i in 0..60 {
+            let user = format!("gone{i}");
+            gone.push((user.clone(), joined(&app, sale, &user).await));
+        }
+        let ticket = joined(&app, sale, "patient").await;
+        while app.get(&format!("/api/sales/{sale}")).await.1["status"] == "upcoming" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = Instant::now();
+        // The first request after the start counts everyone who joined before it.
+        assert_ne!(poll(&app, sale, &ticket, "patient").await["state"], "expired");
+        let expired = format!("seckill_queue_expired_total{{sale=\"{sale}\"}}");
+        let all = app.wait_metric(&expired, Duration::from_secs(15), |n| n >= 60.0).await;
+        assert!(
+            all.is_some_and(|n| n >= 60.0),
+            "every slot of those gone handed on: {all:?}"
+        );
+        admitted(&app, sale, &ticket, "patient", Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let (user, ticket) = &gone[0];
+        assert_eq!(poll(&app, sale, ticket, user).await["state"], "expired");
     }
 
     /// A `random_at_start` queue an older version started (its pre-start tickets ranked in a
