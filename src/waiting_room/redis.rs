@@ -2,10 +2,13 @@
 //! An instance sends a sale's concurrent joins and polls as one Lua script call (see
 //! `run_groups`), which decides each in order; the sweep of abandoned tickets is another script,
 //! run by every instance (it is idempotent). A join before a `random_at_start` queue's start,
-//! the stampede's request, is cheaper still: the buyers are only recorded (`PREJOIN`), since such
-//! a ticket has no place yet and is derived from the buyer. A restart of an instance loses
-//! nothing: the queue is in Redis, and every join is recorded there before it is answered. Most polls never reach Redis: an instance answers a ticket's polls from what
-//! Redis said of it within the last third of its time to live (see `Known`).
+//! the stampede's request, is cheaper still: such a ticket has no place yet and is derived from
+//! the buyer, so the join is answered at once and its buyer written afterwards, with the group's
+//! (`PREJOIN`). A restart of an instance loses nothing: the queue is in Redis, every other join
+//! is written before it is answered, and a graceful shutdown writes the quick joins answered
+//! (one lost with a killed instance is written again by its buyer's next poll before the
+//! start). Most polls never reach Redis: an instance answers a ticket's polls from what Redis
+//! said of it within the last third of its time to live (see `Known`).
 //!
 //! Keys of a sale share the gate's hash tag (`{s<id>}`), so Redis Cluster keeps them on one shard:
 //! - `<p>:{s<id>}:q:meta`    hash: arrivals, placed (tickets placed at the start; absent until
@@ -24,7 +27,7 @@
 //!   before its start (see `PREJOIN`) and have made no request since it: no record yet. The start counts them; each is numbered at their first request
 //!   after it, and the shuffle places them as it places every ticket taken before the start.
 //!   Their ticket is no secret Redis keeps: it is derived from the buyer and the queue's `key`
-//!   (in `meta`, see [`TicketKey`]).
+//!   (in `meta`, see `TicketKey`).
 //! - only in queues an older version left: `tickets` (hash: ticket → `place|arrival|admitted|
 //!   expired|user`, `users` then naming the buyer's ticket), `at` (hash: admitted ticket → when)
 //!   and `seen` by ticket id, each moved into the buyer's record when first read; `pre` (sorted
