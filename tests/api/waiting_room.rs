@@ -670,6 +670,10 @@ mod distributed {
         for user in users {
             tickets.push(joined(&app, sale, user).await);
         }
+        // Joins before the start are written a moment after their answer: all of them first.
+        for user in users {
+            assert!(written_early(&services, sale, user).await);
+        }
         // As the older version leaves it: ranked second, third, first; started with 3 placed.
         let key = |name: &str| format!("{}:{{s{sale}}}:q:{name}", services.redis_prefix);
         let ranked = redis::cmd("ZADD")
