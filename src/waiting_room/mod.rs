@@ -196,21 +196,28 @@ pub struct ShuffleKey(Hmac<Sha256>);
 
 impl ShuffleKey {
     pub fn random() -> Self {
-        ShuffleKey(
-            Hmac::new_from_slice(&crate::domain::random_key())
-                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length")),
-        )
+        ShuffleKey(hmac_key(&crate::domain::random_key()))
     }
 
     /// The ticket's rank key: the first 52 bits of its HMAC.
     pub fn rank(&self, ticket: &str) -> u64 {
-        let mut mac = self.0.clone();
-        mac.update(ticket.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&tag[..8]);
-        u64::from_be_bytes(first) >> 12
+        (keyed_prefix(&self.0, ticket.as_bytes()) >> 76) as u64
     }
+}
+
+/// An HMAC-SHA256 key, what both rooms key their orders and tickets with.
+pub(crate) fn hmac_key(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+/// The first 128 bits of the HMAC of `data` under `key`, as a number.
+pub(crate) fn keyed_prefix(key: &Hmac<Sha256>, data: &[u8]) -> u128 {
+    let mut mac = key.clone();
+    mac.update(data);
+    let tag = mac.finalize().into_bytes();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&tag[..16]);
+    u128::from_be_bytes(first)
 }
 
 /// A new ticket id: 122 random bits, so a ticket cannot be guessed.

@@ -24,8 +24,9 @@
 //!   after its time (`#<ms>`): where the sweep finds the tickets never polled. A join writes
 //!   one record and appends to this list; a ticket enters `seen` at its first poll.
 //! - `<p>:{s<id>}:q:early`   set: the buyers of a keyed `random_at_start` queue who joined
-//!   before its start (see `PREJOIN`) and have made no request since it: no record yet. The start counts them; each is numbered at their first request
-//!   after it, and the shuffle places them as it places every ticket taken before the start.
+//!   before its start (see `PREJOIN`) and have made no request since it: no record yet. The
+//!   start counts them; each is numbered at their first request after it, and the shuffle places
+//!   them as it places every ticket taken before the start.
 //!   Their ticket is no secret Redis keeps: it is derived from the buyer and the queue's `key`
 //!   (in `meta`, see `TicketKey`).
 //! - only in queues an older version left: `tickets` (hash: ticket → `place|arrival|admitted|
@@ -43,11 +44,12 @@ use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use sha2::Sha256;
 
 use super::{
-    before_start, burst, front, opens_at, retire_at, standing, ticket_id, ticket_text, Place, QueueStats, Standing,
+    before_start, burst, front, hmac_key, keyed_prefix, opens_at, retire_at, standing, ticket_id, ticket_text, Place,
+    QueueStats, Standing,
 };
 use super::{WaitingRoom, WaitingRoomError};
 use crate::backend::{BackendError, Role};
@@ -485,16 +487,11 @@ struct TicketKey(Hmac<Sha256>);
 
 impl TicketKey {
     fn new(key: &str) -> Self {
-        TicketKey(Hmac::new_from_slice(key.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC accepts any key length")))
+        TicketKey(hmac_key(key.as_bytes()))
     }
 
     fn ticket(&self, user: &UserId) -> u128 {
-        let mut mac = self.0.clone();
-        mac.update(user.as_str().as_bytes());
-        let tag = mac.finalize().into_bytes();
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&tag[..16]);
-        u128::from_be_bytes(first)
+        keyed_prefix(&self.0, user.as_str().as_bytes())
     }
 }
 
