@@ -2,10 +2,11 @@
 //! broker acknowledged the order, and on failure says whether the order is certainly not in
 //! the log (safe to return the unit to stock) or possibly is (it must not be resold).
 //!
-//! Orders go out in groups: what was published while the previous record was being handed to
-//! the producer goes as one record, a JSON array of events (a lone order: one event, as
-//! before). A stampede's thousand orders cost the producer, the broker and the consumer a few
-//! dozen records instead of a thousand; an idle log's order goes out at once.
+//! Orders go out in groups: what was published by the time the group task's turn comes (the
+//! buyers one gate answer woke publish in the same turn) goes as one record, a JSON array of
+//! events (a lone order: one event, as before). A stampede's thousand orders cost the
+//! producer, the broker and the consumer a few dozen records instead of a thousand; an idle
+//! log's order goes out at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,6 +172,17 @@ async fn send_groups(producing: Arc<Producing>, topic: String, mut queued: mpsc:
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut payload = Vec::new();
     while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // The buyers of one gate answer are woken together, and the first one's publish wakes
+        // this task next (the scheduler runs a task just woken before the others): without
+        // this turn nearly every record carried one order. One turn lets the others, already
+        // runnable, queue theirs; an idle log's order waits no timer.
+        tokio::task::yield_now().await;
+        while group.len() < MAX_GROUP {
+            match queued.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
         crate::metrics::METRICS.observe_log_record(group.len());
         payload.clear();
         if let [one] = group.as_slice() {

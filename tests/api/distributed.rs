@@ -972,9 +972,14 @@ async fn grouped_reservations_sell_exactly_the_stock_within_the_limit_and_lose_n
     let (one, two) = (app.live_sale(300, 1).await, app.live_sale(500, 2).await);
     let calls = r#"seckill_redis_calls_total{script="reserve"}"#;
     let sent = r#"seckill_redis_call_items_total{script="reserve"}"#;
+    let (records, events) = ("seckill_kafka_records_total", "seckill_kafka_record_events_total");
     let (calls_before, sent_before) = (
         app.metric(calls).await.expect("reserve calls exported"),
         app.metric(sent).await.expect("reserve items exported"),
+    );
+    let (records_before, events_before) = (
+        app.metric(records).await.expect("records exported"),
+        app.metric(events).await.expect("record events exported"),
     );
 
     // The two sales' buyers interleaved, each buyer's requests fired together.
@@ -1040,6 +1045,14 @@ async fn grouped_reservations_sell_exactly_the_stock_within_the_limit_and_lose_n
     assert!(
         sent / calls > 1.0,
         "{sent} purchases went to Redis in {calls} script calls: not grouped"
+    );
+    // The buyers one script call answered publish together: their orders share log records.
+    let records = app.metric(records).await.expect("records") - records_before;
+    let events = app.metric(events).await.expect("record events") - events_before;
+    assert_eq!(events, 800.0, "one event per order");
+    assert!(
+        events / records >= 3.0,
+        "{events} orders went to the log in {records} records: not grouped"
     );
 }
 
