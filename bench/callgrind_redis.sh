@@ -44,10 +44,19 @@ counted() {
   callgrind_control -d "$VG_PID" >/dev/null 2>&1
 }
 
-# stop_redis: shuts the server down; prints the instructions of the counted calls.
+# stop_redis: shuts the server down; prints the instructions of the counted calls. With
+# PROFILE=1 it also writes, to standard error, where they went: redis-server's functions by
+# inclusive instructions (Debian's binary names its exported functions; Lua's own internals show
+# as addresses).
 stop_redis() {
   cli shutdown nosave >/dev/null 2>&1 || true
   wait "$VG_PID" 2>/dev/null || true
   VG_PID=""
-  grep -h '^totals:' "$WORK"/cg.out.* | tail -1 | awk '{print $2}'
+  local counted
+  counted=$(ls "$WORK"/cg.out.* | tail -1)
+  if [ -n "${PROFILE:-}" ]; then
+    callgrind_annotate --inclusive=yes --threshold=100 "$counted" 2>/dev/null |
+      grep -E '^ *[0-9,]+ \( *[0-9.]+%\)  \?\?\?:[a-zA-Z_]' | grep -v -E 'main|aeMain|below main' | head -30 >&2
+  fi
+  grep -h '^totals:' "$counted" | awk '{print $2}'
 }

@@ -5,6 +5,7 @@
 #
 #   bash bench/reserve_script.sh                      # the script in src/gate/redis.rs
 #   SCRIPT=old.lua ARGS=old.args bash bench/reserve_script.sh   # another version, its own ARGV
+#   WARM=2000 PROFILE=1 bash bench/reserve_script.sh  # on a sale with 40,000 buyers; where it goes
 #
 # A private redis-server under callgrind on a free port takes CALLS script calls of GROUP new
 # buyers each (redis-benchmark, 4 connections; `__rand_int__` makes every buyer and order id
@@ -30,8 +31,14 @@ fi
 start_redis
 KEYS=(b:meta b:buyers b:pending b:holds b:deadlines)
 cli hset b:meta stock 1000000000 limit 1 remaining 1000000000 window 0 >/dev/null
+# WARM=N: N calls first, not counted, so the counted ones meet a sale with N x GROUP buyers
+# already (as in a selling run) rather than a fresh one.
+WARM="${WARM:-0}"
 # shellcheck disable=SC2086 # the ARGV line is split into arguments on purpose
+if [ "$WARM" -gt 0 ]; then redis-benchmark -p "$PORT" -r 100000000000 -n "$WARM" -c 4 EVALSHA "$SHA" 5 "${KEYS[@]}" $ARGV_LINE >/dev/null; fi
+BEFORE=$(cli hget b:meta remaining)
+# shellcheck disable=SC2086
 counted "$CALLS" 5 "${KEYS[@]}" $ARGV_LINE
-SOLD=$((1000000000 - $(cli hget b:meta remaining)))
+SOLD=$((BEFORE - $(cli hget b:meta remaining)))
 IR=$(stop_redis)
 python3 -c "print(f'{$SOLD:,} purchases in $CALLS calls of $GROUP: {$IR / max($SOLD, 1):,.0f} redis-server instructions per purchase')"
