@@ -608,11 +608,12 @@ struct Granted {
 }
 
 /// One sale's purchases and releases, grouped: whatever queued while the previous call was in
-/// flight goes to Redis as one script call (one for the purchases, one for the releases), so
-/// a stampede on one sale costs Redis one round trip per group instead of one per buyer. Reads
-/// of the units left (every waiting-room join and poll asks) are grouped the same way: one read
-/// sent after each of them was asked answers them all. An
-/// idle sale's first purchase goes out at once: nothing waits on a timer. The task runs the
+/// flight, or was asked within one scheduler turn of the first, goes to Redis as one script
+/// call (one for the purchases, one for the releases), so a stampede on one sale costs Redis
+/// one round trip per group instead of one per buyer. Reads of the units left (every
+/// waiting-room join and poll asks) are grouped the same way: one read sent after each of them
+/// was asked answers them all. An idle sale's first purchase goes out at once: nothing waits on
+/// a timer. The task runs the
 /// call whatever happens to the buyers' requests; a reservation whose buyer went away before
 /// hearing of it is released (its order was never published).
 async fn run_groups(
@@ -629,6 +630,15 @@ async fn run_groups(
     let mut releases = Vec::new();
     let mut reads = Vec::new();
     while asks.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // The first ask wakes this task, which the scheduler runs next, before the other buyers
+        // already runnable have asked: one turn lets them join this call.
+        tokio::task::yield_now().await;
+        while group.len() < MAX_GROUP {
+            match asks.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
         // The askers hold the keys while they wait; none left means nobody waits for an answer.
         let Some(keys) = keys.upgrade() else { break };
         for ask in group.drain(..) {
