@@ -1,5 +1,5 @@
-//! What the backends (stock gate, order store, order log) share: their error, and the answer
-//! each gives `/readyz`.
+//! What the backends (stock gate, order store, order log) share: their error, the answer each
+//! gives `/readyz`, and how their group tasks gather a group (`next_group`).
 //!
 //! A backend error says what happened in terms the engine acts on (retry later, do not undo,
 //! shed, a fault of ours) and keeps its cause as `source`, for the log. It never says anything
@@ -151,6 +151,30 @@ impl Check {
     }
 }
 
+/// Waits for a group task's next group: the first ask, then whatever other tasks ask within one
+/// scheduler turn, up to `max` in `group`. The turn matters because tokio runs a task just woken
+/// before the others already runnable: without it, the first ask of a burst (the buyers one
+/// answer woke, say) would go alone. No timer: an idle task's ask goes out at once. Returns the
+/// group's size, 0 once every sender is gone.
+#[cfg(feature = "distributed")]
+pub(crate) async fn next_group<T>(
+    asks: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    group: &mut Vec<T>,
+    max: usize,
+) -> usize {
+    if asks.recv_many(group, max).await == 0 {
+        return 0;
+    }
+    tokio::task::yield_now().await;
+    while group.len() < max {
+        match asks.try_recv() {
+            Ok(more) => group.push(more),
+            Err(_) => break,
+        }
+    }
+    group.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +188,31 @@ mod tests {
             "the order log is unavailable: broker 127.0.0.1:9092: connection refused"
         );
         assert_eq!(e.role(), Role::Log);
+    }
+
+    #[cfg(feature = "distributed")]
+    #[tokio::test]
+    async fn a_group_takes_in_what_is_asked_within_one_turn_of_its_first_ask() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(1).expect("open");
+        // Runnable, not yet run: it asks during the group task's turn.
+        let later = tx.clone();
+        tokio::spawn(async move { later.send(2).expect("open") });
+        let mut group = Vec::new();
+        assert_eq!(next_group(&mut rx, &mut group, 10).await, 2);
+        assert_eq!(group, [1, 2]);
+
+        // Never more than `max`; the rest is the next group.
+        group.clear();
+        for i in 0..5 {
+            tx.send(i).expect("open");
+        }
+        assert_eq!(next_group(&mut rx, &mut group, 3).await, 3);
+        group.clear();
+        assert_eq!(next_group(&mut rx, &mut group, 3).await, 2);
+
+        group.clear();
+        drop(tx);
+        assert_eq!(next_group(&mut rx, &mut group, 3).await, 0);
     }
 }

@@ -50,7 +50,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{shards, HoldCounts, PendingShare, Reservation, ReserveError, StockGate};
-use crate::backend::{BackendError, Check, Role};
+use crate::backend::{next_group, BackendError, Check, Role};
 use crate::domain::{
     new_order_id, now_millis, GateState, Holding, Millis, Order, OrderState, Payment, Refusal, Sale, SaleId, UserId,
 };
@@ -613,9 +613,8 @@ struct Granted {
 /// one round trip per group instead of one per buyer. Reads of the units left (every
 /// waiting-room join and poll asks) are grouped the same way: one read sent after each of them
 /// was asked answers them all. An idle sale's first purchase goes out at once: nothing waits on
-/// a timer. The task runs the
-/// call whatever happens to the buyers' requests; a reservation whose buyer went away before
-/// hearing of it is released (its order was never published).
+/// a timer. The task runs the call whatever happens to the buyers' requests; a reservation whose
+/// buyer went away before hearing of it is released (its order was never published).
 async fn run_groups(
     conn: Connection,
     reserve: Script,
@@ -629,16 +628,7 @@ async fn run_groups(
     let mut buyers = Vec::with_capacity(MAX_GROUP);
     let mut releases = Vec::new();
     let mut reads = Vec::new();
-    while asks.recv_many(&mut group, MAX_GROUP).await > 0 {
-        // The first ask wakes this task, which the scheduler runs next, before the other buyers
-        // already runnable have asked: one turn lets them join this call.
-        tokio::task::yield_now().await;
-        while group.len() < MAX_GROUP {
-            match asks.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
-            }
-        }
+    while next_group(&mut asks, &mut group, MAX_GROUP).await > 0 {
         // The askers hold the keys while they wait; none left means nobody waits for an answer.
         let Some(keys) = keys.upgrade() else { break };
         for ask in group.drain(..) {

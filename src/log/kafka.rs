@@ -27,7 +27,7 @@ use rdkafka::ClientContext;
 use tokio::sync::{mpsc, oneshot};
 
 use super::OrderEvent;
-use crate::backend::{BackendError, Role};
+use crate::backend::{next_group, BackendError, Role};
 use crate::domain::Order;
 
 /// What the broker's answer (or its silence) means for one record, and so for each of its orders.
@@ -171,18 +171,9 @@ impl KafkaLog {
 async fn send_groups(producing: Arc<Producing>, topic: String, mut queued: mpsc::UnboundedReceiver<Queued>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut payload = Vec::new();
-    while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
-        // The buyers of one gate answer are woken together, and the first one's publish wakes
-        // this task next (the scheduler runs a task just woken before the others): without
-        // this turn nearly every record carried one order. One turn lets the others, already
-        // runnable, queue theirs; an idle log's order waits no timer.
-        tokio::task::yield_now().await;
-        while group.len() < MAX_GROUP {
-            match queued.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
-            }
-        }
+    // The buyers of one gate answer publish within one turn: without it nearly every record
+    // carried one order.
+    while next_group(&mut queued, &mut group, MAX_GROUP).await > 0 {
         crate::metrics::METRICS.observe_log_record(group.len());
         payload.clear();
         if let [one] = group.as_slice() {
